@@ -1,0 +1,61 @@
+//! The WSE wire protocol: frames, codecs, error codes, the standard HMAC challenge, and the
+//! symmetric RPC engine that both `wse-server` and `wse-client` run on every connection.
+//!
+//! This crate opens no sockets. It is what a WSE peer needs to speak the protocol of the
+//! JavaScript library `wse` 4.x byte for byte (see `PROTOCOL.md` in the repository).
+//!
+//! ```
+//! use wse_core::{Json, Protocol, frame};
+//!
+//! let json: &dyn Protocol = &Json;
+//! let bytes = json.encode("add", &serde_json::json!({"a": 1, "b": 2}), Some("k1")).unwrap();
+//! assert_eq!(bytes, br#"["add",{"a":1,"b":2},"k1"]"#);
+//!
+//! let frame = json.unpack(br#"["~wse:response",3,"k1"]"#).unwrap();
+//! assert_eq!(frame.kind, frame::RESPONSE);
+//! assert_eq!(json.decode::<i64>(frame.payload).unwrap(), 3);
+//! ```
+//!
+//! # Layout
+//!
+//! - [`frame`]: the frame `[type, payload, stamp]` ([`RawFrame`]) and the reserved type names.
+//! - `protocol`: the [`Protocol`] trait and its codecs, [`Json`] and [`MsgPack`].
+//! - `error`: [`ErrorCode`], the wire [`ErrorObject`], [`CallError`], [`RpcError`],
+//!   [`CloseReason`] and [`close_code`].
+//! - `cra`: the standard HMAC challenge, [`HmacQuest`].
+//! - `registry`: procedures and message handlers by name, [`Registry`].
+//! - `session`: the RPC engine of one connection, [`Session`].
+//! - `transport` (feature `transport`): messages to frames and back, the writer task.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `msgpack` | yes | the [`MsgPack`] codec (`wse-msgpack`) |
+//! | `transport` | no | `transport`: the WebSocket plumbing shared by server and client |
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod cra;
+mod error;
+pub mod frame;
+mod protocol;
+mod registry;
+mod session;
+#[cfg(feature = "transport")]
+pub mod transport;
+
+pub use cra::{HmacQuest, now_millis};
+pub use error::{CallError, CloseReason, ErrorCode, ErrorObject, RpcError, close_code};
+pub use frame::RawFrame;
+#[cfg(feature = "msgpack")]
+pub use protocol::MsgPack;
+pub use protocol::{
+    Json, MessageKind, PackError, PayloadError, PayloadVisitor, Protocol, UnpackError,
+};
+pub use registry::{RegisterError, Registry};
+pub use session::{Context, ProtocolViolation, Report, SendError, Session, SessionConfig};
+
+/// Re-exported so a custom [`Protocol`] can name the erased serde traits without a dependency
+/// of its own.
+pub use erased_serde;

@@ -1,0 +1,542 @@
+//! The symmetric RPC engine of one connection, used by the server and the client alike.
+//!
+//! After the handshake both ends do the same: route each incoming frame (a response to one of
+//! our pending calls, a call of one of our procedures, a one-way message, or a violation),
+//! call the other side and wait for the answer by stamp, and answer the other side's calls.
+//! A [`Session`] does all of that for one connection; it owns no socket. It hands encoded
+//! frames to the connection's writer through a bounded queue and is fed the messages the
+//! connection reads.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::error::{CallError, ErrorCode, ErrorObject, RpcError};
+use crate::frame::{self, RawFrame};
+use crate::protocol::{MessageKind, PayloadError, Protocol, UnpackError};
+use crate::registry::Registry;
+
+/// The context handlers receive, and where the engine reports what it does not act on.
+pub trait Context: Clone + Send + Sync + 'static {
+    /// Called for everything worth knowing that is not an error of the caller's own call.
+    /// Must not block: it runs on the connection's read loop.
+    fn report(&self, report: Report);
+}
+
+/// Something the engine noticed and did not turn into a reply.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Report {
+    /// A one-way message of a type that has no handler.
+    Ignored {
+        /// The message's type.
+        kind: String,
+    },
+    /// A response whose stamp matches no pending call: dropped, never answered.
+    UnmatchedResponse {
+        /// The response's stamp.
+        stamp: String,
+    },
+    /// A procedure failed unexpectedly (an error converted with `?`, or a panic); the caller
+    /// got `wse.server.rp.failed` and nothing more.
+    ProcedureFailed {
+        /// The procedure.
+        procedure: String,
+        /// What went wrong, for this side's logs only.
+        error: String,
+    },
+    /// A payload did not fit the type its handler expects. A call is answered with
+    /// `wse.server.rp.invalid-payload`; a message is skipped.
+    InvalidPayload {
+        /// The message type or procedure.
+        kind: String,
+        /// Why it did not fit.
+        error: PayloadError,
+    },
+    /// A message handler panicked; the connection goes on.
+    HandlerPanicked {
+        /// The message type.
+        kind: String,
+    },
+    /// A call was refused because the connection already runs the maximum number of calls.
+    TooManyCalls {
+        /// The procedure.
+        procedure: String,
+    },
+    /// A reply could not be queued: the connection's outbound queue was full or closed.
+    ReplyDropped {
+        /// The stamp of the call that was not answered.
+        stamp: String,
+    },
+}
+
+/// A frame broke the protocol: the connection it came from must be closed with
+/// `wse.protocol-error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolViolation {
+    /// The message is not a frame.
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    /// A frame of a reserved type (`~wse:…`) that has no place after the handshake.
+    #[error("reserved frame type {0:?} after the handshake")]
+    ReservedType(String),
+}
+
+impl ProtocolViolation {
+    /// The protocol code to report it under.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unpack(UnpackError::Undecodable(_)) => ErrorCode::MsgProcessingError,
+            _ => ErrorCode::ProtocolViolation,
+        }
+    }
+}
+
+/// A one-way message could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection's outbound queue is full: the peer is not reading fast enough.
+    #[error("the connection's outbound queue is full")]
+    Full,
+    /// The connection is closed (`wse.client.not-ready` on a client).
+    #[error("the connection is closed")]
+    Closed,
+    /// The payload could not be encoded.
+    #[error("cannot encode the message: {0}")]
+    Encode(String),
+    /// The type is empty or reserved (`~wse:…`).
+    #[error("the message type {0:?} is empty or reserved for the protocol")]
+    InvalidKind(String),
+}
+
+/// Limits of one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// How long a call from this side waits for its response.
+    pub call_timeout: Duration,
+    /// How many calls from the other side may run at once; past it a call is refused with
+    /// `wse.server.rp.too-many-calls` and the connection stays.
+    pub max_running_calls: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(20),
+            max_running_calls: 1024,
+        }
+    }
+}
+
+type Reply = Result<Bytes, ErrorObject>;
+
+struct Pending {
+    /// False once the connection closed: no call may start waiting after that.
+    open: bool,
+    calls: HashMap<String, oneshot::Sender<Reply>>,
+}
+
+struct Inner<C> {
+    protocol: Arc<dyn Protocol>,
+    /// The connection writer's queue: bounded, so a peer that stops reading cannot grow it.
+    outbound: mpsc::Sender<Bytes>,
+    registry: Arc<Registry<C>>,
+    /// This side's calls waiting for their response, by stamp.
+    pending: Mutex<Pending>,
+    /// Permits for the other side's calls running at once.
+    running: Arc<Semaphore>,
+    next_stamp: AtomicU64,
+    config: SessionConfig,
+}
+
+/// The RPC engine of one connection: a cheap handle.
+pub struct Session<C>(Arc<Inner<C>>);
+
+impl<C> Clone for Session<C> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<C> fmt::Debug for Session<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("protocol", &self.0.protocol.name())
+            .field("pending_calls", &self.pending_calls())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> Session<C> {
+    /// The codec of this connection.
+    pub fn protocol(&self) -> &Arc<dyn Protocol> {
+        &self.0.protocol
+    }
+
+    /// How many calls from this side wait for a response.
+    pub fn pending_calls(&self) -> usize {
+        self.lock_pending().calls.len()
+    }
+
+    /// Whether [`Session::close`] has run.
+    pub fn is_closed(&self) -> bool {
+        !self.lock_pending().open
+    }
+
+    /// Ends the session: every pending call fails with `wse.client.rp.disconnect` at once and
+    /// no new call can start waiting.
+    pub fn close(&self) {
+        let calls = {
+            let mut pending = self.lock_pending();
+            pending.open = false;
+            std::mem::take(&mut pending.calls)
+        };
+        // Dropping the senders wakes every waiting call with `Disconnected`.
+        drop(calls);
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // Only map operations run under this lock: a poisoned lock still holds a valid map.
+        self.0
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<C: Context> Session<C> {
+    /// A session that writes to `outbound` and serves the procedures of `registry`.
+    pub fn new(
+        protocol: Arc<dyn Protocol>,
+        outbound: mpsc::Sender<Bytes>,
+        registry: Arc<Registry<C>>,
+        config: SessionConfig,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            protocol,
+            outbound,
+            registry,
+            pending: Mutex::new(Pending {
+                open: true,
+                calls: HashMap::new(),
+            }),
+            running: Arc::new(Semaphore::new(config.max_running_calls)),
+            next_stamp: AtomicU64::new(0),
+            config,
+        }))
+    }
+
+    /// Routes one message read from the connection. Calls are spawned (a slow procedure never
+    /// stalls reading); message handlers run here, in order.
+    ///
+    /// # Errors
+    /// [`ProtocolViolation`] when the connection must be closed with `wse.protocol-error`.
+    pub fn dispatch(
+        &self,
+        ctx: &C,
+        data: &[u8],
+        kind: MessageKind,
+    ) -> Result<(), ProtocolViolation> {
+        let expected = self.0.protocol.message_kind();
+        if kind != expected {
+            return Err(UnpackError::WrongMessageKind {
+                expected,
+                got: kind,
+            }
+            .into());
+        }
+        let frame = self.0.protocol.unpack(data)?;
+        match (frame.stamp(), frame.kind.as_ref()) {
+            (Some(stamp), frame::RESPONSE | frame::RESPONSE_ERR) => {
+                self.resolve(ctx, stamp, &frame);
+                Ok(())
+            }
+            (_, kind) if frame::is_reserved(kind) => {
+                Err(ProtocolViolation::ReservedType(kind.to_owned()))
+            }
+            (Some(stamp), procedure) => {
+                self.serve(ctx, procedure, stamp, frame.payload);
+                Ok(())
+            }
+            (None, kind) => {
+                self.deliver(ctx, kind, frame.payload);
+                Ok(())
+            }
+        }
+    }
+
+    fn resolve(&self, ctx: &C, stamp: &str, frame: &RawFrame<'_>) {
+        let Some(waiter) = self.lock_pending().calls.remove(stamp) else {
+            ctx.report(Report::UnmatchedResponse {
+                stamp: stamp.to_owned(),
+            });
+            return;
+        };
+        let reply = if frame.kind == frame::RESPONSE {
+            Ok(Bytes::copy_from_slice(frame.payload))
+        } else {
+            Err(self
+                .0
+                .protocol
+                .decode::<ErrorObject>(frame.payload)
+                .unwrap_or_else(|e| ErrorObject {
+                    code: ErrorCode::MsgProcessingError.as_str().to_owned(),
+                    message: Some(format!("malformed error object: {e}")),
+                    details: None,
+                }))
+        };
+        // The caller may have given up in the meantime; then nobody needs the reply.
+        let _ = waiter.send(reply);
+    }
+
+    fn serve(&self, ctx: &C, procedure: &str, stamp: &str, payload: &[u8]) {
+        let Ok(permit) = Arc::clone(&self.0.running).try_acquire_owned() else {
+            ctx.report(Report::TooManyCalls {
+                procedure: procedure.to_owned(),
+            });
+            self.reply_now(
+                ctx,
+                stamp,
+                &RpcError::code(ErrorCode::RpTooManyCalls).to_object(procedure),
+            );
+            return;
+        };
+        let Some(handler) = self.0.registry.procedure(procedure) else {
+            self.reply_now(ctx, stamp, &ErrorObject::from(ErrorCode::RpNotRegistered));
+            return;
+        };
+        let started = match handler.start(ctx.clone(), &*self.0.protocol, payload) {
+            Ok(started) => started,
+            Err(error) => {
+                ctx.report(Report::InvalidPayload {
+                    kind: procedure.to_owned(),
+                    error: error.clone(),
+                });
+                let object = RpcError::code(ErrorCode::RpInvalidPayload)
+                    .with_message(error.0)
+                    .to_object(procedure);
+                self.reply_now(ctx, stamp, &object);
+                return;
+            }
+        };
+        let (ctx, procedure, stamp) = (ctx.clone(), procedure.to_owned(), stamp.to_owned());
+        let (protocol, outbound) = (Arc::clone(&self.0.protocol), self.0.outbound.clone());
+        tokio::spawn(async move {
+            let result = AssertUnwindSafe(started)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(RpcError::panicked()));
+            let encoded = match result {
+                Ok(value) => protocol
+                    .pack(frame::RESPONSE, &*value, Some(&stamp))
+                    .map_err(RpcError::from),
+                Err(error) => Err(error),
+            };
+            let frame = match encoded {
+                Ok(frame) => frame,
+                Err(error) => {
+                    if error.is_unexpected() {
+                        ctx.report(Report::ProcedureFailed {
+                            procedure: procedure.clone(),
+                            error: error.to_string(),
+                        });
+                    }
+                    match protocol.encode(
+                        frame::RESPONSE_ERR,
+                        &error.to_object(&procedure),
+                        Some(&stamp),
+                    ) {
+                        Ok(frame) => frame,
+                        Err(_) => return ctx.report(Report::ReplyDropped { stamp }),
+                    }
+                }
+            };
+            // Waiting here is bounded: this task holds one of `max_running_calls` permits.
+            if outbound.send(Bytes::from(frame)).await.is_err() {
+                ctx.report(Report::ReplyDropped { stamp });
+            }
+            drop(permit);
+        });
+    }
+
+    /// Answers a call with an error without running anything.
+    fn reply_now(&self, ctx: &C, stamp: &str, error: &ErrorObject) {
+        let sent = self
+            .0
+            .protocol
+            .encode(frame::RESPONSE_ERR, error, Some(stamp))
+            .ok()
+            .is_some_and(|frame| self.0.outbound.try_send(Bytes::from(frame)).is_ok());
+        if !sent {
+            ctx.report(Report::ReplyDropped {
+                stamp: stamp.to_owned(),
+            });
+        }
+    }
+
+    fn deliver(&self, ctx: &C, kind: &str, payload: &[u8]) {
+        let Some(handler) = self.0.registry.handler(kind) else {
+            ctx.report(Report::Ignored {
+                kind: kind.to_owned(),
+            });
+            return;
+        };
+        let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            handler.handle(ctx.clone(), &*self.0.protocol, payload)
+        }));
+        match handled {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => ctx.report(Report::InvalidPayload {
+                kind: kind.to_owned(),
+                error,
+            }),
+            Err(_) => ctx.report(Report::HandlerPanicked {
+                kind: kind.to_owned(),
+            }),
+        }
+    }
+
+    /// Queues a one-way message without waiting.
+    ///
+    /// # Errors
+    /// [`SendError`]: the queue is full or closed, the type is invalid, or encoding failed.
+    pub fn send<T: Serialize + ?Sized>(&self, kind: &str, payload: &T) -> Result<(), SendError> {
+        if kind.is_empty() || frame::is_reserved(kind) {
+            return Err(SendError::InvalidKind(kind.to_owned()));
+        }
+        let frame = self
+            .0
+            .protocol
+            .encode(kind, payload, None)
+            .map_err(|e| SendError::Encode(e.0))?;
+        self.send_encoded(Bytes::from(frame))
+    }
+
+    /// Queues an already encoded frame without waiting.
+    ///
+    /// # Errors
+    /// [`SendError::Full`] or [`SendError::Closed`].
+    pub fn send_encoded(&self, frame: Bytes) -> Result<(), SendError> {
+        self.0.outbound.try_send(frame).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Full,
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+        })
+    }
+
+    /// Calls `procedure` on the other side with the session's call timeout.
+    ///
+    /// The arguments are encoded before this returns; the returned future owns everything it
+    /// needs. Dropping it cancels the wait (the entry is removed; a late answer is dropped).
+    pub fn call<R, A>(
+        &self,
+        procedure: &str,
+        args: &A,
+    ) -> impl Future<Output = Result<R, CallError>> + Send + 'static + use<C, R, A>
+    where
+        R: DeserializeOwned,
+        A: Serialize + ?Sized,
+    {
+        self.call_with_timeout(procedure, args, self.0.config.call_timeout)
+    }
+
+    /// Calls `procedure` on the other side, waiting at most `timeout` for the answer.
+    pub fn call_with_timeout<R, A>(
+        &self,
+        procedure: &str,
+        args: &A,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<R, CallError>> + Send + 'static + use<C, R, A>
+    where
+        R: DeserializeOwned,
+        A: Serialize + ?Sized,
+    {
+        let stamp = self.next_stamp();
+        let prepared = if procedure.is_empty() || frame::is_reserved(procedure) {
+            Err(CallError::InvalidName(procedure.to_owned()))
+        } else {
+            self.0
+                .protocol
+                .encode(procedure, args, Some(&stamp))
+                .map(Bytes::from)
+                .map_err(|e| CallError::Encode(e.0))
+        };
+        let session = self.clone();
+        async move {
+            let frame = prepared?;
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut pending = session.lock_pending();
+                if !pending.open {
+                    return Err(CallError::Disconnected);
+                }
+                // Insert before sending: the answer may arrive before `send` returns.
+                pending.calls.insert(stamp.clone(), tx);
+            }
+            let _guard = PendingGuard {
+                session: &session,
+                stamp: &stamp,
+            };
+            let reply = tokio::time::timeout(timeout, async {
+                session
+                    .0
+                    .outbound
+                    .send(frame)
+                    .await
+                    .map_err(|_| CallError::Disconnected)?;
+                rx.await.map_err(|_| CallError::Disconnected)
+            })
+            .await
+            .map_err(|_| CallError::Timeout)??;
+            match reply {
+                Ok(raw) => session
+                    .0
+                    .protocol
+                    .decode::<R>(&raw)
+                    .map_err(|e| CallError::Decode(e.0)),
+                Err(object) => Err(CallError::Remote(object)),
+            }
+        }
+    }
+
+    fn next_stamp(&self) -> String {
+        // A counter is unique among this side's pending calls by construction, and cheaper
+        // than drawing random characters; the peer treats stamps as opaque.
+        const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let mut n = self.0.next_stamp.fetch_add(1, Ordering::Relaxed);
+        let mut stamp = String::with_capacity(11);
+        loop {
+            stamp.push(char::from(DIGITS[(n % 62) as usize]));
+            n /= 62;
+            if n == 0 {
+                break stamp;
+            }
+        }
+    }
+}
+
+/// Removes a call's entry when its caller stops waiting, however it stops.
+struct PendingGuard<'a, C> {
+    session: &'a Session<C>,
+    stamp: &'a str,
+}
+
+impl<C> Drop for PendingGuard<'_, C> {
+    fn drop(&mut self) {
+        self.session.lock_pending().calls.remove(self.stamp);
+    }
+}
+
+#[cfg(test)]
+mod tests;

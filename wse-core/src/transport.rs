@@ -1,0 +1,160 @@
+//! What both ends do with the WebSocket itself: turn frames into messages and back, and the
+//! writer task, the only writer of a socket.
+//!
+//! No sockets are opened here: the writer is generic over any `Sink` of tungstenite messages.
+
+use std::fmt;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use crate::protocol::MessageKind;
+
+/// A close frame to send: code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    /// The close code (1000 for every WSE reason).
+    pub code: u16,
+    /// The reason, e.g. `wse.by-server`.
+    pub reason: String,
+}
+
+impl Close {
+    /// A close frame with `code` and `reason`.
+    pub fn new(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Close {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?}", self.code, self.reason)
+    }
+}
+
+/// Asks a connection's writer to close the socket. The first request wins.
+///
+/// A separate signal, not a message in the outbound queue, so a close is never stuck behind a
+/// full queue.
+#[derive(Debug)]
+pub struct CloseSignal(watch::Sender<Option<Close>>);
+
+impl Default for CloseSignal {
+    fn default() -> Self {
+        Self(watch::Sender::new(None))
+    }
+}
+
+impl CloseSignal {
+    /// A signal nobody has pulled yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests a close; returns false when one was already requested.
+    pub fn request(&self, close: Close) -> bool {
+        self.0.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(close);
+            true
+        })
+    }
+
+    /// The close requested so far, if any.
+    pub fn requested(&self) -> Option<Close> {
+        self.0.borrow().clone()
+    }
+
+    /// A receiver for the writer and anyone else who waits for the request.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Close>> {
+        self.0.subscribe()
+    }
+}
+
+/// Waits until a close is requested; `None` if the signal is gone without one.
+pub async fn close_requested(rx: &mut watch::Receiver<Option<Close>>) -> Option<Close> {
+    // Clone out of the guard at once: the guard must not live across an await.
+    rx.wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|close| close.clone())
+}
+
+/// The data of a text or binary message; `None` for control messages.
+pub fn message_data(message: &Message) -> Option<(MessageKind, &[u8])> {
+    match message {
+        Message::Text(text) => Some((MessageKind::Text, text.as_bytes())),
+        Message::Binary(data) => Some((MessageKind::Binary, data)),
+        _ => None,
+    }
+}
+
+/// A message of `kind` carrying an encoded frame. A text frame that is not UTF-8 (a broken
+/// custom codec) is refused rather than sent.
+pub fn to_message(kind: MessageKind, frame: Bytes) -> Option<Message> {
+    match kind {
+        MessageKind::Text => Utf8Bytes::try_from(frame).ok().map(Message::Text),
+        MessageKind::Binary => Some(Message::Binary(frame)),
+    }
+}
+
+/// The close frame as tungstenite sends it.
+pub fn close_frame(close: &Close) -> CloseFrame {
+    CloseFrame {
+        code: close.code.into(),
+        reason: Utf8Bytes::from(close.reason.as_str()),
+    }
+}
+
+/// The writer task: drains the bounded outbound queue into the socket, feeding every frame it
+/// can take at once and flushing once per batch; sends the close frame when one is requested
+/// (after the frames already queued). Returns when the socket is closed or fails, or when
+/// every sender of the queue is gone.
+pub async fn write_loop<S>(
+    mut sink: S,
+    mut frames: mpsc::Receiver<Bytes>,
+    mut close: watch::Receiver<Option<Close>>,
+    kind: MessageKind,
+) -> Result<(), S::Error>
+where
+    S: Sink<Message> + Unpin,
+{
+    loop {
+        // Both arms are cancel-safe: `recv` loses nothing when the other arm wins, and the
+        // close arm only reads the watch. Writes happen in the arm bodies, never in a race.
+        tokio::select! {
+            biased;
+            requested = close_requested(&mut close) => {
+                while let Ok(frame) = frames.try_recv() {
+                    if let Some(message) = to_message(kind, frame) {
+                        sink.feed(message).await?;
+                    }
+                }
+                if let Some(requested) = requested {
+                    sink.send(Message::Close(Some(close_frame(&requested)))).await?;
+                }
+                return Ok(());
+            }
+            frame = frames.recv() => {
+                let Some(frame) = frame else { return Ok(()) };
+                if let Some(message) = to_message(kind, frame) {
+                    sink.feed(message).await?;
+                }
+                while let Ok(frame) = frames.try_recv() {
+                    if let Some(message) = to_message(kind, frame) {
+                        sink.feed(message).await?;
+                    }
+                }
+                sink.flush().await?;
+            }
+        }
+    }
+}
