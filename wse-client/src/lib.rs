@@ -1,0 +1,49 @@
+//! The WSE client: connect with an identity, call the server's procedures, exchange
+//! messages, serve procedures the server calls, solve challenges, reconnect.
+//! Wire-compatible with servers of the JavaScript library `wse` 4.x.
+//!
+//! ```
+//! use serde_json::json;
+//! use wse_client::{Client, Reconnect};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::builder("ws://127.0.0.1:4200")
+//!     .reconnect(Reconnect::default())
+//!     .build();
+//! client.on("echo", |_, text: String| println!("server says {text}"))?;
+//! client.register("client_sum", |_, (a, b): (i64, i64)| async move { Ok(a + b) })?;
+//!
+//! let welcome = client.connect(json!("secret"), json!({"user_id": "alice"})).await?;
+//! let sum: i64 = client.call("add", &json!({"a": 1, "b": 2})).await?;
+//! client.close("wse.by-client").await;
+//! # let _ = (welcome, sum);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - `client`: [`Client`], its [`Builder`], [`Status`], [`ClientEvent`], [`ConnectError`];
+//!   the connection task and the driver that reconnects.
+//! - `reconnect`: the [`Reconnect`] policy (backoff with jitter, which close codes retry).
+//!
+//! The RPC engine itself is `wse_core::Session`, which the server runs too.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `msgpack` | yes | [`MsgPack`], the `wse-msgpack` codec |
+
+mod client;
+mod reconnect;
+
+pub use client::{Builder, Client, ClientEvent, ConnectError, Status};
+pub use reconnect::Reconnect;
+
+#[cfg(feature = "msgpack")]
+pub use wse_core::MsgPack;
+pub use wse_core::{
+    CallError, CloseReason, ErrorCode, ErrorObject, Json, Protocol, RegisterError, RpcError,
+    SendError,
+};

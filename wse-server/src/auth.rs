@@ -1,0 +1,223 @@
+//! Who may connect: the identify step, challenge-response hooks and the built-in HMAC challenge.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wse_core::HmacQuest;
+
+use crate::connection::ConnectionId;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a connection presented before it is accepted: its `~wse:hi` and, with a challenge,
+/// the quest it was given and its response.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Handshake {
+    /// Whatever the client authenticates with (a token, a user name, a ticket).
+    pub identity: Value,
+    /// Optional data passed forward, not used to authenticate (`{}` when absent).
+    pub meta: Value,
+    /// The connection's id, unique on this server.
+    pub connection_id: ConnectionId,
+    /// The peer's socket address.
+    pub remote_addr: SocketAddr,
+    /// The challenge this connection answered, when the server uses one (already checked by
+    /// the [`Challenge`] hook).
+    pub challenge: Option<Answered>,
+}
+
+/// A quest and the client's response to it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Answered {
+    /// What the server sent in `~wse:challenge`.
+    pub quest: Value,
+    /// What the client sent back.
+    pub response: Value,
+}
+
+/// The identify step's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Accept the connection as user `user_id` (the "cid"; it need not equal the identity) and
+    /// send `welcome` in `~wse:welcome`.
+    Accept {
+        /// The user this connection belongs to. An empty id refuses the connection.
+        user_id: String,
+        /// The welcome payload.
+        welcome: Value,
+    },
+    /// Refuse: the connection is closed with 1000 `wse.not-authorized`.
+    Refuse,
+}
+
+impl Decision {
+    /// Accept as `user_id` with `welcome` data.
+    pub fn accept(user_id: impl Into<String>, welcome: Value) -> Self {
+        Self::Accept {
+            user_id: user_id.into(),
+            welcome,
+        }
+    }
+
+    /// Refuse the connection.
+    pub fn refuse() -> Self {
+        Self::Refuse
+    }
+}
+
+/// The identify step, boxed.
+pub(crate) type Identify = Arc<dyn Fn(Handshake) -> BoxFuture<Decision> + Send + Sync>;
+
+/// A challenge-response step run between `~wse:hi` and identify: any quest, any check.
+///
+/// The server sends `["~wse:challenge", quest, null]`, waits for the client's
+/// `["~wse:challenge", response, null]`, and calls [`Challenge::verify`]; only a verified
+/// connection reaches identify, which still sees quest and response in
+/// [`Handshake::challenge`].
+#[async_trait::async_trait]
+pub trait Challenge: Send + Sync + 'static {
+    /// The quest for this connection, or `None` to refuse it before any challenge.
+    async fn quest(&self, handshake: &Handshake) -> Option<Value>;
+
+    /// Whether `response` answers `quest`; `false` refuses the connection.
+    async fn verify(&self, handshake: &Handshake, quest: &Value, response: &Value) -> bool;
+}
+
+/// The standard HMAC-SHA256 challenge of `PROTOCOL.md`, which the `wse` README's client snippet
+/// solves unchanged.
+///
+/// The secret of each identity comes from an async look-up; identities without one are refused
+/// before any challenge. Answers are compared in constant time; each quest (nonce) is accepted
+/// at most once and only within its validity window, measured on this server's clock.
+///
+/// ```
+/// use wse_server::HmacChallenge;
+///
+/// let challenge = HmacChallenge::new(|identity| async move {
+///     (identity == "alice").then(|| b"alice's secret".to_vec())
+/// });
+/// ```
+pub struct HmacChallenge {
+    secret_of: Arc<dyn Fn(Value) -> BoxFuture<Option<Vec<u8>>> + Send + Sync>,
+    validity: Duration,
+    max_outstanding: usize,
+    issued: Mutex<Ledger>,
+}
+
+/// Quests handed out and not yet answered, oldest first.
+#[derive(Default)]
+struct Ledger {
+    by_nonce: HashMap<String, Issued>,
+    order: VecDeque<(Instant, String)>,
+}
+
+struct Issued {
+    secret: Vec<u8>,
+    at: Instant,
+}
+
+impl fmt::Debug for HmacChallenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the secrets.
+        f.debug_struct("HmacChallenge")
+            .field("validity", &self.validity)
+            .field("max_outstanding", &self.max_outstanding)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HmacChallenge {
+    /// An HMAC challenge whose secrets come from `secret_of(identity)`.
+    pub fn new<F, Fut>(secret_of: F) -> Self
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<Vec<u8>>> + Send + 'static,
+    {
+        Self {
+            secret_of: Arc::new(move |identity| Box::pin(secret_of(identity))),
+            validity: Duration::from_secs(30),
+            max_outstanding: 100_000,
+            issued: Mutex::default(),
+        }
+    }
+
+    /// How long a quest may be answered after it was sent. Default: 30 s.
+    ///
+    /// # Panics
+    /// If `validity` is zero.
+    pub fn validity(mut self, validity: Duration) -> Self {
+        assert!(!validity.is_zero(), "a quest must be valid for some time");
+        self.validity = validity;
+        self
+    }
+
+    /// How many quests may wait for an answer at once; past it new connections are refused
+    /// until older quests are answered or expire. Default: 100,000.
+    ///
+    /// # Panics
+    /// If `max` is zero.
+    pub fn max_outstanding(mut self, max: usize) -> Self {
+        assert!(max > 0, "at least one quest must be allowed");
+        self.max_outstanding = max;
+        self
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.issued.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Ledger {
+    fn forget_expired(&mut self, now: Instant, validity: Duration) {
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) <= validity {
+                break;
+            }
+            if let Some((_, nonce)) = self.order.pop_front() {
+                self.by_nonce.remove(&nonce);
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Challenge for HmacChallenge {
+    async fn quest(&self, handshake: &Handshake) -> Option<Value> {
+        let secret = (self.secret_of)(handshake.identity.clone()).await?;
+        let quest = HmacQuest::new();
+        let now = Instant::now();
+        let mut ledger = self.ledger();
+        ledger.forget_expired(now, self.validity);
+        if ledger.order.len() >= self.max_outstanding {
+            return None;
+        }
+        ledger.order.push_back((now, quest.nonce.clone()));
+        ledger
+            .by_nonce
+            .insert(quest.nonce.clone(), Issued { secret, at: now });
+        drop(ledger);
+        serde_json::to_value(quest).ok()
+    }
+
+    async fn verify(&self, _: &Handshake, quest: &Value, response: &Value) -> bool {
+        let (Ok(quest), Some(answer)) = (
+            serde_json::from_value::<HmacQuest>(quest.clone()),
+            response.as_str(),
+        ) else {
+            return false;
+        };
+        // Taking the entry out makes the nonce single-use, whatever the outcome.
+        let Some(issued) = self.ledger().by_nonce.remove(&quest.nonce) else {
+            return false;
+        };
+        issued.at.elapsed() <= self.validity && quest.verify(&issued.secret, answer)
+    }
+}

@@ -1,0 +1,663 @@
+//! One connection: the task that owns its socket (upgrade, handshake, read loop, close) and
+//! the [`Connection`] handle the application holds.
+//!
+//! ```text
+//! socket ─► upgrade (pick a codec) ─► ~wse:hi ─► [challenge] ─► identify ─► ~wse:welcome
+//!                                                                  │
+//!      read loop: Session::dispatch ◄──────────────────────────────┘
+//!      writer task: bounded queue ─► feed… ─► flush        (the only writer of the socket)
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
+use wse_core::transport::{Close, CloseSignal, close_requested, message_data, write_loop};
+use wse_core::{
+    CallError, CloseReason, Context, Protocol, Report, SendError, Session, close_code, frame,
+};
+
+use crate::auth::{Answered, Decision, Handshake};
+use crate::delivery::Packed;
+use crate::events::{Event, Rejection, ServerError};
+use crate::server::{Server, Shared};
+
+/// The id of a connection, unique on this server node; it carries no meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub(crate) u64);
+
+impl ConnectionId {
+    /// The id as a number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// The close reason for a consumer whose outbound queue overflowed (**extension**; close
+/// code 1013, so clients with reconnect enabled come back and resynchronise).
+pub const SLOW_CONSUMER: &str = "wse.slow-consumer";
+
+/// An accepted connection: one device of one user. A cheap handle.
+#[derive(Clone)]
+pub struct Connection(Arc<Inner>);
+
+struct Inner {
+    id: ConnectionId,
+    user_id: Arc<str>,
+    identity: Value,
+    meta: Value,
+    remote_addr: SocketAddr,
+    /// Index of this connection's codec in the server's codec list.
+    codec_index: usize,
+    session: Session<Connection>,
+    /// Asks the writer to close the socket; apart from the queue so a full queue cannot
+    /// delay it.
+    close: Arc<CloseSignal>,
+    server: Server,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.0.id)
+            .field("user_id", &self.0.user_id)
+            .field("remote_addr", &self.0.remote_addr)
+            .field("protocol", &self.protocol())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context for Connection {
+    fn report(&self, report: Report) {
+        self.0.server.emit(Event::from_report(self, report));
+    }
+}
+
+impl Connection {
+    /// This connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.0.id
+    }
+
+    /// The user this connection belongs to (the id identify accepted it as).
+    pub fn user_id(&self) -> &str {
+        &self.0.user_id
+    }
+
+    pub(crate) fn user_arc(&self) -> &Arc<str> {
+        &self.0.user_id
+    }
+
+    /// The identity the client presented in `~wse:hi`.
+    pub fn identity(&self) -> &Value {
+        &self.0.identity
+    }
+
+    /// The meta the client sent in `~wse:hi` (`{}` when absent).
+    pub fn meta(&self) -> &Value {
+        &self.0.meta
+    }
+
+    /// The peer's socket address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.0.remote_addr
+    }
+
+    /// The name of the codec this connection speaks.
+    pub fn protocol(&self) -> &str {
+        self.0.session.protocol().name()
+    }
+
+    /// The server this connection belongs to.
+    pub fn server(&self) -> &Server {
+        &self.0.server
+    }
+
+    /// Whether the connection is closing or closed.
+    pub fn is_closed(&self) -> bool {
+        self.0.close.requested().is_some() || self.0.session.is_closed()
+    }
+
+    /// Sends the one-way message `[kind, payload, null]` to this device.
+    ///
+    /// Never waits. A full outbound queue means the peer stopped reading: the connection is
+    /// closed with 1013 [`SLOW_CONSUMER`] and [`SendError::Full`] returned.
+    ///
+    /// # Errors
+    /// [`SendError`]: the connection is closed or full, the type is reserved, or the payload
+    /// cannot be encoded.
+    pub fn send<T: Serialize + ?Sized>(&self, kind: &str, payload: &T) -> Result<(), SendError> {
+        let sent = self.0.session.send(kind, payload);
+        if sent == Err(SendError::Full) {
+            self.slow_consumer();
+        }
+        sent
+    }
+
+    pub(crate) fn send_packed(&self, packed: &Packed) -> bool {
+        let Some(frame) = packed.frame(self.0.codec_index) else {
+            return false;
+        };
+        match self.0.session.send_encoded(frame.clone()) {
+            Ok(()) => true,
+            Err(SendError::Full) => {
+                self.slow_consumer();
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn slow_consumer(&self) {
+        if self.close_with(1013, SLOW_CONSUMER) {
+            self.0.server.emit(Event::Error {
+                connection_id: Some(self.id()),
+                error: ServerError::SlowConsumer,
+            });
+        }
+    }
+
+    /// Calls the procedure `procedure` that this device registered, with the server's call
+    /// timeout.
+    ///
+    /// # Errors
+    /// [`CallError`]: `Timeout`, `Disconnected` the moment this connection closes, or the
+    /// client's own error as it sent it.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the call; a late answer is dropped.
+    pub fn call<R, A>(
+        &self,
+        procedure: &str,
+        args: &A,
+    ) -> impl Future<Output = Result<R, CallError>> + Send + 'static + use<R, A>
+    where
+        R: DeserializeOwned,
+        A: Serialize + ?Sized,
+    {
+        self.0.session.call(procedure, args)
+    }
+
+    /// Like [`Connection::call`], waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Connection::call`].
+    ///
+    /// # Cancel safety
+    /// As [`Connection::call`].
+    pub fn call_with_timeout<R, A>(
+        &self,
+        procedure: &str,
+        args: &A,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<R, CallError>> + Send + 'static + use<R, A>
+    where
+        R: DeserializeOwned,
+        A: Serialize + ?Sized,
+    {
+        self.0.session.call_with_timeout(procedure, args, timeout)
+    }
+
+    /// Closes the connection with code 1000 and `reason` (e.g. [`CloseReason::ByServer`] or an
+    /// application's own reason), after the frames already queued. Returns false if it was
+    /// already closing.
+    pub fn close(&self, reason: impl Into<String>) -> bool {
+        self.close_with(close_code::NORMAL, reason)
+    }
+
+    /// Closes the connection with `code` and `reason` (cut to the 123 bytes a close frame
+    /// holds). Returns false if it was already closing.
+    pub fn close_with(&self, code: u16, reason: impl Into<String>) -> bool {
+        self.0
+            .close
+            .request(Close::new(code, fit_close_reason(reason.into())))
+    }
+}
+
+/// A close frame's reason holds at most 123 bytes; cut at a character boundary.
+fn fit_close_reason(mut reason: String) -> String {
+    const MAX: usize = 123;
+    if reason.len() > MAX {
+        let cut = (0..=MAX)
+            .rev()
+            .find(|&i| reason.is_char_boundary(i))
+            .unwrap_or(0);
+        reason.truncate(cut);
+    }
+    reason
+}
+
+type Stream = SplitStream<WebSocketStream<TcpStream>>;
+
+/// The socket of one connection as its task sees it.
+struct Link {
+    stream: Stream,
+    outbound: mpsc::Sender<Bytes>,
+    close: Arc<CloseSignal>,
+    writer: JoinHandle<()>,
+    /// The close frame the peer sent, if it sent one.
+    peer_close: Option<Close>,
+}
+
+/// What the socket produced next.
+enum Next {
+    Data(Message),
+    Closed,
+    TimedOut,
+}
+
+impl Link {
+    /// The next text or binary message before `deadline`; pings and pongs are answered by
+    /// tungstenite and skipped. Cancel-safe: nothing but control frames is consumed.
+    async fn next(&mut self, deadline: Instant) -> Next {
+        loop {
+            let message = match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return Next::TimedOut,
+                Ok(None | Some(Err(_))) => return Next::Closed,
+                Ok(Some(Ok(message))) => message,
+            };
+            match message {
+                Message::Text(_) | Message::Binary(_) => return Next::Data(message),
+                Message::Close(frame) => {
+                    self.peer_close = Some(peer_close(frame));
+                    return Next::Closed;
+                }
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+    }
+
+    /// Runs `work` while the server validates; frames that arrive meanwhile are ignored, as the
+    /// protocol says.
+    async fn while_validating<T>(
+        &mut self,
+        work: impl Future<Output = T>,
+        deadline: Instant,
+    ) -> Result<T, Rejection> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return Ok(done),
+                next = self.next(deadline) => match next {
+                    Next::Data(_) => {}
+                    Next::Closed => return Err(Rejection::Gone),
+                    Next::TimedOut => return Err(Rejection::HandshakeTimeout),
+                },
+            }
+        }
+    }
+
+    fn queue(&self, frame: Vec<u8>) -> bool {
+        self.outbound.try_send(Bytes::from(frame)).is_ok()
+    }
+
+    /// Reads until the socket ends (this sends tungstenite's echo of the peer's close frame,
+    /// and receives the peer's answer to ours), at most `timeout`; then stops the writer.
+    /// Returns the close that ended the connection: ours if we asked, else the peer's, else
+    /// 1006.
+    async fn finish(mut self, timeout: Duration) -> Close {
+        let deadline = Instant::now() + timeout;
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout_at(deadline, self.stream.next()).await
+        {
+            if let Message::Close(frame) = message {
+                self.peer_close.get_or_insert(peer_close(frame));
+            }
+        }
+        self.writer.abort();
+        self.close
+            .requested()
+            .or(self.peer_close)
+            .unwrap_or_else(|| Close::new(1006, ""))
+    }
+}
+
+fn peer_close(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> Close {
+    frame.map_or_else(
+        || Close::new(1005, ""),
+        |frame| Close::new(frame.code.into(), frame.reason.as_str()),
+    )
+}
+
+/// The first codec the client offers that the server speaks.
+fn negotiate(codecs: &[Arc<dyn Protocol>], request: &Request) -> Option<usize> {
+    request
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .find_map(|offered| codecs.iter().position(|codec| codec.name() == offered))
+}
+
+/// Serves one accepted TCP connection to its end.
+pub(crate) async fn run(
+    server: Server,
+    tcp: TcpStream,
+    remote_addr: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let shared = server.shared();
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    // Replies are small and latency matters more than packet count; the writer batches.
+    let _ = tcp.set_nodelay(true);
+    let mut chosen = None;
+    // The error type is tungstenite's handshake response; this callback never returns it.
+    #[allow(clippy::result_large_err)]
+    let pick = |request: &Request, mut response: Response| {
+        chosen = negotiate(&shared.codecs, request);
+        if let Some(index) = chosen {
+            if let Ok(name) = HeaderValue::from_str(shared.codecs[index].name()) {
+                response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, name);
+            }
+        }
+        Ok(response)
+    };
+    let upgrade =
+        tokio_tungstenite::accept_hdr_async_with_config(tcp, pick, Some(shared.config.websocket()));
+    let ws = match tokio::time::timeout_at(deadline, upgrade).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(error)) => {
+            return server.emit(Event::Rejected {
+                remote_addr,
+                reason: Rejection::Upgrade(error.to_string()),
+            });
+        }
+        Err(_) => {
+            return server.emit(Event::Rejected {
+                remote_addr,
+                reason: Rejection::HandshakeTimeout,
+            });
+        }
+    };
+
+    let codec = chosen.map(|index| (index, Arc::clone(&shared.codecs[index])));
+    let kind = codec
+        .as_ref()
+        .map_or(wse_core::MessageKind::Text, |(_, c)| c.message_kind());
+    let (sink, stream) = ws.split();
+    let (outbound, queue) = mpsc::channel(shared.config.outbound_queue);
+    let close = Arc::new(CloseSignal::new());
+    let writer = tokio::spawn({
+        let close = close.subscribe();
+        async move {
+            let _ = write_loop(sink, queue, close, kind).await;
+        }
+    });
+    let mut link = Link {
+        stream,
+        outbound,
+        close,
+        writer,
+        peer_close: None,
+    };
+
+    let id = shared.next_connection_id();
+    let outcome = match &codec {
+        None => Err(Rejection::NoCommonProtocol),
+        Some((_, codec)) => handshake(shared, &mut link, codec, id, remote_addr, deadline).await,
+    };
+    let (index, codec, handshake, user_id, welcome) = match (codec, outcome) {
+        (Some((index, codec)), Ok((handshake, user_id, welcome))) => {
+            (index, codec, handshake, user_id, welcome)
+        }
+        (_, outcome) => {
+            let reason = outcome.err().unwrap_or(Rejection::Gone);
+            let close_reason = match reason {
+                Rejection::NotAuthorized => Some(CloseReason::NotAuthorized),
+                Rejection::NoCommonProtocol | Rejection::ProtocolError(_) => {
+                    Some(CloseReason::ProtocolError)
+                }
+                Rejection::HandshakeTimeout => Some(CloseReason::ProtocolError),
+                Rejection::Upgrade(_) | Rejection::Gone => None,
+            };
+            if let Some(close_reason) = close_reason {
+                link.close
+                    .request(Close::new(close_code::NORMAL, close_reason));
+            }
+            link.finish(shared.config.close_timeout).await;
+            return server.emit(Event::Rejected {
+                remote_addr,
+                reason,
+            });
+        }
+    };
+
+    let session = Session::new(
+        codec.clone(),
+        link.outbound.clone(),
+        Arc::clone(&shared.registry),
+        shared.config.session,
+    );
+    let connection = Connection(Arc::new(Inner {
+        id,
+        user_id: Arc::from(user_id),
+        identity: handshake.identity,
+        meta: handshake.meta,
+        remote_addr,
+        codec_index: index,
+        session,
+        close: Arc::clone(&link.close),
+        server: server.clone(),
+    }));
+    // Welcome goes first: whatever is sent to the user once the connection is listed queues
+    // behind it.
+    let welcomed = codec
+        .encode(frame::WELCOME, &welcome, None)
+        .is_ok_and(|frame| link.queue(frame));
+    if !welcomed {
+        link.close
+            .request(Close::new(close_code::NORMAL, CloseReason::ProtocolError));
+        link.finish(shared.config.close_timeout).await;
+        return server.emit(Event::Rejected {
+            remote_addr,
+            reason: Rejection::ProtocolError("welcome payload cannot be encoded".into()),
+        });
+    }
+    let added = shared.users.add(&connection, shared.config.conn_per_user);
+    for old in &added.evicted {
+        old.close(CloseReason::ClientsConcurrency);
+    }
+    if added.joined {
+        server.emit(Event::Joined {
+            user_id: Arc::clone(connection.user_arc()),
+        });
+    }
+    server.emit(Event::Connected {
+        connection: connection.clone(),
+    });
+
+    read_loop(&connection, &mut link, stop).await;
+
+    let close = link.finish(shared.config.close_timeout).await;
+    connection.0.session.close();
+    let left = shared.users.remove(&connection);
+    server.emit(Event::Disconnected {
+        connection: connection.clone(),
+        code: close.code,
+        reason: close.reason,
+    });
+    if left == Some(true) {
+        server.emit(Event::Left {
+            user_id: Arc::clone(connection.user_arc()),
+        });
+    }
+}
+
+/// hi → [challenge] → identify. Returns what identify accepted.
+async fn handshake(
+    shared: &Shared,
+    link: &mut Link,
+    codec: &Arc<dyn Protocol>,
+    connection_id: crate::ConnectionId,
+    remote_addr: SocketAddr,
+    deadline: Instant,
+) -> Result<(Handshake, String, Value), Rejection> {
+    #[derive(serde::Deserialize)]
+    struct Hi {
+        #[serde(default)]
+        identity: Value,
+        #[serde(default)]
+        meta: Value,
+    }
+
+    let hi = expect_frame(link, codec, frame::HI, deadline).await?;
+    let hi: Hi = codec
+        .decode(&hi)
+        .map_err(|e| Rejection::ProtocolError(format!("malformed ~wse:hi: {e}")))?;
+    let mut handshake = Handshake {
+        identity: hi.identity,
+        meta: if hi.meta.is_null() {
+            Value::Object(Default::default())
+        } else {
+            hi.meta
+        },
+        connection_id,
+        remote_addr,
+        challenge: None,
+    };
+
+    if let Some(challenge) = &shared.challenge {
+        let quest = link
+            .while_validating(challenge.quest(&handshake), deadline)
+            .await?
+            .ok_or(Rejection::NotAuthorized)?;
+        let sent = codec
+            .encode(frame::CHALLENGE, &quest, None)
+            .is_ok_and(|frame| link.queue(frame));
+        if !sent {
+            return Err(Rejection::ProtocolError("quest cannot be encoded".into()));
+        }
+        let response = expect_frame(link, codec, frame::CHALLENGE, deadline).await?;
+        let response: Value = codec
+            .decode(&response)
+            .map_err(|e| Rejection::ProtocolError(format!("malformed challenge response: {e}")))?;
+        let verified = link
+            .while_validating(challenge.verify(&handshake, &quest, &response), deadline)
+            .await?;
+        if !verified {
+            return Err(Rejection::NotAuthorized);
+        }
+        handshake.challenge = Some(Answered { quest, response });
+    }
+
+    match link
+        .while_validating((shared.identify)(handshake.clone()), deadline)
+        .await?
+    {
+        Decision::Accept { user_id, welcome } if !user_id.is_empty() => {
+            Ok((handshake, user_id, welcome))
+        }
+        _ => Err(Rejection::NotAuthorized),
+    }
+}
+
+/// The next frame, which must be of type `expected`; returns its encoded payload.
+async fn expect_frame(
+    link: &mut Link,
+    codec: &Arc<dyn Protocol>,
+    expected: &str,
+    deadline: Instant,
+) -> Result<Vec<u8>, Rejection> {
+    let message = match link.next(deadline).await {
+        Next::Data(message) => message,
+        Next::Closed => return Err(Rejection::Gone),
+        Next::TimedOut => return Err(Rejection::HandshakeTimeout),
+    };
+    let Some((kind, data)) = message_data(&message) else {
+        return Err(Rejection::Gone);
+    };
+    if kind != codec.message_kind() {
+        return Err(Rejection::ProtocolError(format!(
+            "{kind:?} message on {}",
+            codec.name()
+        )));
+    }
+    let frame = codec
+        .unpack(data)
+        .map_err(|e| Rejection::ProtocolError(e.to_string()))?;
+    if frame.kind != expected {
+        return Err(Rejection::ProtocolError(format!(
+            "expected {expected}, got {:?}",
+            frame.kind
+        )));
+    }
+    Ok(frame.payload.to_vec())
+}
+
+/// Routes frames until the peer closes, the socket fails, a close is requested, or the
+/// server stops.
+async fn read_loop(connection: &Connection, link: &mut Link, mut stop: watch::Receiver<bool>) {
+    let mut close = link.close.subscribe();
+    let session = &connection.0.session;
+    loop {
+        // All arms are cancel-safe: `next` on the stream and the watches lose nothing.
+        tokio::select! {
+            message = link.stream.next() => match message {
+                Some(Ok(message)) => match message_data(&message) {
+                    Some((kind, data)) => {
+                        if let Err(violation) = session.dispatch(connection, data, kind) {
+                            connection.close(CloseReason::ProtocolError);
+                            connection.server().emit(Event::Error {
+                                connection_id: Some(connection.id()),
+                                error: ServerError::ProtocolViolation(violation),
+                            });
+                            return;
+                        }
+                    }
+                    None => {
+                        if let Message::Close(frame) = message {
+                            link.peer_close = Some(peer_close(frame));
+                            return;
+                        }
+                    }
+                },
+                Some(Err(error)) => {
+                    connection.server().emit(Event::Error {
+                        connection_id: Some(connection.id()),
+                        error: ServerError::Transport(error.to_string()),
+                    });
+                    return;
+                }
+                None => return,
+            },
+            _ = close_requested(&mut close) => return,
+            _ = stopped(&mut stop) => {
+                // 1012 (service restart): clients with reconnect enabled come back.
+                connection.close_with(1012, CloseReason::ByServer);
+                return;
+            }
+        }
+    }
+}
+
+/// Resolves when the server is told to stop; never if the stop handle is gone.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,182 @@
+//! What the server tells the application: users joining and leaving, devices connecting and
+//! disconnecting, ignored messages and errors.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use wse_core::{ErrorCode, PayloadError, ProtocolViolation, Report};
+
+use crate::connection::{Connection, ConnectionId};
+
+/// A server event, from [`Server::events`](crate::Server::events).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A user's first connection was accepted.
+    Joined {
+        /// The user.
+        user_id: Arc<str>,
+    },
+    /// A user's last connection closed.
+    Left {
+        /// The user.
+        user_id: Arc<str>,
+    },
+    /// A connection was accepted (after [`Event::Joined`] for a user's first).
+    Connected {
+        /// The new connection.
+        connection: Connection,
+    },
+    /// An accepted connection closed (before [`Event::Left`] for a user's last).
+    Disconnected {
+        /// The connection.
+        connection: Connection,
+        /// The close code: ours when this side closed, the peer's otherwise, 1006 when the
+        /// socket ended without a close frame.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// A connection was closed before it was accepted.
+    Rejected {
+        /// The peer's socket address.
+        remote_addr: SocketAddr,
+        /// Why.
+        reason: Rejection,
+    },
+    /// A one-way message of a type with no handler.
+    Ignored {
+        /// Where it came from.
+        connection: Connection,
+        /// Its type.
+        kind: String,
+    },
+    /// Something went wrong on one connection; the others are untouched.
+    Error {
+        /// The connection, when the error belongs to one.
+        connection_id: Option<ConnectionId>,
+        /// What went wrong.
+        error: ServerError,
+    },
+}
+
+/// Why a connection was closed before it was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The WebSocket upgrade failed or did not finish in time.
+    Upgrade(String),
+    /// The client offered none of the server's codecs.
+    NoCommonProtocol,
+    /// The handshake frames broke the protocol (closed with `wse.protocol-error`).
+    ProtocolError(String),
+    /// Refused by the challenge or by identify (closed with `wse.not-authorized`).
+    NotAuthorized,
+    /// hi → welcome did not complete within the handshake timeout.
+    HandshakeTimeout,
+    /// The peer left during the handshake.
+    Gone,
+}
+
+/// An error on one connection.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A frame broke the protocol; the connection was closed with `wse.protocol-error`.
+    #[error(transparent)]
+    ProtocolViolation(#[from] ProtocolViolation),
+    /// The transport failed; the connection is gone.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// A procedure failed unexpectedly; its caller got `wse.server.rp.failed`.
+    #[error("procedure {procedure:?} failed: {error}")]
+    ProcedureFailed {
+        /// The procedure.
+        procedure: String,
+        /// What went wrong (never sent to the client).
+        error: String,
+    },
+    /// A payload did not fit its handler's type.
+    #[error("payload of {kind:?} does not fit: {error}")]
+    InvalidPayload {
+        /// The message type or procedure.
+        kind: String,
+        /// Why.
+        error: PayloadError,
+    },
+    /// A message handler panicked.
+    #[error("handler of {kind:?} panicked")]
+    HandlerPanicked {
+        /// The message type.
+        kind: String,
+    },
+    /// A response matched no pending call and was dropped.
+    #[error("response with unknown stamp {stamp:?} dropped")]
+    UnmatchedResponse {
+        /// Its stamp.
+        stamp: String,
+    },
+    /// A call was refused: too many calls running on the connection.
+    #[error("call of {procedure:?} refused: too many calls running")]
+    TooManyCalls {
+        /// The procedure.
+        procedure: String,
+    },
+    /// A reply could not be queued.
+    #[error("reply to call {stamp:?} dropped")]
+    ReplyDropped {
+        /// The call's stamp.
+        stamp: String,
+    },
+    /// The connection's outbound queue was full: it was closed with 1013
+    /// `wse.slow-consumer`.
+    #[error("slow consumer: outbound queue full")]
+    SlowConsumer,
+    /// Anything the engine reports that has no variant of its own yet.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ServerError {
+    /// The protocol code this error is reported under.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::ProtocolViolation(violation) => violation.code(),
+            Self::Transport(_)
+            | Self::SlowConsumer
+            | Self::ReplyDropped { .. }
+            | Self::Other(_) => ErrorCode::ConnectionError,
+            Self::ProcedureFailed { .. } | Self::HandlerPanicked { .. } => ErrorCode::RpFailed,
+            Self::InvalidPayload { .. } => ErrorCode::RpInvalidPayload,
+            Self::UnmatchedResponse { .. } => ErrorCode::ProtocolViolation,
+            Self::TooManyCalls { .. } => ErrorCode::RpTooManyCalls,
+        }
+    }
+}
+
+impl Event {
+    /// The event for a report of the RPC engine about `connection`.
+    pub(crate) fn from_report(connection: &Connection, report: Report) -> Self {
+        let error = match report {
+            Report::Ignored { kind } => {
+                return Self::Ignored {
+                    connection: connection.clone(),
+                    kind,
+                };
+            }
+            Report::UnmatchedResponse { stamp } => ServerError::UnmatchedResponse { stamp },
+            Report::ProcedureFailed { procedure, error } => {
+                ServerError::ProcedureFailed { procedure, error }
+            }
+            Report::InvalidPayload { kind, error } => ServerError::InvalidPayload { kind, error },
+            Report::HandlerPanicked { kind } => ServerError::HandlerPanicked { kind },
+            Report::TooManyCalls { procedure } => ServerError::TooManyCalls { procedure },
+            Report::ReplyDropped { stamp } => ServerError::ReplyDropped { stamp },
+            other => ServerError::Other(format!("{other:?}")),
+        };
+        Self::Error {
+            connection_id: Some(connection.id()),
+            error,
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The WSE server: authenticated, RPC-first WebSocket service whose users are people, each on
+//! several devices at once. Wire-compatible with the JavaScript library `wse` 4.x.
+//!
+//! ```
+//! use serde::Deserialize;
+//! use serde_json::json;
+//! use wse_server::{Connection, Decision, Server};
+//!
+//! #[derive(Deserialize)]
+//! struct Add { a: i64, b: i64 }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let server = Server::builder(|handshake| async move {
+//!     match handshake.identity.as_str() {
+//!         Some(token) if token.starts_with("user-") => Decision::accept(token, json!({"hello": token})),
+//!         _ => Decision::refuse(),
+//!     }
+//! })
+//! .conn_per_user(3)
+//! .build();
+//!
+//! server.register("add", |_: Connection, args: Add| async move { Ok(args.a + args.b) }).unwrap();
+//! server.on("ping", |conn: Connection, _: ()| { let _ = conn.send("pong", &()); }).unwrap();
+//!
+//! let serving = server.bind("127.0.0.1:0").await?;
+//! println!("listening on {}", serving.local_addr());
+//! serving.shutdown().await;
+//! # Ok(())
+//! # }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(run()).unwrap();
+//! ```
+//!
+//! # Layout
+//!
+//! - `server`: [`Server`] (the handle), its [`Builder`] with every limit, [`Serving`].
+//! - `connection`: the task that owns one socket (upgrade, handshake, read loop, close) and
+//!   the [`Connection`] handle.
+//! - `auth`: [`Handshake`], [`Decision`], the [`Challenge`] hook and [`HmacChallenge`].
+//! - `users`: user id → connections, with the `conn_per_user` eviction.
+//! - `delivery`: the seam for sends to a connection, a user or everyone ([`Delivery`]).
+//! - `events`: [`Event`], [`Rejection`], [`ServerError`].
+//!
+//! The RPC engine itself (routing, pending calls, procedures) is `wse_core::Session`, which the
+//! client runs too.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `msgpack` | yes | [`MsgPack`], the `wse-msgpack` codec |
+
+mod auth;
+mod connection;
+mod delivery;
+mod events;
+mod server;
+mod users;
+
+pub use auth::{Answered, Challenge, Decision, Handshake, HmacChallenge};
+pub use connection::{Connection, ConnectionId, SLOW_CONSUMER};
+pub use delivery::{Delivery, LocalDelivery, Packed};
+pub use events::{Event, Rejection, ServerError};
+pub use server::{Builder, Server, Serving};
+
+#[cfg(feature = "msgpack")]
+pub use wse_core::MsgPack;
+pub use wse_core::{
+    CallError, CloseReason, ErrorCode, ErrorObject, Json, Protocol, RegisterError, RpcError,
+    SendError,
+};

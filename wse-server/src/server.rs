@@ -1,0 +1,521 @@
+//! The server handle, its builder (every limit with its default) and serving: bind, accept,
+//! graceful shutdown.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use wse_core::{Json, PackError, Protocol, RegisterError, Registry, RpcError, SessionConfig};
+
+use crate::auth::{Challenge, Decision, Handshake, Identify};
+use crate::connection::{self, Connection, ConnectionId};
+use crate::delivery::{Delivery, LocalDelivery, Packed};
+use crate::events::Event;
+use crate::users::Users;
+
+/// A WSE server: procedures, message handlers, users and their connections. A cheap handle:
+/// clone it into handlers and tasks.
+///
+/// Build one with [`Server::builder`], register procedures and handlers, then
+/// [`Server::bind`].
+#[derive(Clone)]
+pub struct Server(Arc<Shared>);
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    /// The codecs offered, in preference order; a connection speaks one of them.
+    pub(crate) codecs: Vec<Arc<dyn Protocol>>,
+    pub(crate) identify: Identify,
+    pub(crate) challenge: Option<Arc<dyn Challenge>>,
+    pub(crate) registry: Arc<Registry<Connection>>,
+    pub(crate) users: Arc<Users>,
+    delivery: Box<dyn Delivery>,
+    /// Bounded: a subscriber that lags loses the oldest events, never slows the server.
+    events: broadcast::Sender<Event>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn next_connection_id(&self) -> ConnectionId {
+        ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// The settings of a server; see [`Builder`] for each default.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    pub(crate) conn_per_user: usize,
+    pub(crate) session: SessionConfig,
+    pub(crate) outbound_queue: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) close_timeout: Duration,
+    pub(crate) max_message_size: usize,
+    pub(crate) read_buffer_size: usize,
+}
+
+impl Config {
+    pub(crate) fn websocket(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_size)
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size))
+            // A write buffer only grows past its target while the socket refuses writes.
+            .max_write_buffer_size(self.max_message_size.saturating_mul(2).max(256 << 10))
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (users, connections) = self.0.users.counts();
+        f.debug_struct("Server")
+            .field(
+                "protocols",
+                &self.0.codecs.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            )
+            .field("users", &users)
+            .field("connections", &connections)
+            .field("registry", &self.0.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Server`]. Every setting has a safe default.
+#[must_use]
+pub struct Builder {
+    identify: Identify,
+    challenge: Option<Arc<dyn Challenge>>,
+    codecs: Vec<Arc<dyn Protocol>>,
+    config: Config,
+    events_capacity: usize,
+    delivery: Option<WrapDelivery>,
+}
+
+type WrapDelivery = Box<dyn FnOnce(LocalDelivery) -> Box<dyn Delivery>>;
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field(
+                "protocols",
+                &self.codecs.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            )
+            .field("config", &self.config)
+            .field("challenge", &self.challenge.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// Speak only `protocol` (replacing the default, [`Json`]). Swapping JSON for MessagePack
+    /// is `.protocol(MsgPack)`.
+    pub fn protocol(mut self, protocol: impl Protocol) -> Self {
+        self.codecs = vec![Arc::new(protocol)];
+        self
+    }
+
+    /// Offer `protocol` as well; each connection speaks the first codec it offers that the
+    /// server speaks.
+    ///
+    /// # Panics
+    /// If a codec with the same name is already offered.
+    pub fn add_protocol(mut self, protocol: impl Protocol) -> Self {
+        assert!(
+            self.codecs.iter().all(|c| c.name() != protocol.name()),
+            "codec {:?} offered twice",
+            protocol.name()
+        );
+        self.codecs.push(Arc::new(protocol));
+        self
+    }
+
+    /// Run a challenge-response step (such as [`HmacChallenge`](crate::HmacChallenge))
+    /// between `~wse:hi` and identify. Default: none.
+    pub fn challenge(mut self, challenge: impl Challenge) -> Self {
+        self.challenge = Some(Arc::new(challenge));
+        self
+    }
+
+    /// How many connections one user may hold; a new one past the limit closes the user's
+    /// OLDEST connection with `wse.clients-concurrency`. Default: 1.
+    ///
+    /// # Panics
+    /// If `limit` is zero.
+    pub fn conn_per_user(mut self, limit: usize) -> Self {
+        assert!(limit > 0, "conn_per_user must be at least 1");
+        self.config.conn_per_user = limit;
+        self
+    }
+
+    /// How long a server → client call waits for its answer. Default: 20 s.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.config.session.call_timeout = timeout;
+        self
+    }
+
+    /// How many client calls may run at once on one connection; past it a call is refused
+    /// with `wse.server.rp.too-many-calls` and the connection stays. Default: 1024.
+    ///
+    /// # Panics
+    /// If `max` is zero.
+    pub fn max_running_calls(mut self, max: usize) -> Self {
+        assert!(max > 0, "max_running_calls must be at least 1");
+        self.config.session.max_running_calls = max;
+        self
+    }
+
+    /// How many frames may wait to be written to one connection. A connection whose queue is
+    /// full when a message is sent to it has stopped reading: it is closed with 1013
+    /// `wse.slow-consumer`, and never slows anyone else. Default: 1024.
+    ///
+    /// # Panics
+    /// If `frames` is zero.
+    pub fn outbound_queue(mut self, frames: usize) -> Self {
+        assert!(frames > 0, "the outbound queue needs room for one frame");
+        self.config.outbound_queue = frames;
+        self
+    }
+
+    /// How long a socket may take from TCP accept to `~wse:welcome` (upgrade, hi, challenge,
+    /// identify); then it is closed. Default: 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long to wait for the peer's answer to a close frame before dropping the socket.
+    /// Default: 5 s.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// The largest message (and frame) a peer may send; a larger one closes the connection
+    /// with 1009. Default: 1 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// The read buffer of each connection. Default: 8 KiB (tungstenite's own default of
+    /// 128 KiB costs that much memory per idle connection).
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.config.read_buffer_size = bytes;
+        self
+    }
+
+    /// How many events [`Server::events`] buffers for a subscriber that lags. Default: 1024.
+    ///
+    /// # Panics
+    /// If `capacity` is zero.
+    pub fn events_capacity(mut self, capacity: usize) -> Self {
+        assert!(capacity > 0, "the event buffer needs room for one event");
+        self.events_capacity = capacity;
+        self
+    }
+
+    /// Route sends to users and to everyone through `wrap(local)`, e.g. a cluster backplane
+    /// that also reaches other nodes. Default: [`LocalDelivery`], this node only.
+    pub fn delivery<D: Delivery>(
+        mut self,
+        wrap: impl FnOnce(LocalDelivery) -> D + 'static,
+    ) -> Self {
+        self.delivery = Some(Box::new(move |local| Box::new(wrap(local))));
+        self
+    }
+
+    /// The server.
+    pub fn build(self) -> Server {
+        let users = Arc::new(Users::default());
+        let local = LocalDelivery::new(Arc::clone(&users));
+        let delivery = match self.delivery {
+            Some(wrap) => wrap(local),
+            None => Box::new(local),
+        };
+        Server(Arc::new(Shared {
+            config: self.config,
+            codecs: self.codecs,
+            identify: self.identify,
+            challenge: self.challenge,
+            registry: Arc::new(Registry::new()),
+            users,
+            delivery,
+            events: broadcast::Sender::new(self.events_capacity),
+            next_id: AtomicU64::new(1),
+        }))
+    }
+}
+
+impl Server {
+    /// A builder whose identify step is `identify`: it sees the handshake (identity, meta,
+    /// connection id, remote address, challenge) and decides to accept or refuse.
+    pub fn builder<F, Fut>(identify: F) -> Builder
+    where
+        F: Fn(Handshake) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Decision> + Send + 'static,
+    {
+        Builder {
+            identify: Arc::new(move |handshake| Box::pin(identify(handshake))),
+            challenge: None,
+            codecs: vec![Arc::new(Json)],
+            config: Config {
+                conn_per_user: 1,
+                session: SessionConfig::default(),
+                outbound_queue: 1024,
+                handshake_timeout: Duration::from_secs(10),
+                close_timeout: Duration::from_secs(5),
+                max_message_size: 1 << 20,
+                read_buffer_size: 8 << 10,
+            },
+            events_capacity: 1024,
+            delivery: None,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.0
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        if let Event::Error {
+            connection_id,
+            error,
+        } = &event
+        {
+            tracing::debug!(connection = ?connection_id, code = %error.code(), %error, "wse connection error");
+        }
+        // No subscriber is fine: events are for whoever listens.
+        let _ = self.0.events.send(event);
+    }
+
+    /// Subscribes to [`Event`]s from now on. A subscriber that falls more than the events
+    /// capacity behind loses the oldest (`RecvError::Lagged`).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.0.events.subscribe()
+    }
+
+    /// Registers the async procedure `name`, callable by every client. The argument is
+    /// decoded from the call's payload; the result, or the [`RpcError`], is the answer.
+    ///
+    /// # Errors
+    /// [`RegisterError`] if the name is taken, empty or reserved.
+    pub fn register<A, R, F, Fut>(
+        &self,
+        name: impl Into<String>,
+        procedure: F,
+    ) -> Result<(), RegisterError>
+    where
+        F: Fn(Connection, A) -> Fut + Send + Sync + 'static,
+        A: DeserializeOwned + 'static,
+        Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
+        R: Serialize + Send + 'static,
+    {
+        self.0.registry.register(name, procedure)
+    }
+
+    /// Removes the procedure `name`.
+    ///
+    /// # Errors
+    /// [`RegisterError::NotRegistered`] if there is none.
+    pub fn unregister(&self, name: &str) -> Result<(), RegisterError> {
+        self.0.registry.unregister(name)
+    }
+
+    /// Sets the handler of one-way messages of type `kind` (replacing any). Handlers run on
+    /// the connection's read loop in arrival order and must not block; spawn for slow work.
+    ///
+    /// # Errors
+    /// [`RegisterError::InvalidName`] if `kind` is empty or reserved.
+    pub fn on<T, F>(&self, kind: impl Into<String>, handler: F) -> Result<(), RegisterError>
+    where
+        F: Fn(Connection, T) + Send + Sync + 'static,
+        T: DeserializeOwned + 'static,
+    {
+        self.0.registry.on(kind, handler)
+    }
+
+    /// Removes the handler of `kind`; returns whether there was one.
+    pub fn off(&self, kind: &str) -> bool {
+        self.0.registry.off(kind)
+    }
+
+    /// Encodes a one-way message once per codec, for the delivery methods below.
+    ///
+    /// # Errors
+    /// [`PackError`] if the payload cannot be encoded.
+    pub fn pack<T: Serialize + ?Sized>(
+        &self,
+        kind: &str,
+        payload: &T,
+    ) -> Result<Packed, PackError> {
+        Packed::encode(&self.0.codecs, kind, payload)
+    }
+
+    /// Sends `[kind, payload, null]` to one connection; `Ok(false)` if it is not open here.
+    ///
+    /// # Errors
+    /// [`PackError`] if the payload cannot be encoded.
+    pub fn send_to<T: Serialize + ?Sized>(
+        &self,
+        id: ConnectionId,
+        kind: &str,
+        payload: &T,
+    ) -> Result<bool, PackError> {
+        Ok(self
+            .0
+            .delivery
+            .to_connection(id, &self.pack(kind, payload)?))
+    }
+
+    /// Sends `[kind, payload, null]` to every device of `user_id`, encoded once; returns how
+    /// many connections took it.
+    ///
+    /// # Errors
+    /// [`PackError`] if the payload cannot be encoded.
+    pub fn send_to_user<T: Serialize + ?Sized>(
+        &self,
+        user_id: &str,
+        kind: &str,
+        payload: &T,
+    ) -> Result<usize, PackError> {
+        Ok(self.0.delivery.to_user(user_id, &self.pack(kind, payload)?))
+    }
+
+    /// Sends `[kind, payload, null]` to every connection of every user, encoded once; returns
+    /// how many connections took it.
+    ///
+    /// # Errors
+    /// [`PackError`] if the payload cannot be encoded.
+    pub fn broadcast<T: Serialize + ?Sized>(
+        &self,
+        kind: &str,
+        payload: &T,
+    ) -> Result<usize, PackError> {
+        Ok(self.0.delivery.to_all(&self.pack(kind, payload)?))
+    }
+
+    /// Closes one connection with 1000 and `reason`; false if it is not open here.
+    pub fn drop_connection(&self, id: ConnectionId, reason: impl Into<String>) -> bool {
+        self.0.users.connection(id).is_some_and(|c| c.close(reason))
+    }
+
+    /// Closes every connection of `user_id` with 1000 and `reason`; returns how many.
+    pub fn drop_user(&self, user_id: &str, reason: impl Into<String>) -> usize {
+        let reason = reason.into();
+        self.0
+            .users
+            .connections_of(user_id)
+            .iter()
+            .filter(|c| c.close(reason.clone()))
+            .count()
+    }
+
+    /// The users with at least one open connection here.
+    pub fn users(&self) -> Vec<Arc<str>> {
+        self.0.users.user_ids()
+    }
+
+    /// The open connections of `user_id`, oldest first.
+    pub fn connections_of(&self, user_id: &str) -> Vec<Connection> {
+        self.0.users.connections_of(user_id)
+    }
+
+    /// The open connection `id`.
+    pub fn connection(&self, id: ConnectionId) -> Option<Connection> {
+        self.0.users.connection(id)
+    }
+
+    /// How many (users, connections) are open here.
+    pub fn counts(&self) -> (usize, usize) {
+        self.0.users.counts()
+    }
+
+    /// Binds `addr` and serves on it.
+    ///
+    /// # Errors
+    /// The I/O error of binding.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: until it returns, nothing is served.
+    pub async fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<Serving> {
+        self.serve(TcpListener::bind(addr).await?)
+    }
+
+    /// Serves on `listener` in a background task.
+    ///
+    /// # Errors
+    /// The I/O error of reading the listener's address.
+    pub fn serve(&self, listener: TcpListener) -> io::Result<Serving> {
+        let local_addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(self.clone(), listener, stopped));
+        Ok(Serving {
+            local_addr,
+            stop,
+            task,
+        })
+    }
+}
+
+/// A server serving on one listener.
+///
+/// Dropping it leaves the server running; [`Serving::shutdown`] stops it.
+#[derive(Debug)]
+pub struct Serving {
+    local_addr: std::net::SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Serving {
+    /// The address it listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes every connection with 1012 `wse.by-server` (clients with
+    /// reconnect enabled come back), and waits until every connection task has ended (each
+    /// bounded by the close timeout).
+    ///
+    /// # Cancel safety
+    /// The stop is requested at once; dropping the future only stops the waiting.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn accept_loop(server: Server, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    // Each connection task holds a clone of `done`; when the last is dropped, they are all over.
+    let (done, mut all_done) = mpsc::channel::<()>(1);
+    loop {
+        tokio::select! {
+            _ = connection::stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote_addr)) => {
+                    let (server, stop, done) = (server.clone(), stop.clone(), done.clone());
+                    tokio::spawn(async move {
+                        connection::run(server, tcp, remote_addr, stop).await;
+                        drop(done);
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    drop(done);
+    let _ = all_done.recv().await;
+}
