@@ -189,3 +189,8 @@ fn register(server: &Server) {
         }
     }
 }
+
+/// The README's code, compiled as doc tests so it stays true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -26,7 +26,7 @@ pub fn is_reserved(kind: &str) -> bool {
 ///
 /// The payload stays encoded (`payload` is the raw bytes of the payload element in the
 /// connection's codec), so a handler decodes its typed argument straight from the wire with
-/// [`Protocol::decode`](crate::Protocol::decode) and no intermediate value tree.
+/// `<dyn Protocol>::decode` and no intermediate value tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawFrame<'a> {
     /// The frame's type: an internal type, a procedure name or a message type. Never empty.

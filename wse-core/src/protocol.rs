@@ -128,7 +128,7 @@ pub trait Protocol: fmt::Debug + Send + Sync + 'static {
 
     /// Runs `visit` on a deserializer over `raw`, a payload that [`Protocol::unpack`] returned.
     ///
-    /// Use [`Protocol::decode`] rather than calling this directly.
+    /// Use `<dyn Protocol>::decode` rather than calling this directly.
     ///
     /// # Errors
     /// [`PayloadError`] when `visit` fails or `raw` has trailing bytes.
