@@ -493,8 +493,9 @@ pub(crate) async fn run(
 
     read_loop(&connection, &mut link, stop).await;
 
-    let close = link.finish(shared.config.close_timeout).await;
+    // Calls waiting on this device fail now, not after the closing handshake.
     connection.0.session.close();
+    let close = link.finish(shared.config.close_timeout).await;
     let left = shared.users.remove(&connection);
     server.emit(Event::Disconnected {
         connection: connection.clone(),
