@@ -662,3 +662,35 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
         std::future::pending::<()>().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wse_core::{Json, MsgPack};
+
+    fn offering(header: Option<&str>) -> Request {
+        let mut request = Request::builder().uri("/");
+        if let Some(header) = header {
+            request = request.header(SEC_WEBSOCKET_PROTOCOL, header);
+        }
+        request.body(()).unwrap()
+    }
+
+    #[test]
+    fn negotiation_takes_the_clients_first_offer_the_server_speaks() {
+        let codecs: Vec<Arc<dyn Protocol>> = vec![Arc::new(Json), Arc::new(MsgPack)];
+        assert_eq!(negotiate(&codecs, &offering(Some("wse-msgpack, wse-default-json"))), Some(1));
+        assert_eq!(negotiate(&codecs, &offering(Some("x,wse-default-json"))), Some(0));
+        assert_eq!(negotiate(&codecs, &offering(Some("x, y"))), None);
+        assert_eq!(negotiate(&codecs, &offering(None)), None);
+    }
+
+    #[test]
+    fn close_reasons_are_cut_to_what_a_close_frame_holds() {
+        assert_eq!(fit_close_reason("bye".into()), "bye");
+        let long = "é".repeat(100);
+        let cut = fit_close_reason(long);
+        assert!(cut.len() <= 123);
+        assert_eq!(cut.chars().count(), 61);
+    }
+}
