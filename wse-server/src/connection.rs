@@ -679,8 +679,14 @@ mod tests {
     #[test]
     fn negotiation_takes_the_clients_first_offer_the_server_speaks() {
         let codecs: Vec<Arc<dyn Protocol>> = vec![Arc::new(Json), Arc::new(MsgPack)];
-        assert_eq!(negotiate(&codecs, &offering(Some("wse-msgpack, wse-default-json"))), Some(1));
-        assert_eq!(negotiate(&codecs, &offering(Some("x,wse-default-json"))), Some(0));
+        assert_eq!(
+            negotiate(&codecs, &offering(Some("wse-msgpack, wse-default-json"))),
+            Some(1)
+        );
+        assert_eq!(
+            negotiate(&codecs, &offering(Some("x,wse-default-json"))),
+            Some(0)
+        );
         assert_eq!(negotiate(&codecs, &offering(Some("x, y"))), None);
         assert_eq!(negotiate(&codecs, &offering(None)), None);
     }
