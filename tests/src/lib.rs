@@ -246,6 +246,9 @@ impl Raw {
         loop {
             match within("a frame", self.ws.next()).await {
                 Some(Ok(Message::Close(frame))) => {
+                    // Reading once more sends our answer to the close frame, as a browser
+                    // does at once; the server then need not wait for its close timeout.
+                    let _ = tokio::time::timeout(Duration::from_millis(100), self.ws.next()).await;
                     return frame.map_or(Seen::Close(1005, String::new()), |f| {
                         Seen::Close(f.code.into(), f.reason.to_string())
                     });

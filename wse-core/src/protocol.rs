@@ -201,7 +201,11 @@ impl Protocol for Json {
     fn unpack<'a>(&self, data: &'a [u8]) -> Result<RawFrame<'a>, UnpackError> {
         let wire: json_wire::WireFrame<'a> =
             serde_json::from_slice(data).map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => {
+                // A data error may come before serde_json has seen the whole text: only valid
+                // JSON is "not a frame"; this second parse runs on the error path alone.
+                serde_json::error::Category::Data
+                    if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok() =>
+                {
                     UnpackError::NotAFrame(json_wire::shape_error(&e))
                 }
                 _ => UnpackError::Undecodable(e.to_string()),
@@ -598,10 +602,12 @@ mod tests {
             not_a_frame(br#"["a", 2, null, 4]"#),
             "frame has more than three elements"
         );
-        assert!(matches!(
-            json().unpack(b"[\"a\", "),
-            Err(UnpackError::Undecodable(_))
-        ));
+        for undecodable in [&b"[\"a\", "[..], b"{not json", b"[1, nope]", b""] {
+            assert!(
+                matches!(json().unpack(undecodable), Err(UnpackError::Undecodable(_))),
+                "{undecodable:?}"
+            );
+        }
     }
 
     #[test]

@@ -427,23 +427,7 @@ pub(crate) async fn run(
         }
         (_, outcome) => {
             let reason = outcome.err().unwrap_or(Rejection::Gone);
-            let close_reason = match reason {
-                Rejection::NotAuthorized => Some(CloseReason::NotAuthorized),
-                Rejection::NoCommonProtocol | Rejection::ProtocolError(_) => {
-                    Some(CloseReason::ProtocolError)
-                }
-                Rejection::HandshakeTimeout => Some(CloseReason::ProtocolError),
-                Rejection::Upgrade(_) | Rejection::Gone => None,
-            };
-            if let Some(close_reason) = close_reason {
-                link.close
-                    .request(Close::new(close_code::NORMAL, close_reason));
-            }
-            link.finish(shared.config.close_timeout).await;
-            return server.emit(Event::Rejected {
-                remote_addr,
-                reason,
-            });
+            return reject(&server, link, remote_addr, reason).await;
         }
     };
 
@@ -470,13 +454,8 @@ pub(crate) async fn run(
         .encode(frame::WELCOME, &welcome, None)
         .is_ok_and(|frame| link.queue(frame));
     if !welcomed {
-        link.close
-            .request(Close::new(close_code::NORMAL, CloseReason::ProtocolError));
-        link.finish(shared.config.close_timeout).await;
-        return server.emit(Event::Rejected {
-            remote_addr,
-            reason: Rejection::ProtocolError("welcome payload cannot be encoded".into()),
-        });
+        let reason = Rejection::ProtocolError("welcome payload cannot be encoded".into());
+        return reject(&server, link, remote_addr, reason).await;
     }
     let added = shared.users.add(&connection, shared.config.conn_per_user);
     for old in &added.evicted {
@@ -507,6 +486,27 @@ pub(crate) async fn run(
             user_id: Arc::clone(connection.user_arc()),
         });
     }
+}
+
+/// Closes a connection that was not accepted, with the close reason its rejection calls for.
+async fn reject(server: &Server, link: Link, remote_addr: SocketAddr, reason: Rejection) {
+    let close_reason = match reason {
+        Rejection::NotAuthorized => Some(CloseReason::NotAuthorized),
+        Rejection::NoCommonProtocol | Rejection::ProtocolError(_) | Rejection::HandshakeTimeout => {
+            Some(CloseReason::ProtocolError)
+        }
+        Rejection::Upgrade(_) | Rejection::Gone => None,
+    };
+    if let Some(close_reason) = close_reason {
+        link.close
+            .request(Close::new(close_code::NORMAL, close_reason));
+    }
+    // Reported now: the closing handshake may take up to the close timeout.
+    server.emit(Event::Rejected {
+        remote_addr,
+        reason,
+    });
+    link.finish(server.shared().config.close_timeout).await;
 }
 
 /// hi → [challenge] → identify. Returns what identify accepted.

@@ -1,0 +1,243 @@
+//! What the server reports and how its registry behaves at run time: panicking procedures,
+//! ignored messages, protocol violations, rejections, register/unregister while serving.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use wse_core::ErrorCode;
+use wse_server::{
+    Connection, Decision, Event, RegisterError, Rejection, RpcError, Server, ServerError,
+};
+use wse_tests::{Codec, Raw, start, within};
+
+fn app() -> Server {
+    let server = Server::builder(|handshake| async move {
+        match handshake.identity.as_str() {
+            Some(user) if !user.is_empty() => Decision::accept(user, json!(null)),
+            _ => Decision::refuse(),
+        }
+    })
+    .conn_per_user(4)
+    .build();
+    server
+        .register("panics", |_: Connection, _: Value| async move {
+            if true {
+                panic!("internal state: /srv/secret");
+            }
+            Ok(())
+        })
+        .unwrap();
+    server
+        .register("ok", |_: Connection, _: Value| async move { Ok("fine") })
+        .unwrap();
+    server
+}
+
+async fn login(addr: std::net::SocketAddr, user: &str) -> Raw {
+    let mut raw = Raw::connect(addr, Codec::Json).await;
+    raw.send(&json!(["~wse:hi", {"identity": user}, null]))
+        .await;
+    assert_eq!(raw.frame().await, json!(["~wse:welcome", null, null]));
+    raw
+}
+
+/// The next event matching `pick`, skipping others.
+async fn next_event<T>(
+    events: &mut broadcast::Receiver<Event>,
+    pick: impl Fn(Event) -> Option<T>,
+) -> T {
+    within("an event", async {
+        loop {
+            if let Some(found) = pick(events.recv().await.expect("event stream")) {
+                return found;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_panicking_procedure_fails_the_call_and_nothing_else() {
+    let server = start(app()).await;
+    let mut events = server.server.events();
+    let mut raw = login(server.addr(), "ann").await;
+    let mut other = login(server.addr(), "bob").await;
+
+    raw.send(&json!(["panics", null, "p1"])).await;
+    let answer = raw.frame().await;
+    assert_eq!(answer[0], "~wse:response-err");
+    assert_eq!(answer[1]["code"], "wse.server.rp.failed");
+    assert_eq!(answer[2], "p1");
+    assert!(!answer.to_string().contains("secret"), "{answer}");
+
+    let (procedure, error) = next_event(&mut events, |event| match event {
+        Event::Error {
+            error: ServerError::ProcedureFailed { procedure, error },
+            ..
+        } => Some((procedure, error)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(procedure, "panics");
+    assert!(error.contains("panicked"), "{error}");
+
+    // The same connection and the others go on.
+    raw.send(&json!(["ok", null, "p2"])).await;
+    assert_eq!(raw.frame().await, json!(["~wse:response", "fine", "p2"]));
+    other.send(&json!(["ok", null, "p3"])).await;
+    assert_eq!(other.frame().await, json!(["~wse:response", "fine", "p3"]));
+}
+
+#[tokio::test]
+async fn an_unexpected_error_is_reported_with_its_cause_and_sent_without_it() {
+    let server = app();
+    server
+        .register("io", |_: Connection, _: Value| async move {
+            Err::<(), _>(RpcError::from(std::io::Error::other("disk /var/db full")))
+        })
+        .unwrap();
+    let server = start(server).await;
+    let mut events = server.server.events();
+    let mut raw = login(server.addr(), "ann").await;
+    raw.send(&json!(["io", null, "s"])).await;
+    let answer = raw.frame().await;
+    assert_eq!(
+        answer,
+        json!(["~wse:response-err", {"code": "wse.server.rp.failed", "message": "procedure failed", "details": {"rpc": "io"}}, "s"])
+    );
+    let error = next_event(&mut events, |event| match event {
+        Event::Error {
+            error: ServerError::ProcedureFailed { error, .. },
+            ..
+        } => Some(error),
+        _ => None,
+    })
+    .await;
+    assert!(error.contains("disk /var/db full"), "{error}");
+}
+
+#[tokio::test]
+async fn procedures_can_be_registered_and_unregistered_while_serving() {
+    let server = start(app()).await;
+    let mut raw = login(server.addr(), "ann").await;
+
+    raw.send(&json!(["late", null, "a"])).await;
+    assert_eq!(
+        raw.frame().await,
+        json!(["~wse:response-err", {"code": "wse.server.rp.not-registered"}, "a"])
+    );
+
+    server
+        .server
+        .register("late", |_: Connection, n: i64| async move { Ok(n * 2) })
+        .unwrap();
+    raw.send(&json!(["late", 21, "b"])).await;
+    assert_eq!(raw.frame().await, json!(["~wse:response", 42, "b"]));
+
+    let twice = server
+        .server
+        .register("late", |_: Connection, n: i64| async move { Ok(n) });
+    assert_eq!(twice, Err(RegisterError::AlreadyRegistered("late".into())));
+    assert!(
+        twice
+            .unwrap_err()
+            .to_string()
+            .contains(ErrorCode::RpAlreadyRegistered.as_str())
+    );
+
+    server.server.unregister("late").unwrap();
+    raw.send(&json!(["late", 21, "c"])).await;
+    assert_eq!(
+        raw.frame().await,
+        json!(["~wse:response-err", {"code": "wse.server.rp.not-registered"}, "c"])
+    );
+    assert_eq!(
+        server.server.unregister("late"),
+        Err(RegisterError::NotRegistered("late".into()))
+    );
+}
+
+#[tokio::test]
+async fn an_unhandled_message_is_reported_as_ignored() {
+    let server = start(app()).await;
+    let mut events = server.server.events();
+    let mut raw = login(server.addr(), "ann").await;
+    raw.send(&json!(["nobody-listens", {"x": 1}, null])).await;
+    let (user, kind) = next_event(&mut events, |event| match event {
+        Event::Ignored { connection, kind } => Some((connection.user_id().to_owned(), kind)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((user.as_str(), kind.as_str()), ("ann", "nobody-listens"));
+}
+
+#[tokio::test]
+async fn a_violation_is_reported_with_its_code_and_closes_only_that_connection() {
+    let server = start(app()).await;
+    let mut events = server.server.events();
+    let mut bad = login(server.addr(), "ann").await;
+    let mut good = login(server.addr(), "bob").await;
+    let bad_id = server.server.connections_of("ann")[0].id();
+
+    bad.send_text("{not json").await;
+    bad.expect_close(1000, "wse.protocol-error").await;
+    let (id, code) = next_event(&mut events, |event| match event {
+        Event::Error {
+            connection_id,
+            error: error @ ServerError::ProtocolViolation(_),
+        } => Some((connection_id, error.code())),
+        _ => None,
+    })
+    .await;
+    assert_eq!((id, code), (Some(bad_id), ErrorCode::MsgProcessingError));
+
+    let mut bad = login(server.addr(), "ann").await;
+    bad.send(&json!([7, null, null])).await;
+    bad.expect_close(1000, "wse.protocol-error").await;
+    let code = next_event(&mut events, |event| match event {
+        Event::Error {
+            error: error @ ServerError::ProtocolViolation(_),
+            ..
+        } => Some(error.code()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, ErrorCode::ProtocolViolation);
+
+    good.send(&json!(["ok", null, "still"])).await;
+    assert_eq!(
+        good.frame().await,
+        json!(["~wse:response", "fine", "still"])
+    );
+}
+
+#[tokio::test]
+async fn refusals_and_broken_handshakes_are_reported_as_rejections() {
+    let server = start(app()).await;
+    let mut events = server.server.events();
+
+    let mut refused = Raw::connect(server.addr(), Codec::Json).await;
+    refused
+        .send(&json!(["~wse:hi", {"identity": ""}, null]))
+        .await;
+    refused.expect_close(1000, "wse.not-authorized").await;
+    let reason = next_event(&mut events, |event| match event {
+        Event::Rejected { reason, .. } => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, Rejection::NotAuthorized);
+
+    let mut broken = Raw::connect(server.addr(), Codec::Json).await;
+    broken
+        .send(&json!(["~wse:hi", "not an object", null]))
+        .await;
+    broken.expect_close(1000, "wse.protocol-error").await;
+    let reason = next_event(&mut events, |event| match event {
+        Event::Rejected { reason, .. } => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(reason, Rejection::ProtocolError(_)), "{reason:?}");
+}
