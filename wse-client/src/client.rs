@@ -18,7 +18,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use wse_core::transport::{Close, CloseSignal, close_requested, message_data, write_loop};
+use wse_core::transport::{
+    Close, CloseSignal, close_for_read_error, close_requested, message_data, write_loop,
+};
 use wse_core::{
     CallError, CloseReason, Context, ErrorCode, HmacQuest, Json, Protocol, ProtocolViolation,
     RegisterError, Registry, Report, RpcError, SendError, Session, SessionConfig, close_code,
@@ -678,7 +680,7 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
     let (sink, mut stream) = ws.split();
     let (outbound, queue) = mpsc::channel(config.outbound_queue);
     let close = Arc::new(CloseSignal::new());
-    let writer = tokio::spawn({
+    let mut writer = tokio::spawn({
         let (close, kind) = (close.subscribe(), inner.protocol.message_kind());
         async move {
             let _ = write_loop(sink, queue, close, kind).await;
@@ -734,6 +736,10 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
         if let Message::Close(frame) = message {
             peer_close.get_or_insert(received_close(frame));
         }
+    }
+    // A close we asked for may still be on its way out: let the writer send it.
+    if close.requested().is_some() {
+        let _ = tokio::time::timeout_at(until, &mut writer).await;
     }
     writer.abort();
     client.state().close = None;
@@ -850,7 +856,7 @@ async fn serve(
     close: &CloseSignal,
     peer_close: &mut Option<Close>,
 ) {
-    let mut close = close.subscribe();
+    let mut requested = close.subscribe();
     loop {
         // Both arms are cancel-safe: the stream and the watch lose nothing.
         tokio::select! {
@@ -866,9 +872,15 @@ async fn serve(
                         }
                     }
                 }
-                Some(Err(_)) | None => return,
+                Some(Err(error)) => {
+                    if let Some(answer) = close_for_read_error(&error) {
+                        close.request(answer);
+                    }
+                    return;
+                }
+                None => return,
             },
-            _ = close_requested(&mut close) => return,
+            _ = close_requested(&mut requested) => return,
         }
     }
 }

@@ -51,7 +51,7 @@ pub use frame::RawFrame;
 #[cfg(feature = "msgpack")]
 pub use protocol::MsgPack;
 pub use protocol::{
-    Json, MessageKind, PackError, PayloadError, PayloadVisitor, Protocol, UnpackError,
+    Json, MAX_DEPTH, MessageKind, PackError, PayloadError, PayloadVisitor, Protocol, UnpackError,
 };
 pub use registry::{RegisterError, Registry};
 pub use session::{Context, ProtocolViolation, Report, SendError, Session, SessionConfig};

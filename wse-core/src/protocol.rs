@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::RawFrame;
 
+/// How deeply a payload's arrays and maps may nest; deeper frames are refused by both codecs,
+/// so that no recursive decoder can overflow the stack.
+pub const MAX_DEPTH: usize = 100;
+
 /// How a codec's messages travel on the WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageKind {
@@ -210,9 +214,15 @@ impl Protocol for Json {
                 }
                 _ => UnpackError::Undecodable(e.to_string()),
             })?;
+        let payload = wire
+            .payload
+            .map_or(&b"null"[..], |raw| raw.get().as_bytes());
+        if json_wire::depth(payload) > MAX_DEPTH {
+            return Err(UnpackError::Undecodable("payload nested too deeply".into()));
+        }
         Ok(RawFrame {
             kind: wire.kind,
-            payload: wire.payload.map_or(b"null", |raw| raw.get().as_bytes()),
+            payload,
             stamp: wire.stamp.filter(|s| !s.is_empty()),
         })
     }
@@ -247,6 +257,33 @@ mod json_wire {
     const TOO_LONG: &str = "frame has more than three elements";
     const BAD_TYPE: &str = "frame type is not a non-empty string";
     const BAD_STAMP: &str = "frame stamp is neither a string nor null";
+
+    /// The deepest nesting of arrays and objects in `json`, which is valid JSON.
+    pub(super) fn depth(json: &[u8]) -> usize {
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        let (mut in_string, mut escaped) = (false, false);
+        for &byte in json {
+            if in_string {
+                match byte {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match byte {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        deepest
+    }
 
     pub(super) fn shape_error(e: &serde_json::Error) -> &'static str {
         let text = e.to_string();
@@ -392,8 +429,6 @@ impl Protocol for MsgPack {
 mod msgpack_wire {
     use super::*;
 
-    /// Deeper payloads are refused: a recursive decoder must never overflow the stack.
-    pub(super) const MAX_DEPTH: usize = 128;
     const NIL: &[u8] = &[0xc0];
 
     pub(super) fn unpack(data: &[u8]) -> Result<RawFrame<'_>, UnpackError> {
@@ -488,11 +523,13 @@ mod msgpack_wire {
                 .map_err(|_| UnpackError::Undecodable("string is not UTF-8".into()))
         }
 
-        fn skip_value(&mut self, depth: usize) -> Result<(), UnpackError> {
-            if depth > MAX_DEPTH {
+        /// Skips one value that `enclosing` arrays and maps contain.
+        fn skip_value(&mut self, enclosing: usize) -> Result<(), UnpackError> {
+            let marker = self.byte()?;
+            let container = matches!(marker, 0x80..=0x9f | 0xdc..=0xdf);
+            if container && enclosing >= MAX_DEPTH {
                 return Err(UnpackError::Undecodable("payload nested too deeply".into()));
             }
-            let marker = self.byte()?;
             let (items, bytes) = match marker {
                 0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
                 0x80..=0x8f => (2 * usize::from(marker & 0x0f), 0),
@@ -526,7 +563,7 @@ mod msgpack_wire {
                 return Err(truncated());
             }
             for _ in 0..items {
-                self.skip_value(depth + 1)?;
+                self.skip_value(enclosing + 1)?;
             }
             Ok(())
         }
@@ -672,6 +709,22 @@ mod tests {
             ] {
                 assert!(mp().unpack(bad).is_err(), "{bad:x?}");
             }
+        }
+
+        #[test]
+        fn nesting_is_limited_like_json() {
+            for (depth, ok) in [(MAX_DEPTH, true), (MAX_DEPTH + 1, false)] {
+                let mut frame = vec![0x92, 0xa1, b'x'];
+                frame.extend(std::iter::repeat_n(0x91, depth - 1));
+                frame.push(0x90);
+                assert_eq!(mp().unpack(&frame).is_ok(), ok, "msgpack depth {depth}");
+                let json = format!("[\"x\", {}{}]", "[".repeat(depth), "]".repeat(depth));
+                assert_eq!(json_depth_ok(&json), ok, "json depth {depth}");
+            }
+        }
+
+        fn json_depth_ok(text: &str) -> bool {
+            Json.unpack(text.as_bytes()).is_ok()
         }
 
         #[test]

@@ -8,8 +8,9 @@ use std::fmt;
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
 use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use crate::protocol::MessageKind;
 
@@ -86,6 +87,27 @@ pub async fn close_requested(rx: &mut watch::Receiver<Option<Close>>) -> Option<
         .await
         .ok()
         .and_then(|close| close.clone())
+}
+
+/// Close code and reason for a message over the size limit.
+pub const MESSAGE_TOO_BIG: (u16, &str) = (1009, "wse.message-too-big");
+/// Close code and reason for a text message that is not UTF-8.
+pub const INVALID_UTF8: (u16, &str) = (1007, "wse.invalid-utf8");
+/// Close code and reason for broken WebSocket framing (fragments or control frames out of
+/// order, reserved bits, …).
+pub const BROKEN_FRAMING: (u16, &str) = (1002, "wse.protocol-error");
+
+/// The close frame to answer a read error with: the WebSocket close code of RFC 6455 for
+/// what went wrong, or `None` when the socket is simply gone.
+pub fn close_for_read_error(error: &WsError) -> Option<Close> {
+    let (code, reason) = match error {
+        WsError::Capacity(_) => MESSAGE_TOO_BIG,
+        WsError::Utf8(_) => INVALID_UTF8,
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return None,
+        WsError::Protocol(_) => BROKEN_FRAMING,
+        _ => return None,
+    };
+    Some(Close::new(code, reason))
 }
 
 /// The data of a text or binary message; `None` for control messages.

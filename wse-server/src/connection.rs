@@ -20,7 +20,7 @@ use futures_util::stream::SplitStream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -29,7 +29,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
-use wse_core::transport::{Close, CloseSignal, close_requested, message_data, write_loop};
+use wse_core::transport::{
+    Close, CloseSignal, close_for_read_error, close_requested, message_data, write_loop,
+};
 use wse_core::{
     CallError, CloseReason, Context, Protocol, Report, SendError, Session, close_code, frame,
 };
@@ -250,11 +252,9 @@ fn fit_close_reason(mut reason: String) -> String {
     reason
 }
 
-type Stream = SplitStream<WebSocketStream<TcpStream>>;
-
 /// The socket of one connection as its task sees it.
-struct Link {
-    stream: Stream,
+struct Link<S> {
+    stream: SplitStream<WebSocketStream<S>>,
     outbound: mpsc::Sender<Bytes>,
     close: Arc<CloseSignal>,
     writer: JoinHandle<()>,
@@ -269,14 +269,20 @@ enum Next {
     TimedOut,
 }
 
-impl Link {
+impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// The next text or binary message before `deadline`; pings and pongs are answered by
     /// tungstenite and skipped. Cancel-safe: nothing but control frames is consumed.
     async fn next(&mut self, deadline: Instant) -> Next {
         loop {
             let message = match tokio::time::timeout_at(deadline, self.stream.next()).await {
                 Err(_) => return Next::TimedOut,
-                Ok(None | Some(Err(_))) => return Next::Closed,
+                Ok(None) => return Next::Closed,
+                Ok(Some(Err(error))) => {
+                    if let Some(close) = close_for_read_error(&error) {
+                        self.close.request(close);
+                    }
+                    return Next::Closed;
+                }
                 Ok(Some(Ok(message))) => message,
             };
             match message {
@@ -327,6 +333,11 @@ impl Link {
                 self.peer_close.get_or_insert(peer_close(frame));
             }
         }
+        // A close we asked for may still be on its way out (after a read error the socket
+        // ends at once): let the writer send it, within the same bound.
+        if self.close.requested().is_some() {
+            let _ = tokio::time::timeout_at(deadline, &mut self.writer).await;
+        }
         self.writer.abort();
         self.close
             .requested()
@@ -354,17 +365,17 @@ fn negotiate(codecs: &[Arc<dyn Protocol>], request: &Request) -> Option<usize> {
         .find_map(|offered| codecs.iter().position(|codec| codec.name() == offered))
 }
 
-/// Serves one accepted TCP connection to its end.
-pub(crate) async fn run(
+/// Serves one accepted stream (TCP, TLS, in memory) to its end.
+pub(crate) async fn run<S>(
     server: Server,
-    tcp: TcpStream,
+    io: S,
     remote_addr: SocketAddr,
     stop: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let shared = server.shared();
     let deadline = Instant::now() + shared.config.handshake_timeout;
-    // Replies are small and latency matters more than packet count; the writer batches.
-    let _ = tcp.set_nodelay(true);
     let mut chosen = None;
     // The error type is tungstenite's handshake response; this callback never returns it.
     #[allow(clippy::result_large_err)]
@@ -378,7 +389,7 @@ pub(crate) async fn run(
         Ok(response)
     };
     let upgrade =
-        tokio_tungstenite::accept_hdr_async_with_config(tcp, pick, Some(shared.config.websocket()));
+        tokio_tungstenite::accept_hdr_async_with_config(io, pick, Some(shared.config.websocket()));
     let ws = match tokio::time::timeout_at(deadline, upgrade).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => {
@@ -489,7 +500,12 @@ pub(crate) async fn run(
 }
 
 /// Closes a connection that was not accepted, with the close reason its rejection calls for.
-async fn reject(server: &Server, link: Link, remote_addr: SocketAddr, reason: Rejection) {
+async fn reject<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &Server,
+    link: Link<S>,
+    remote_addr: SocketAddr,
+    reason: Rejection,
+) {
     let close_reason = match reason {
         Rejection::NotAuthorized => Some(CloseReason::NotAuthorized),
         Rejection::NoCommonProtocol | Rejection::ProtocolError(_) | Rejection::HandshakeTimeout => {
@@ -510,9 +526,9 @@ async fn reject(server: &Server, link: Link, remote_addr: SocketAddr, reason: Re
 }
 
 /// hi → [challenge] → identify. Returns what identify accepted.
-async fn handshake(
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
-    link: &mut Link,
+    link: &mut Link<S>,
     codec: &Arc<dyn Protocol>,
     connection_id: crate::ConnectionId,
     remote_addr: SocketAddr,
@@ -578,8 +594,8 @@ async fn handshake(
 }
 
 /// The next frame, which must be of type `expected`; returns its encoded payload.
-async fn expect_frame(
-    link: &mut Link,
+async fn expect_frame<S: AsyncRead + AsyncWrite + Unpin>(
+    link: &mut Link<S>,
     codec: &Arc<dyn Protocol>,
     expected: &str,
     deadline: Instant,
@@ -612,7 +628,11 @@ async fn expect_frame(
 
 /// Routes frames until the peer closes, the socket fails, a close is requested, or the
 /// server stops.
-async fn read_loop(connection: &Connection, link: &mut Link, mut stop: watch::Receiver<bool>) {
+async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    connection: &Connection,
+    link: &mut Link<S>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut close = link.close.subscribe();
     let session = &connection.0.session;
     loop {
@@ -638,6 +658,9 @@ async fn read_loop(connection: &Connection, link: &mut Link, mut stop: watch::Re
                     }
                 },
                 Some(Err(error)) => {
+                    if let Some(close) = close_for_read_error(&error) {
+                        connection.close_with(close.code, close.reason);
+                    }
                     connection.server().emit(Event::Error {
                         connection_id: Some(connection.id()),
                         error: ServerError::Transport(error.to_string()),

@@ -449,6 +449,22 @@ impl Server {
         self.serve(TcpListener::bind(addr).await?)
     }
 
+    /// Serves one stream that is already accepted (a TLS stream from your acceptor, a Unix
+    /// socket, an in-memory duplex) until the connection ends: WebSocket upgrade, handshake,
+    /// and everything after, exactly as for a socket from [`Server::bind`]. `remote_addr` is
+    /// what identify and [`Connection::remote_addr`] see.
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the connection abruptly (no close frame).
+    pub async fn serve_io<S>(&self, io: S, remote_addr: std::net::SocketAddr)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        // No listener's shutdown reaches this connection: its stop signal never fires.
+        let (_, never) = watch::channel(false);
+        connection::run(self.clone(), io, remote_addr, never).await;
+    }
+
     /// Serves on `listener` in a background task.
     ///
     /// # Errors
@@ -501,6 +517,9 @@ async fn accept_loop(server: Server, listener: TcpListener, mut stop: watch::Rec
             _ = connection::stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote_addr)) => {
+                    // Replies are small and latency matters more than packet count; the
+                    // writer batches what is queued.
+                    let _ = tcp.set_nodelay(true);
                     let (server, stop, done) = (server.clone(), stop.clone(), done.clone());
                     tokio::spawn(async move {
                         connection::run(server, tcp, remote_addr, stop).await;
