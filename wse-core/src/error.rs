@@ -37,6 +37,12 @@ pub enum ErrorCode {
     /// `wse.server.rp.too-many-calls` (**extension**): the connection already has the maximum
     /// number of calls running; the call was not started.
     RpTooManyCalls,
+    /// `wse.client.rp.too-many-pending` (**extension**): this side already waits for the
+    /// maximum number of answers on the connection; the call was not sent.
+    RpTooManyPending,
+    /// `wse.server.rate-limited` (**extension**): the connection sends faster than its rate
+    /// limit; the frame was not processed.
+    RateLimited,
     /// `wse.server.protocol-violation`: a frame breaks the protocol.
     ProtocolViolation,
     /// `wse.server.msg-processing-error`: a frame could not be decoded.
@@ -49,7 +55,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for look-ups.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::RpTimeout,
         Self::RpDisconnect,
         Self::NotReady,
@@ -62,6 +68,8 @@ impl ErrorCode {
         Self::RpAlreadyRegistered,
         Self::RpInvalidPayload,
         Self::RpTooManyCalls,
+        Self::RpTooManyPending,
+        Self::RateLimited,
         Self::ProtocolViolation,
         Self::MsgProcessingError,
         Self::ConnectionError,
@@ -83,6 +91,8 @@ impl ErrorCode {
             Self::RpAlreadyRegistered => "wse.server.rp.already-registered",
             Self::RpInvalidPayload => "wse.server.rp.invalid-payload",
             Self::RpTooManyCalls => "wse.server.rp.too-many-calls",
+            Self::RpTooManyPending => "wse.client.rp.too-many-pending",
+            Self::RateLimited => "wse.server.rate-limited",
             Self::ProtocolViolation => "wse.server.protocol-violation",
             Self::MsgProcessingError => "wse.server.msg-processing-error",
             Self::ConnectionError => "wse.server.connection-error",
@@ -174,6 +184,10 @@ pub enum CallError {
     /// The other side answered with an error; code and details are as it sent them.
     #[error("remote error {0}")]
     Remote(ErrorObject),
+    /// This side already waits for `max_pending_calls` answers on the connection
+    /// (`wse.client.rp.too-many-pending`): nothing was sent; the connection stays.
+    #[error("{code}: too many calls waiting for an answer", code = ErrorCode::RpTooManyPending)]
+    TooManyPending,
     /// The procedure name is empty or reserved (`~wse:…`): nothing was sent.
     #[error("{code}: invalid procedure name {0:?}", code = ErrorCode::RpNotRegistered)]
     InvalidName(String),
@@ -192,6 +206,7 @@ impl CallError {
             Self::Timeout => ErrorCode::RpTimeout.as_str(),
             Self::Disconnected => ErrorCode::RpDisconnect.as_str(),
             Self::NotReady => ErrorCode::NotReady.as_str(),
+            Self::TooManyPending => ErrorCode::RpTooManyPending.as_str(),
             Self::Remote(object) => &object.code,
             Self::InvalidName(_) => ErrorCode::RpNotRegistered.as_str(),
             Self::Encode(_) | Self::Decode(_) => ErrorCode::MsgProcessingError.as_str(),

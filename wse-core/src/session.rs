@@ -73,6 +73,12 @@ pub enum Report {
         /// The procedure.
         procedure: String,
     },
+    /// A frame was not processed because the connection was over its rate limit: a call was
+    /// answered with `wse.server.rate-limited`, a message dropped.
+    Throttled {
+        /// The message type or procedure.
+        kind: String,
+    },
     /// A reply could not be queued: the connection's outbound queue was full or closed.
     ReplyDropped {
         /// The stamp of the call that was not answered.
@@ -129,6 +135,9 @@ pub struct SessionConfig {
     /// How many calls from the other side may run at once; past it a call is refused with
     /// `wse.server.rp.too-many-calls` and the connection stays.
     pub max_running_calls: usize,
+    /// How many calls from this side may wait for an answer at once; past it a new call
+    /// fails with [`CallError::TooManyPending`] and the connection stays.
+    pub max_pending_calls: usize,
 }
 
 impl Default for SessionConfig {
@@ -136,6 +145,7 @@ impl Default for SessionConfig {
         Self {
             call_timeout: Duration::from_secs(20),
             max_running_calls: 1024,
+            max_pending_calls: 1024,
         }
     }
 }
@@ -188,6 +198,12 @@ impl<C> Session<C> {
     /// How many calls from this side wait for a response.
     pub fn pending_calls(&self) -> usize {
         self.lock_pending().calls.len()
+    }
+
+    /// Whether every permit for the other side's calls is taken: a call arriving now would be
+    /// refused with `wse.server.rp.too-many-calls`.
+    pub fn running_calls_full(&self) -> bool {
+        self.0.running.available_permits() == 0
     }
 
     /// Whether [`Session::close`] has run.
@@ -249,6 +265,32 @@ impl<C: Context> Session<C> {
         data: &[u8],
         kind: MessageKind,
     ) -> Result<(), ProtocolViolation> {
+        self.route(ctx, data, kind, None)
+    }
+
+    /// Handles a message the connection may not have processed (it is over its rate limit):
+    /// a call is answered with `refusal` at once, a one-way message is dropped, both are
+    /// reported as [`Report::Throttled`]; responses to this side's calls still resolve.
+    ///
+    /// # Errors
+    /// [`ProtocolViolation`], as [`Session::dispatch`].
+    pub fn refuse(
+        &self,
+        ctx: &C,
+        data: &[u8],
+        kind: MessageKind,
+        refusal: ErrorCode,
+    ) -> Result<(), ProtocolViolation> {
+        self.route(ctx, data, kind, Some(refusal))
+    }
+
+    fn route(
+        &self,
+        ctx: &C,
+        data: &[u8],
+        kind: MessageKind,
+        refusal: Option<ErrorCode>,
+    ) -> Result<(), ProtocolViolation> {
         let expected = self.0.protocol.message_kind();
         if kind != expected {
             return Err(UnpackError::WrongMessageKind {
@@ -265,6 +307,15 @@ impl<C: Context> Session<C> {
             }
             (_, kind) if frame::is_reserved(kind) => {
                 Err(ProtocolViolation::ReservedType(kind.to_owned()))
+            }
+            (stamp, kind) if refusal.is_some() => {
+                ctx.report(Report::Throttled {
+                    kind: kind.to_owned(),
+                });
+                if let (Some(stamp), Some(code)) = (stamp, refusal) {
+                    self.reply_now(ctx, stamp, &RpcError::code(code).to_object(kind));
+                }
+                Ok(())
             }
             (Some(stamp), procedure) => {
                 self.serve(ctx, procedure, stamp, frame.payload);
@@ -480,6 +531,9 @@ impl<C: Context> Session<C> {
                 let mut pending = session.lock_pending();
                 if !pending.open {
                     return Err(CallError::Disconnected);
+                }
+                if pending.calls.len() >= session.0.config.max_pending_calls {
+                    return Err(CallError::TooManyPending);
                 }
                 // Insert before sending: the answer may arrive before `send` returns.
                 pending.calls.insert(stamp.clone(), tx);

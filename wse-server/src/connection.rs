@@ -33,12 +33,14 @@ use wse_core::transport::{
     Close, CloseSignal, close_for_read_error, close_requested, message_data, write_loop,
 };
 use wse_core::{
-    CallError, CloseReason, Context, Protocol, Report, SendError, Session, close_code, frame,
+    CallError, CloseReason, Context, ErrorCode, Protocol, Report, SendError, Session, close_code,
+    frame,
 };
 
 use crate::auth::{Answered, Decision, Handshake};
 use crate::delivery::Packed;
 use crate::events::{Event, Rejection, ServerError};
+use crate::limits::{RATE_LIMITED, TokenBucket, Verdict};
 use crate::server::{Server, Shared};
 
 /// The id of a connection, unique on this server node; it carries no meaning.
@@ -375,6 +377,16 @@ pub(crate) async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = server.shared();
+    // Held to the end: this connection's place within the server's limits.
+    let _ticket = match shared.admission.admit(remote_addr.ip()) {
+        Ok(ticket) => ticket,
+        Err(reason) => {
+            return server.emit(Event::Rejected {
+                remote_addr,
+                reason,
+            });
+        }
+    };
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let mut chosen = None;
     // The error type is tungstenite's handshake response; this callback never returns it.
@@ -507,11 +519,18 @@ async fn reject<S: AsyncRead + AsyncWrite + Unpin>(
     reason: Rejection,
 ) {
     let close_reason = match reason {
-        Rejection::NotAuthorized => Some(CloseReason::NotAuthorized),
+        Rejection::NotAuthorized => {
+            server.shared().admission.record_failure(remote_addr.ip());
+            Some(CloseReason::NotAuthorized)
+        }
         Rejection::NoCommonProtocol | Rejection::ProtocolError(_) | Rejection::HandshakeTimeout => {
             Some(CloseReason::ProtocolError)
         }
-        Rejection::Upgrade(_) | Rejection::Gone => None,
+        Rejection::Upgrade(_)
+        | Rejection::Gone
+        | Rejection::TooManyConnections
+        | Rejection::TooManyFromAddress
+        | Rejection::AuthThrottled => None,
     };
     if let Some(close_reason) = close_reason {
         link.close
@@ -635,18 +654,45 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let mut close = link.close.subscribe();
     let session = &connection.0.session;
+    let mut bucket = connection
+        .server()
+        .shared()
+        .config
+        .rate_limit
+        .map(|limit| TokenBucket::new(limit, Instant::now()));
     loop {
         // All arms are cancel-safe: `next` on the stream and the watches lose nothing.
         tokio::select! {
             message = link.stream.next() => match message {
                 Some(Ok(message)) => match message_data(&message) {
                     Some((kind, data)) => {
-                        if let Err(violation) = session.dispatch(connection, data, kind) {
+                        // A burst of pipelined calls can outrun the tasks that answer them:
+                        // give those a few turns before a call is refused for want of room.
+                        for _ in 0..8 {
+                            if !session.running_calls_full() {
+                                break;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        let verdict = bucket
+                            .as_mut()
+                            .map_or(Verdict::Admit, |bucket| bucket.take(Instant::now()));
+                        let routed = match verdict {
+                            Verdict::Admit => session.dispatch(connection, data, kind),
+                            Verdict::Refuse | Verdict::Abuse => {
+                                session.refuse(connection, data, kind, ErrorCode::RateLimited)
+                            }
+                        };
+                        if let Err(violation) = routed {
                             connection.close(CloseReason::ProtocolError);
                             connection.server().emit(Event::Error {
                                 connection_id: Some(connection.id()),
                                 error: ServerError::ProtocolViolation(violation),
                             });
+                            return;
+                        }
+                        if verdict == Verdict::Abuse {
+                            connection.close_with(RATE_LIMITED.0, RATE_LIMITED.1);
                             return;
                         }
                     }

@@ -76,6 +76,14 @@ pub enum Rejection {
     HandshakeTimeout,
     /// The peer left during the handshake.
     Gone,
+    /// The server already holds its maximum number of connections; dropped before the
+    /// upgrade.
+    TooManyConnections,
+    /// The address already holds its maximum number of connections; dropped before the
+    /// upgrade.
+    TooManyFromAddress,
+    /// The address failed to authenticate too often lately; dropped before the upgrade.
+    AuthThrottled,
 }
 
 /// An error on one connection.
@@ -132,6 +140,13 @@ pub enum ServerError {
     /// `wse.slow-consumer`.
     #[error("slow consumer: outbound queue full")]
     SlowConsumer,
+    /// The connection sent past its rate limit: a call was answered with
+    /// `wse.server.rate-limited`, a message dropped; one that keeps on is closed with 1008.
+    #[error("rate limited: {kind:?} not processed")]
+    RateLimited {
+        /// The message type or procedure.
+        kind: String,
+    },
     /// Anything the engine reports that has no variant of its own yet.
     #[error("{0}")]
     Other(String),
@@ -150,6 +165,7 @@ impl ServerError {
             Self::InvalidPayload { .. } => ErrorCode::RpInvalidPayload,
             Self::UnmatchedResponse { .. } => ErrorCode::ProtocolViolation,
             Self::TooManyCalls { .. } => ErrorCode::RpTooManyCalls,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
         }
     }
 }
@@ -172,6 +188,7 @@ impl Event {
             Report::HandlerPanicked { kind } => ServerError::HandlerPanicked { kind },
             Report::TooManyCalls { procedure } => ServerError::TooManyCalls { procedure },
             Report::ReplyDropped { stamp } => ServerError::ReplyDropped { stamp },
+            Report::Throttled { kind } => ServerError::RateLimited { kind },
             other => ServerError::Other(format!("{other:?}")),
         };
         Self::Error {

@@ -39,6 +39,8 @@
 //! - `users`: user id → connections, with the `conn_per_user` eviction.
 //! - `delivery`: the seam for sends to a connection, a user or everyone ([`Delivery`]).
 //! - `events`: [`Event`], [`Rejection`], [`ServerError`].
+//! - `limits`: connections in total and per address, failed authentications per address,
+//!   each connection's inbound [`RateLimit`].
 //!
 //! The RPC engine itself (routing, pending calls, procedures) is `wse_core::Session`, which the
 //! client runs too.
@@ -53,6 +55,7 @@ mod auth;
 mod connection;
 mod delivery;
 mod events;
+mod limits;
 mod server;
 mod users;
 
@@ -60,6 +63,7 @@ pub use auth::{Answered, Challenge, Decision, Handshake, HmacChallenge};
 pub use connection::{Connection, ConnectionId, SLOW_CONSUMER};
 pub use delivery::{Delivery, LocalDelivery, Packed};
 pub use events::{Event, Rejection, ServerError};
+pub use limits::{AuthFailureLimit, RATE_LIMITED, RateLimit};
 pub use server::{Builder, Server, Serving};
 
 #[cfg(feature = "msgpack")]

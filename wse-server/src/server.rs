@@ -20,6 +20,7 @@ use crate::auth::{Challenge, Decision, Handshake, Identify};
 use crate::connection::{self, Connection, ConnectionId};
 use crate::delivery::{Delivery, LocalDelivery, Packed};
 use crate::events::Event;
+use crate::limits::{Admission, AuthFailureLimit, RateLimit};
 use crate::users::Users;
 
 /// A WSE server: procedures, message handlers, users and their connections. A cheap handle:
@@ -38,6 +39,7 @@ pub(crate) struct Shared {
     pub(crate) challenge: Option<Arc<dyn Challenge>>,
     pub(crate) registry: Arc<Registry<Connection>>,
     pub(crate) users: Arc<Users>,
+    pub(crate) admission: Arc<Admission>,
     delivery: Box<dyn Delivery>,
     /// Bounded: a subscriber that lags loses the oldest events, never slows the server.
     events: broadcast::Sender<Event>,
@@ -60,6 +62,10 @@ pub(crate) struct Config {
     pub(crate) close_timeout: Duration,
     pub(crate) max_message_size: usize,
     pub(crate) read_buffer_size: usize,
+    pub(crate) rate_limit: Option<RateLimit>,
+    max_connections: usize,
+    max_connections_per_address: usize,
+    auth_failure_limit: AuthFailureLimit,
 }
 
 impl Config {
@@ -172,6 +178,73 @@ impl Builder {
         self
     }
 
+    /// How many server → client calls may wait for an answer on one connection; past it
+    /// [`Connection::call`] fails with `wse.client.rp.too-many-pending`. Default: 1024.
+    ///
+    /// # Panics
+    /// If `max` is zero.
+    pub fn max_pending_calls(mut self, max: usize) -> Self {
+        assert!(max > 0, "max_pending_calls must be at least 1");
+        self.config.session.max_pending_calls = max;
+        self
+    }
+
+    /// Each connection's inbound rate limit, or `None` for none. Past it a call is answered
+    /// with `wse.server.rate-limited` and a message dropped; a connection refused a whole
+    /// burst in a row is closed with 1008 `wse.rate-limited`. Default: 1,000 messages/s with
+    /// bursts of 2,000.
+    ///
+    /// # Panics
+    /// If the rate or the burst is zero.
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        if let Some(limit) = limit {
+            assert!(
+                limit.per_second > 0 && limit.burst > 0,
+                "a rate limit must admit something"
+            );
+        }
+        self.config.rate_limit = limit;
+        self
+    }
+
+    /// How many connections the server holds at once (from TCP accept on); past it new
+    /// sockets are dropped before the upgrade. Default: 100,000.
+    ///
+    /// # Panics
+    /// If `max` is zero.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        assert!(max > 0, "max_connections must be at least 1");
+        self.config.max_connections = max;
+        self
+    }
+
+    /// How many connections one remote address may hold at once; past it its new sockets are
+    /// dropped before the upgrade. Default: 10,000 (behind a proxy every connection comes from
+    /// the proxy's address: raise it there).
+    ///
+    /// # Panics
+    /// If `max` is zero.
+    pub fn max_connections_per_address(mut self, max: usize) -> Self {
+        assert!(max > 0, "max_connections_per_address must be at least 1");
+        self.config.max_connections_per_address = max;
+        self
+    }
+
+    /// How many failed authentications (refusals by the challenge or identify) an address
+    /// may have within a window; past it its new sockets are dropped before the upgrade until
+    /// the window has passed. Default: 100 per minute.
+    ///
+    /// # Panics
+    /// If `max_failures` is zero.
+    pub fn auth_failure_limit(mut self, limit: AuthFailureLimit) -> Self {
+        assert!(
+            limit.max_failures > 0,
+            "at least one failure must be allowed"
+        );
+        self.config.auth_failure_limit = limit;
+        self
+    }
+
     /// How many frames may wait to be written to one connection. A connection whose queue is
     /// full when a message is sent to it has stopped reading: it is closed with 1013
     /// `wse.slow-consumer`, and never slows anyone else. Default: 1024.
@@ -247,6 +320,11 @@ impl Builder {
             challenge: self.challenge,
             registry: Arc::new(Registry::new()),
             users,
+            admission: Arc::new(Admission::new(
+                self.config.max_connections,
+                self.config.max_connections_per_address,
+                self.config.auth_failure_limit,
+            )),
             delivery,
             events: broadcast::Sender::new(self.events_capacity),
             next_id: AtomicU64::new(1),
@@ -274,6 +352,16 @@ impl Server {
                 close_timeout: Duration::from_secs(5),
                 max_message_size: 1 << 20,
                 read_buffer_size: 8 << 10,
+                rate_limit: Some(RateLimit {
+                    per_second: 1_000,
+                    burst: 2_000,
+                }),
+                max_connections: 100_000,
+                max_connections_per_address: 10_000,
+                auth_failure_limit: AuthFailureLimit {
+                    max_failures: 100,
+                    window: Duration::from_secs(60),
+                },
             },
             events_capacity: 1024,
             delivery: None,

@@ -287,3 +287,55 @@ async fn too_many_running_calls_are_refused_and_the_session_stays() {
     assert_eq!(err.code(), "wse.server.rp.too-many-calls");
     let _ = &p.a_peer;
 }
+
+#[tokio::test]
+async fn too_many_pending_calls_fail_the_new_one_and_the_session_stays() {
+    let config = SessionConfig {
+        max_pending_calls: 2,
+        ..SessionConfig::default()
+    };
+    let p = pair(registry(), config);
+    let _waiting: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(p.a.call::<(), _>("never", &())))
+        .collect();
+    while p.a.pending_calls() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let err = p.a.call::<(), _>("never", &()).await.unwrap_err();
+    assert_eq!(err, CallError::TooManyPending);
+    assert_eq!(err.code(), "wse.client.rp.too-many-pending");
+    assert_eq!(p.a.pending_calls(), 2);
+}
+
+#[test]
+fn refused_frames_are_answered_or_dropped_and_reported() {
+    let (tx, mut rx) = mpsc::channel(4);
+    let registry = registry();
+    let session = Session::new(
+        Arc::new(Json),
+        tx,
+        Arc::new(registry),
+        SessionConfig::default(),
+    );
+    let peer = Peer::default();
+    let refuse =
+        |data: &[u8]| session.refuse(&peer, data, MessageKind::Text, ErrorCode::RateLimited);
+    refuse(br#"["add", [1, 2], "s1"]"#).unwrap();
+    let reply: Value = serde_json::from_slice(&rx.try_recv().unwrap()).unwrap();
+    assert_eq!(
+        reply,
+        json!(["~wse:response-err", {"code": "wse.server.rate-limited"}, "s1"])
+    );
+    refuse(br#"["note", "x", null]"#).unwrap();
+    assert!(rx.try_recv().is_err());
+    assert_eq!(
+        peer.reports(),
+        [
+            Report::Throttled { kind: "add".into() },
+            Report::Throttled {
+                kind: "note".into()
+            }
+        ]
+    );
+    assert!(refuse(b"[1]").is_err());
+}
