@@ -740,3 +740,83 @@ mod tests {
         }
     }
 }
+
+/// Property tests: both codecs round-trip any frame, and no bytes make `unpack` panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn payload() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON has no NaN or infinities", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,24}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
+                prop::collection::btree_map(".{0,8}", inner, 0..8)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn codecs() -> Vec<&'static dyn Protocol> {
+        #[cfg(feature = "msgpack")]
+        return vec![&Json, &MsgPack];
+        #[cfg(not(feature = "msgpack"))]
+        return vec![&Json];
+    }
+
+    proptest! {
+        #[test]
+        fn any_frame_round_trips(
+            kind in ".{1,32}",
+            payload in payload(),
+            stamp in proptest::option::of(".{1,16}"),
+        ) {
+            for codec in codecs() {
+                let bytes = codec.encode(&kind, &payload, stamp.as_deref()).unwrap();
+                let frame = codec.unpack(&bytes).unwrap();
+                prop_assert_eq!(frame.kind.as_ref(), kind.as_str());
+                prop_assert_eq!(frame.stamp(), stamp.as_deref());
+                prop_assert_eq!(codec.decode::<Value>(frame.payload).unwrap(), payload.clone());
+            }
+        }
+
+        #[test]
+        fn no_bytes_make_unpack_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            for codec in codecs() {
+                if let Ok(frame) = codec.unpack(&bytes) {
+                    prop_assert!(!frame.kind.is_empty());
+                    let _ = codec.decode::<Value>(frame.payload);
+                }
+            }
+        }
+
+        #[test]
+        fn a_damaged_frame_never_panics(
+            payload in payload(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            for codec in codecs() {
+                let mut bytes = codec.encode("kind", &payload, Some("stamp")).unwrap();
+                let at = flip.index(bytes.len());
+                bytes[at] = byte;
+                bytes.truncate(cut.index(bytes.len() + 1));
+                if let Ok(frame) = codec.unpack(&bytes) {
+                    let _ = codec.decode::<Value>(frame.payload);
+                }
+            }
+        }
+    }
+}
