@@ -5,8 +5,9 @@
 //!
 //! - [`start`] / [`start_demo`]: a served [`TestServer`].
 //! - [`Raw`]: a raw peer over tokio-tungstenite, for exact frames and close reasons.
-//! - [`client`]: a `wse_client::Client` builder pointed at a test server.
-//! - [`within`]: every wait in the tests is bounded.
+//! - [`client`] / [`connect_as`] / [`demo_client`]: a `wse_client::Client` of a test server.
+//! - [`within`]: every wait in the tests is bounded; [`next_event`] and [`wait_status`] wait
+//!   for an event or a client status within it, [`pick`] picks the usual events.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -19,21 +20,102 @@ use hmac::{KeyInit, Mac};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::broadcast;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use wse_client::{CallError, ConnectError, Reconnect, Status};
 use wse_examples::{Auth, demo_server};
 use wse_server::{Server, Serving};
 
 /// How long any single wait in a test may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// A short wait for "nothing more arrives".
+pub const QUIET: Duration = Duration::from_millis(200);
+
+/// A reconnect policy quick enough that a wrong reconnect shows up within a test.
+pub const FAST: Reconnect = Reconnect {
+    initial: Duration::from_millis(50),
+    max: Duration::from_millis(200),
+    jitter: Duration::from_millis(20),
+};
+
 /// Fails the test if `future` takes longer than [`PATIENCE`].
 pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, future)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// The next event on `events` that `pick` maps to `Some`, skipping the others; fails the test
+/// if none comes within [`PATIENCE`] or the stream closes or lags.
+pub async fn next_event<E: Clone, T>(
+    events: &mut broadcast::Receiver<E>,
+    what: &str,
+    mut pick: impl FnMut(&E) -> Option<T>,
+) -> T {
+    within(what, async {
+        loop {
+            let event = events.recv().await.expect("event stream open, not lagging");
+            if let Some(found) = pick(&event) {
+                return found;
+            }
+        }
+    })
+    .await
+}
+
+/// Picks for [`next_event`]: the fields of one kind of client or server event.
+pub mod pick {
+    use serde_json::Value;
+    use wse_client::ClientEvent;
+    use wse_server::{Event, Rejection};
+
+    /// A client's `Closed`: its code and reason.
+    pub fn closed(event: &ClientEvent) -> Option<(u16, String)> {
+        match event {
+            ClientEvent::Closed { code, reason } => Some((*code, reason.clone())),
+            _ => None,
+        }
+    }
+
+    /// A client's `Ready`: the welcome.
+    pub fn ready(event: &ClientEvent) -> Option<Value> {
+        match event {
+            ClientEvent::Ready { welcome } => Some(welcome.clone()),
+            _ => None,
+        }
+    }
+
+    /// A client's `Ignored`: the message type.
+    pub fn ignored(event: &ClientEvent) -> Option<String> {
+        match event {
+            ClientEvent::Ignored { kind } => Some(kind.clone()),
+            _ => None,
+        }
+    }
+
+    /// A server's `Disconnected`: the user, the close code and the reason.
+    pub fn disconnected(event: &Event) -> Option<(String, u16, String)> {
+        match event {
+            Event::Disconnected {
+                connection,
+                code,
+                reason,
+            } => Some((connection.user_id().to_owned(), *code, reason.clone())),
+            _ => None,
+        }
+    }
+
+    /// A server's `Rejected`: the reason.
+    pub fn rejected(event: &Event) -> Option<Rejection> {
+        match event {
+            Event::Rejected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// A server serving on 127.0.0.1 port 0.
@@ -81,14 +163,48 @@ pub fn client(server: &TestServer) -> wse_client::Builder {
     wse_client::Client::builder(server.url())
 }
 
+/// Connects `client` to the demo as `user`: the welcome, or why not.
+pub async fn try_connect_as(
+    client: &wse_client::Client,
+    user: &str,
+) -> Result<Value, ConnectError> {
+    let (identity, meta) = login(user);
+    within("connect", client.connect(identity, meta)).await
+}
+
+/// Connects `client` to the demo as `user` and returns the welcome.
+pub async fn connect_as(client: &wse_client::Client, user: &str) -> Value {
+    try_connect_as(client, user)
+        .await
+        .expect("demo accepts the login")
+}
+
 /// A connected client of the demo, as `user`.
 pub async fn demo_client(server: &TestServer, user: &str) -> wse_client::Client {
     let client = client(server).build();
-    let (identity, meta) = login(user);
-    within("connect", client.connect(identity, meta))
-        .await
-        .expect("demo accepts the login");
+    connect_as(&client, user).await;
     client
+}
+
+/// Waits for the status of `client` to satisfy `check` and returns that status.
+pub async fn wait_status(
+    client: &wse_client::Client,
+    what: &str,
+    check: impl FnMut(&Status) -> bool,
+) -> Status {
+    let mut changes = client.status_changes();
+    *within(what, changes.wait_for(check))
+        .await
+        .expect("status channel open")
+}
+
+/// Calls the demo's `add {a: 1, b: 2}` through `client`.
+pub async fn add(client: &wse_client::Client) -> Result<i64, CallError> {
+    within(
+        "add",
+        client.call("add", &serde_json::json!({"a": 1, "b": 2})),
+    )
+    .await
 }
 
 /// The solution of the standard HMAC quest, computed here independently of wse-core.
@@ -224,10 +340,42 @@ impl Raw {
         raw
     }
 
+    /// Opens a socket offering `codec`, says hi with `user` as the bare identity (no meta) and
+    /// checks the welcome carries no payload: for test servers that accept any such identity.
+    pub async fn login_identity(addr: SocketAddr, codec: Codec, user: &str) -> Self {
+        let mut raw = Self::connect(addr, codec).await;
+        raw.expect_reply(
+            &serde_json::json!(["~wse:hi", {"identity": user}, null]),
+            &serde_json::json!(["~wse:welcome", null, null]),
+        )
+        .await;
+        raw
+    }
+
     /// Sends `frame` encoded with the peer's codec.
     pub async fn send(&mut self, frame: &Value) {
         let message = self.codec.message(frame);
         self.ws.send(message).await.expect("send");
+    }
+
+    /// Sends `frame` and expects `reply` as the next data frame.
+    pub async fn expect_reply(&mut self, frame: &Value, reply: &Value) {
+        self.send(frame).await;
+        assert_eq!(
+            &self.frame().await,
+            reply,
+            "{:?}: reply to {frame}",
+            self.codec
+        );
+    }
+
+    /// Calls the demo's `add {a: 40, b: 2}` with `stamp` and expects the exact response.
+    pub async fn expect_add_works(&mut self, stamp: &str) {
+        self.expect_reply(
+            &serde_json::json!(["add", {"a": 40, "b": 2}, stamp]),
+            &serde_json::json!(["~wse:response", 42, stamp]),
+        )
+        .await;
     }
 
     /// Sends a message exactly as given.
@@ -260,6 +408,14 @@ impl Raw {
                 Some(Err(_)) | None => return Seen::End,
             }
         }
+    }
+
+    /// The next message exactly as it came, undecoded, whatever its kind.
+    pub async fn message(&mut self) -> Message {
+        within("a message", self.ws.next())
+            .await
+            .expect("socket open")
+            .expect("a message")
     }
 
     /// The next data frame; panics on anything else.

@@ -8,28 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
-use wse_client::{
-    CallError, Client, ClientEvent, ConnectError, MsgPack, Reconnect, RpcError, Status,
-};
+use tokio::sync::mpsc;
+use wse_client::{CallError, Client, ClientEvent, ConnectError, MsgPack, RpcError, Status};
 use wse_examples::Auth;
 use wse_server::Event;
-use wse_tests::{TestServer, client, demo_client, hmac_solution, login, start_demo, within};
-
-/// A reconnect policy quick enough that a wrong reconnect shows up within a test.
-const FAST: Reconnect = Reconnect {
-    initial: Duration::from_millis(50),
-    max: Duration::from_millis(200),
-    jitter: Duration::from_millis(20),
+use wse_tests::{
+    FAST, TestServer, add, client, connect_as, demo_client, hmac_solution, next_event, pick,
+    start_demo, try_connect_as, wait_status, within,
 };
-
-/// Connects `client` as `user` and returns the welcome.
-async fn connect_as(client: &Client, user: &str) -> Value {
-    let (identity, meta) = login(user);
-    within("connect", client.connect(identity, meta))
-        .await
-        .expect("demo accepts the login")
-}
 
 /// A connected client of the demo speaking MessagePack.
 async fn msgpack_client(server: &TestServer, user: &str) -> Client {
@@ -53,44 +39,40 @@ async fn next_message(rx: &mut mpsc::UnboundedReceiver<Value>, what: &str) -> Va
     within(what, rx.recv()).await.expect("handler alive")
 }
 
-/// Waits for the client status to satisfy `check`.
-async fn wait_status(client: &Client, what: &str, check: impl FnMut(&Status) -> bool) -> Status {
-    let mut changes = client.status_changes();
-    *within(what, changes.wait_for(check)).await.unwrap()
+/// Calls the demo's `ask_me`, which calls the client's `client_sum` with 20 and 22.
+async fn ask_me(client: &Client) -> Result<i64, CallError> {
+    within("ask_me", client.call("ask_me", &json!(null))).await
 }
 
-/// The next client event matching `pick`.
-async fn next_event<T>(
-    events: &mut broadcast::Receiver<ClientEvent>,
-    what: &str,
-    mut pick: impl FnMut(&ClientEvent) -> Option<T>,
-) -> T {
-    within(what, async {
-        loop {
-            let event = events.recv().await.expect("event stream alive");
-            if let Some(found) = pick(&event) {
-                return found;
-            }
-        }
-    })
+/// Calls the demo's `delay` for 2 s with a timeout of 100 ms; the call must fail.
+async fn call_that_times_out(client: &Client) -> CallError {
+    within(
+        "timeout",
+        client.call_with_timeout::<Value, _>(
+            "delay",
+            &json!({"ms": 2000, "value": 1}),
+            Duration::from_millis(100),
+        ),
+    )
     .await
+    .unwrap_err()
 }
 
-/// The next server event matching `pick`.
-async fn next_server_event<T>(
-    events: &mut broadcast::Receiver<Event>,
-    what: &str,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    within(what, async {
-        loop {
-            let event = events.recv().await.expect("event stream alive");
-            if let Some(found) = pick(&event) {
-                return found;
-            }
-        }
-    })
+/// Calls the demo's `fail_custom` and checks the remote error's code and details.
+async fn expect_custom_failure(client: &Client) {
+    let error = within(
+        "fail_custom",
+        client.call::<Value, _>("fail_custom", &json!({})),
+    )
     .await
+    .unwrap_err();
+    assert_eq!(error.code(), "app.custom-failure");
+    let object = remote(error);
+    assert_eq!(object.code, "app.custom-failure");
+    assert_eq!(
+        object.details,
+        Some(json!({"reason": "custom", "rpc": "fail_custom"}))
+    );
 }
 
 fn remote(error: CallError) -> wse_client::ErrorObject {
@@ -177,17 +159,13 @@ async fn a_refused_identity_is_not_authorized_and_not_retried() {
 async fn connecting_twice_is_already_connected() {
     let server = start_demo(Auth::Plain).await;
     let client = demo_client(&server, "ann").await;
-    let (identity, meta) = login("ann");
     assert_eq!(
-        within("second connect", client.connect(identity, meta)).await,
+        try_connect_as(&client, "ann").await,
         Err(ConnectError::AlreadyConnected)
     );
     // The first connection is untouched.
     assert_eq!(client.status(), Status::Ready);
-    let sum: i64 = within("add", client.call("add", &json!({"a": 1, "b": 2})))
-        .await
-        .unwrap();
-    assert_eq!(sum, 3);
+    assert_eq!(add(&client).await, Ok(3));
     assert_eq!(server.server.counts(), (1, 1));
 }
 
@@ -198,28 +176,13 @@ async fn typed_calls_and_their_errors() {
     let server = start_demo(Auth::Plain).await;
     let client = demo_client(&server, "ann").await;
 
-    let sum: i64 = within("add", client.call("add", &json!({"a": 1, "b": 2})))
-        .await
-        .unwrap();
-    assert_eq!(sum, 3);
+    assert_eq!(add(&client).await, Ok(3));
     let sum: Value = within("add", client.call("add", &json!({"a": 1, "b": 2})))
         .await
         .unwrap();
     assert_eq!(sum, json!(3));
 
-    let error = within(
-        "fail_custom",
-        client.call::<Value, _>("fail_custom", &json!({})),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(error.code(), "app.custom-failure");
-    let object = remote(error);
-    assert_eq!(object.code, "app.custom-failure");
-    assert_eq!(
-        object.details,
-        Some(json!({"reason": "custom", "rpc": "fail_custom"}))
-    );
+    expect_custom_failure(&client).await;
 
     let error = within("fail", client.call::<Value, _>("fail", &json!(null)))
         .await
@@ -259,12 +222,7 @@ async fn typed_calls_and_their_errors() {
 async fn calling_before_connect_is_not_ready() {
     let server = start_demo(Auth::Plain).await;
     let client = client(&server).build();
-    let error = within(
-        "call",
-        client.call::<Value, _>("add", &json!({"a": 1, "b": 2})),
-    )
-    .await
-    .unwrap_err();
+    let error = add(&client).await.unwrap_err();
     assert_eq!(error, CallError::NotReady);
     assert_eq!(error.code(), "wse.client.not-ready");
     assert!(client.send("echo", &json!(1)).is_err());
@@ -275,16 +233,7 @@ async fn a_call_times_out_and_the_connection_stays() {
     let server = start_demo(Auth::Plain).await;
     let client = demo_client(&server, "ann").await;
     let started = Instant::now();
-    let error = within(
-        "timeout",
-        client.call_with_timeout::<Value, _>(
-            "delay",
-            &json!({"ms": 2000, "value": 1}),
-            Duration::from_millis(100),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let error = call_that_times_out(&client).await;
     assert_eq!(error, CallError::Timeout);
     assert_eq!(error.code(), "wse.client.rp.timeout");
     assert!(started.elapsed() < Duration::from_millis(1500));
@@ -326,10 +275,7 @@ async fn the_default_call_timeout_applies() {
     .await
     .unwrap();
     assert_eq!(value, 7);
-    let sum: i64 = within("add", client.call("add", &json!({"a": 1, "b": 2})))
-        .await
-        .unwrap();
-    assert_eq!(sum, 3);
+    assert_eq!(add(&client).await, Ok(3));
 }
 
 #[tokio::test]
@@ -374,18 +320,10 @@ async fn drop_me_fails_the_other_pending_call_with_disconnected() {
         matches!(dropped, Ok(Value::Null) | Err(CallError::Disconnected)),
         "{dropped:?}"
     );
-    let (code, reason) = next_event(&mut events, "closed", |event| match event {
-        ClientEvent::Closed { code, reason } => Some((*code, reason.clone())),
-        _ => None,
-    })
-    .await;
+    let (code, reason) = next_event(&mut events, "closed", pick::closed).await;
     assert_eq!((code, reason.as_str()), (1000, "bye"));
-    let (code, reason) =
-        next_server_event(&mut server_events, "disconnected", |event| match event {
-            Event::Disconnected { code, reason, .. } => Some((*code, reason.clone())),
-            _ => None,
-        })
-        .await;
+    let (_, code, reason) =
+        next_event(&mut server_events, "disconnected", pick::disconnected).await;
     assert_eq!((code, reason.as_str()), (1000, "bye"));
     // 1000 is not a reconnect code, and reconnect is off anyway.
     assert_eq!(
@@ -402,10 +340,7 @@ async fn the_server_calls_a_client_procedure() {
     let client = client(&server).build();
     sum_procedure(&client);
     connect_as(&client, "ann").await;
-    let answer: i64 = within("ask_me", client.call("ask_me", &json!(null)))
-        .await
-        .unwrap();
-    assert_eq!(answer, 42);
+    assert_eq!(ask_me(&client).await, Ok(42));
 }
 
 #[tokio::test]
@@ -418,9 +353,7 @@ async fn a_failing_client_procedure_reaches_the_server_with_its_code_and_details
         })
         .unwrap();
     connect_as(&client, "ann").await;
-    let error = within("ask_me", client.call::<Value, _>("ask_me", &json!(null)))
-        .await
-        .unwrap_err();
+    let error = ask_me(&client).await.unwrap_err();
     let object = remote(error);
     assert_eq!(object.code, "app.nope");
     let details = object.details.expect("details travel");
@@ -431,17 +364,12 @@ async fn a_failing_client_procedure_reaches_the_server_with_its_code_and_details
 async fn a_client_without_the_procedure_answers_not_registered() {
     let server = start_demo(Auth::Plain).await;
     let client = demo_client(&server, "ann").await;
-    let error = within("ask_me", client.call::<Value, _>("ask_me", &json!(null)))
-        .await
-        .unwrap_err();
+    let error = ask_me(&client).await.unwrap_err();
     assert_eq!(remote(error).code, "wse.server.rp.not-registered");
 
     // Registered later, on the live connection, it answers.
     sum_procedure(&client);
-    let answer: i64 = within("ask_me", client.call("ask_me", &json!(null)))
-        .await
-        .unwrap();
-    assert_eq!(answer, 42);
+    assert_eq!(ask_me(&client).await, Ok(42));
 }
 
 // ---------------------------------------------------------------- messages
@@ -478,13 +406,7 @@ async fn messages_without_a_handler_are_ignored() {
     client.send("hey", &json!(1)).unwrap();
     let mut ignored = Vec::new();
     while ignored.len() < 2 {
-        ignored.push(
-            next_event(&mut events, "ignored", |event| match event {
-                ClientEvent::Ignored { kind } => Some(kind.clone()),
-                _ => None,
-            })
-            .await,
-        );
+        ignored.push(next_event(&mut events, "ignored", pick::ignored).await);
     }
     ignored.sort();
     assert_eq!(ignored, ["both", "only"]);
@@ -492,11 +414,7 @@ async fn messages_without_a_handler_are_ignored() {
     // After the handler is removed, echo is ignored too; the connection stays.
     assert!(client.off("echo"));
     client.send("echo", &json!(2)).unwrap();
-    let kind = next_event(&mut events, "ignored echo", |event| match event {
-        ClientEvent::Ignored { kind } => Some(kind.clone()),
-        _ => None,
-    })
-    .await;
+    let kind = next_event(&mut events, "ignored echo", pick::ignored).await;
     assert_eq!(kind, "echo");
     assert!(echo.try_recv().is_err());
     assert_eq!(client.status(), Status::Ready);
@@ -569,11 +487,7 @@ async fn a_third_device_evicts_the_oldest_which_does_not_reconnect() {
     assert_eq!(first.status(), Status::Ready);
     let third = demo_client(&server, "ann").await;
 
-    let (code, reason) = next_event(&mut first_events, "eviction", |event| match event {
-        ClientEvent::Closed { code, reason } => Some((*code, reason.clone())),
-        _ => None,
-    })
-    .await;
+    let (code, reason) = next_event(&mut first_events, "eviction", pick::closed).await;
     assert_eq!((code, reason.as_str()), (1000, "wse.clients-concurrency"));
     assert_eq!(
         wait_status(&first, "offline", |s| !matches!(s, Status::Ready)).await,
@@ -591,19 +505,9 @@ async fn a_third_device_evicts_the_oldest_which_does_not_reconnect() {
     assert_eq!(server.server.connections_of("ann").len(), 2);
     for device in [&second, &third] {
         assert_eq!(device.status(), Status::Ready);
-        let sum: i64 = within("add", device.call("add", &json!({"a": 1, "b": 2})))
-            .await
-            .unwrap();
-        assert_eq!(sum, 3);
+        assert_eq!(add(device).await, Ok(3));
     }
-    assert_eq!(
-        within(
-            "call",
-            first.call::<Value, _>("add", &json!({"a": 1, "b": 2}))
-        )
-        .await,
-        Err(CallError::NotReady)
-    );
+    assert_eq!(add(&first).await, Err(CallError::NotReady));
 }
 
 // ---------------------------------------------------------------- HMAC
@@ -617,19 +521,15 @@ async fn the_hmac_secret_answers_the_challenge() {
         welcome,
         json!({"cid": "ann", "cra": true, "meta": {"user_id": "ann"}})
     );
-    let sum: i64 = within("add", client.call("add", &json!({"a": 1, "b": 2})))
-        .await
-        .unwrap();
-    assert_eq!(sum, 3);
+    assert_eq!(add(&client).await, Ok(3));
 }
 
 #[tokio::test]
 async fn a_wrong_hmac_secret_is_not_authorized() {
     let server = start_demo(Auth::Hmac).await;
     let client = client(&server).hmac_secret("guess").reconnect(FAST).build();
-    let (identity, meta) = login("ann");
     assert_eq!(
-        within("connect", client.connect(identity, meta)).await,
+        try_connect_as(&client, "ann").await,
         Err(ConnectError::NotAuthorized)
     );
     assert_eq!(
@@ -643,8 +543,7 @@ async fn a_wrong_hmac_secret_is_not_authorized() {
 async fn a_challenge_without_a_solver_fails_the_connect() {
     let server = start_demo(Auth::Hmac).await;
     let client = client(&server).build();
-    let (identity, meta) = login("ann");
-    let result = within("connect", client.connect(identity, meta)).await;
+    let result = try_connect_as(&client, "ann").await;
     assert!(
         matches!(result, Err(ConnectError::Challenge(_))),
         "{result:?}"
@@ -678,8 +577,7 @@ async fn a_custom_solver_answers_the_challenge() {
     let failing = wse_tests::client(&server)
         .challenge(|_| async { Err::<Value, _>("no idea".to_owned()) })
         .build();
-    let (identity, meta) = login("bob");
-    let result = within("connect", failing.connect(identity, meta)).await;
+    let result = try_connect_as(&failing, "bob").await;
     assert!(
         matches!(&result, Err(ConnectError::Challenge(message)) if message.contains("no idea")),
         "{result:?}"
@@ -702,38 +600,10 @@ async fn msgpack_round_trips_calls_and_messages() {
         "wse-msgpack"
     );
 
-    let sum: i64 = within("add", client.call("add", &json!({"a": 1, "b": 2})))
-        .await
-        .unwrap();
-    assert_eq!(sum, 3);
-    let answer: i64 = within("ask_me", client.call("ask_me", &json!(null)))
-        .await
-        .unwrap();
-    assert_eq!(answer, 42);
-    let object = remote(
-        within(
-            "fail_custom",
-            client.call::<Value, _>("fail_custom", &json!({})),
-        )
-        .await
-        .unwrap_err(),
-    );
-    assert_eq!(object.code, "app.custom-failure");
-    assert_eq!(
-        object.details,
-        Some(json!({"reason": "custom", "rpc": "fail_custom"}))
-    );
-    let error = within(
-        "timeout",
-        client.call_with_timeout::<Value, _>(
-            "delay",
-            &json!({"ms": 2000, "value": 1}),
-            Duration::from_millis(100),
-        ),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(error, CallError::Timeout);
+    assert_eq!(add(&client).await, Ok(3));
+    assert_eq!(ask_me(&client).await, Ok(42));
+    expect_custom_failure(&client).await;
+    assert_eq!(call_that_times_out(&client).await, CallError::Timeout);
 
     client
         .send("echo", &json!({"text": "hello", "list": [1, "two", null]}))
@@ -807,12 +677,8 @@ async fn status_goes_idle_connecting_ready_idle() {
         ]
     );
 
-    let (code, reason) =
-        next_server_event(&mut server_events, "disconnected", |event| match event {
-            Event::Disconnected { code, reason, .. } => Some((*code, reason.clone())),
-            _ => None,
-        })
-        .await;
+    let (_, code, reason) =
+        next_event(&mut server_events, "disconnected", pick::disconnected).await;
     assert_eq!((code, reason.as_str()), (1000, "wse.by-client"));
 
     // Closed, it can connect again.

@@ -127,8 +127,8 @@ async fn a_flooder_and_a_slow_consumer_do_not_disturb_a_hundred_clients() {
     }
 
     // The slow consumer never reads; the flooder never stops sending (until it is closed).
-    let slow = login_as(server.addr(), Codec::Json, json!("slow")).await;
-    let mut flooder = login_as(server.addr(), Codec::Json, json!("flooder")).await;
+    let slow = Raw::login_identity(server.addr(), Codec::Json, "slow").await;
+    let mut flooder = Raw::login_identity(server.addr(), Codec::Json, "flooder").await;
     let flood = tokio::spawn(async move {
         for i in 0..50_000i64 {
             let call = flooder
@@ -211,22 +211,13 @@ async fn a_flooder_and_a_slow_consumer_do_not_disturb_a_hundred_clients() {
     drop(slow);
 }
 
-/// Says hi with `identity` (no meta) and expects the welcome.
-async fn login_as(addr: std::net::SocketAddr, codec: Codec, identity: Value) -> Raw {
-    let mut raw = Raw::connect(addr, codec).await;
-    raw.send(&json!(["~wse:hi", {"identity": identity}, null]))
-        .await;
-    assert_eq!(raw.frame().await, json!(["~wse:welcome", null, null]));
-    raw
-}
-
 #[tokio::test]
 async fn a_device_that_vanishes_mid_send_costs_its_user_nothing() {
     const MESSAGES: i64 = 500;
     let server = busy_server().await;
-    let mut phone = login_as(server.addr(), Codec::Json, json!("ann")).await;
-    let mut laptop = login_as(server.addr(), Codec::MsgPack, json!("ann")).await;
-    let tablet = login_as(server.addr(), Codec::Json, json!("ann")).await;
+    let mut phone = Raw::login_identity(server.addr(), Codec::Json, "ann").await;
+    let mut laptop = Raw::login_identity(server.addr(), Codec::MsgPack, "ann").await;
+    let tablet = Raw::login_identity(server.addr(), Codec::Json, "ann").await;
     let (vanish, vanished) = tokio::sync::oneshot::channel::<()>();
 
     let sender = tokio::spawn({

@@ -5,10 +5,32 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use wse_examples::Auth;
 use wse_server::{Decision, HmacChallenge, Server};
-use wse_tests::{Codec, Raw, Seen, hmac_solution, start, start_demo};
+use wse_tests::{Codec, Raw, Seen, TestServer, hmac_solution, start, start_demo};
+
+/// Sends each of `firsts` as the first frame of a fresh connection, on both codecs, and
+/// expects the server to close that connection with `reason`.
+async fn expect_each_first_frame_closes(server: &TestServer, firsts: &[Value], reason: &str) {
+    for codec in Codec::BOTH {
+        for first in firsts {
+            let mut raw = Raw::connect(server.addr(), codec).await;
+            raw.send(first).await;
+            raw.expect_close(1000, reason).await;
+        }
+    }
+}
+
+/// Opens a socket to the HMAC demo, says hi as ann with the identity `"secret"` and returns
+/// the socket with the frame that came back (the challenge).
+async fn challenged(server: &TestServer, codec: Codec) -> (Raw, Value) {
+    let mut raw = Raw::connect(server.addr(), codec).await;
+    raw.send(&json!(["~wse:hi", {"identity": "secret", "meta": {"user_id": "ann"}}, null]))
+        .await;
+    let quest = raw.frame().await;
+    (raw, quest)
+}
 
 #[tokio::test]
 async fn hi_gets_the_welcome_with_cid_and_meta() {
@@ -31,12 +53,8 @@ async fn the_json_welcome_is_byte_for_byte_what_wse_sends() {
     let mut raw = Raw::connect(server.addr(), Codec::Json).await;
     raw.send_text(r#"["~wse:hi",{"identity":"secret","meta":{"user_id":"ann"}}]"#)
         .await;
-    let message = wse_tests::within("welcome", futures_util::StreamExt::next(&mut raw.ws))
-        .await
-        .unwrap()
-        .unwrap();
     assert_eq!(
-        message.into_text().unwrap().as_str(),
+        raw.message().await.into_text().unwrap().as_str(),
         r#"["~wse:welcome",{"cid":"ann","meta":{"user_id":"ann"}},null]"#
     );
 }
@@ -44,34 +62,24 @@ async fn the_json_welcome_is_byte_for_byte_what_wse_sends() {
 #[tokio::test]
 async fn a_refused_identity_is_closed_with_not_authorized() {
     let server = start_demo(Auth::Plain).await;
-    for codec in Codec::BOTH {
-        for hi in [
-            json!(["~wse:hi", {"identity": "wrong", "meta": {"user_id": "ann"}}, null]),
-            json!(["~wse:hi", {"identity": "secret", "meta": {}}, null]),
-            json!(["~wse:hi", {"identity": "secret", "meta": {"user_id": ""}}, null]),
-            json!(["~wse:hi", {"identity": "secret"}, null]),
-        ] {
-            let mut raw = Raw::connect(server.addr(), codec).await;
-            raw.send(&hi).await;
-            raw.expect_close(1000, "wse.not-authorized").await;
-        }
-    }
+    let his = [
+        json!(["~wse:hi", {"identity": "wrong", "meta": {"user_id": "ann"}}, null]),
+        json!(["~wse:hi", {"identity": "secret", "meta": {}}, null]),
+        json!(["~wse:hi", {"identity": "secret", "meta": {"user_id": ""}}, null]),
+        json!(["~wse:hi", {"identity": "secret"}, null]),
+    ];
+    expect_each_first_frame_closes(&server, &his, "wse.not-authorized").await;
 }
 
 #[tokio::test]
 async fn a_frame_other_than_hi_from_a_stranger_is_a_protocol_error() {
     let server = start_demo(Auth::Plain).await;
-    for codec in Codec::BOTH {
-        for first in [
-            json!(["add", {"a": 1, "b": 2}, "s1"]),
-            json!(["echo", 1, null]),
-            json!(["~wse:welcome", null, null]),
-        ] {
-            let mut raw = Raw::connect(server.addr(), codec).await;
-            raw.send(&first).await;
-            raw.expect_close(1000, "wse.protocol-error").await;
-        }
-    }
+    let firsts = [
+        json!(["add", {"a": 1, "b": 2}, "s1"]),
+        json!(["echo", 1, null]),
+        json!(["~wse:welcome", null, null]),
+    ];
+    expect_each_first_frame_closes(&server, &firsts, "wse.protocol-error").await;
 }
 
 #[tokio::test]
@@ -125,10 +133,7 @@ async fn frames_sent_while_identify_runs_are_ignored() {
 async fn the_hmac_challenge_accepts_the_right_answer() {
     let server = start_demo(Auth::Hmac).await;
     for codec in Codec::BOTH {
-        let mut raw = Raw::connect(server.addr(), codec).await;
-        raw.send(&json!(["~wse:hi", {"identity": "secret", "meta": {"user_id": "ann"}}, null]))
-            .await;
-        let quest = raw.frame().await;
+        let (mut raw, quest) = challenged(&server, codec).await;
         assert_eq!(quest[0], "~wse:challenge");
         assert_eq!(quest[2], json!(null));
         let nonce = quest[1]["nonce"].as_str().unwrap();
@@ -143,16 +148,11 @@ async fn the_hmac_challenge_accepts_the_right_answer() {
             .unwrap()
             .as_millis() as u64;
         assert!(now_ms.abs_diff(quest[1]["timestamp"].as_u64().unwrap()) < 60_000);
-        raw.send(&json!([
-            "~wse:challenge",
-            hmac_solution("s3cret", &quest[1]),
-            null
-        ]))
+        raw.expect_reply(
+            &json!(["~wse:challenge", hmac_solution("s3cret", &quest[1]), null]),
+            &json!(["~wse:welcome", {"cid": "ann", "cra": true, "meta": {"user_id": "ann"}}, null]),
+        )
         .await;
-        assert_eq!(
-            raw.frame().await,
-            json!(["~wse:welcome", {"cid": "ann", "cra": true, "meta": {"user_id": "ann"}}, null])
-        );
     }
 }
 
@@ -161,10 +161,7 @@ async fn the_hmac_challenge_refuses_wrong_answers_and_unknown_identities() {
     let server = start_demo(Auth::Hmac).await;
     for codec in Codec::BOTH {
         // Wrong secret.
-        let mut raw = Raw::connect(server.addr(), codec).await;
-        raw.send(&json!(["~wse:hi", {"identity": "secret", "meta": {"user_id": "ann"}}, null]))
-            .await;
-        let quest = raw.frame().await;
+        let (mut raw, quest) = challenged(&server, codec).await;
         raw.send(&json!([
             "~wse:challenge",
             hmac_solution("guess", &quest[1]),
@@ -174,10 +171,7 @@ async fn the_hmac_challenge_refuses_wrong_answers_and_unknown_identities() {
         raw.expect_close(1000, "wse.not-authorized").await;
 
         // Not even a string.
-        let mut raw = Raw::connect(server.addr(), codec).await;
-        raw.send(&json!(["~wse:hi", {"identity": "secret", "meta": {"user_id": "ann"}}, null]))
-            .await;
-        raw.frame().await;
+        let (mut raw, _quest) = challenged(&server, codec).await;
         raw.send(&json!(["~wse:challenge", {"answer": 1}, null]))
             .await;
         raw.expect_close(1000, "wse.not-authorized").await;
@@ -189,10 +183,7 @@ async fn the_hmac_challenge_refuses_wrong_answers_and_unknown_identities() {
         raw.expect_close(1000, "wse.not-authorized").await;
 
         // Anything but the answer while challenged breaks the protocol.
-        let mut raw = Raw::connect(server.addr(), codec).await;
-        raw.send(&json!(["~wse:hi", {"identity": "secret", "meta": {"user_id": "ann"}}, null]))
-            .await;
-        raw.frame().await;
+        let (mut raw, _quest) = challenged(&server, codec).await;
         raw.send(&json!(["add", {"a": 1, "b": 1}, "s"])).await;
         raw.expect_close(1000, "wse.protocol-error").await;
     }
@@ -201,21 +192,13 @@ async fn the_hmac_challenge_refuses_wrong_answers_and_unknown_identities() {
 #[tokio::test]
 async fn a_replayed_answer_is_refused() {
     let server = start_demo(Auth::Hmac).await;
-    let mut first = Raw::connect(server.addr(), Codec::Json).await;
-    first
-        .send(&json!(["~wse:hi", {"identity": "secret", "meta": {"user_id": "ann"}}, null]))
-        .await;
-    let quest = first.frame().await;
+    let (mut first, quest) = challenged(&server, Codec::Json).await;
     let answer = hmac_solution("s3cret", &quest[1]);
     first.send(&json!(["~wse:challenge", answer, null])).await;
     assert_eq!(first.frame().await[0], "~wse:welcome");
 
     // The same answer on a new connection (a new quest) is worthless.
-    let mut replay = Raw::connect(server.addr(), Codec::Json).await;
-    replay
-        .send(&json!(["~wse:hi", {"identity": "secret", "meta": {"user_id": "ann"}}, null]))
-        .await;
-    let second_quest = replay.frame().await;
+    let (mut replay, second_quest) = challenged(&server, Codec::Json).await;
     assert_ne!(second_quest[1]["nonce"], quest[1]["nonce"]);
     replay.send(&json!(["~wse:challenge", answer, null])).await;
     replay.expect_close(1000, "wse.not-authorized").await;
@@ -250,13 +233,11 @@ async fn an_expired_quest_is_refused() {
     raw.send(&json!(["~wse:hi", {"identity": "ann"}, null]))
         .await;
     let quest = raw.frame().await;
-    raw.send(&json!([
-        "~wse:challenge",
-        hmac_solution("k", &quest[1]),
-        null
-    ]))
+    raw.expect_reply(
+        &json!(["~wse:challenge", hmac_solution("k", &quest[1]), null]),
+        &json!(["~wse:welcome", "ann", null]),
+    )
     .await;
-    assert_eq!(raw.frame().await, json!(["~wse:welcome", "ann", null]));
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use wse_examples::Auth;
 use wse_server::{Connection, Decision, Event, MsgPack, Server, ServerError};
-use wse_tests::{Codec, Raw, TestServer, start, start_demo, within};
+use wse_tests::{Codec, Raw, TestServer, next_event, pick, start, start_demo, within};
 
 /// A server accepting any non-empty string identity as that user, with a small message limit.
 async fn small_server(max_message_size: usize) -> TestServer {
@@ -43,11 +43,7 @@ async fn small_server(max_message_size: usize) -> TestServer {
 }
 
 async fn login(server: &TestServer, codec: Codec, user: &str) -> Raw {
-    let mut raw = Raw::connect(server.addr(), codec).await;
-    raw.send(&json!(["~wse:hi", {"identity": user}, null]))
-        .await;
-    assert_eq!(raw.frame().await, json!(["~wse:welcome", null, null]));
-    raw
+    Raw::login_identity(server.addr(), codec, user).await
 }
 
 /// A bystander's call still works.
@@ -70,16 +66,12 @@ async fn an_oversized_message_is_closed_with_1009_and_reported() {
         big.expect_close(1009, "wse.message-too-big").await;
         still_served(&mut bystander, "after-big").await;
     }
-    let reported = within("error event", async {
-        loop {
-            if let Ok(Event::Error {
-                error: ServerError::Transport(text),
-                ..
-            }) = events.recv().await
-            {
-                return text;
-            }
-        }
+    let reported = next_event(&mut events, "error event", |event| match event {
+        Event::Error {
+            error: ServerError::Transport(text),
+            ..
+        } => Some(text.clone()),
+        _ => None,
     })
     .await;
     assert!(reported.to_lowercase().contains("too"), "{reported}");
@@ -211,17 +203,9 @@ async fn a_client_that_leaves_mid_call_harms_nobody() {
         } else {
             raw.close(1000, "wse.by-client").await;
         }
-        let code = within("disconnected", async {
-            loop {
-                if let Ok(Event::Disconnected {
-                    connection, code, ..
-                }) = events.recv().await
-                {
-                    if connection.user_id() == "leaver" {
-                        return code;
-                    }
-                }
-            }
+        let code = next_event(&mut events, "disconnected", |event| {
+            let (user, code, _) = pick::disconnected(event)?;
+            (user == "leaver").then_some(code)
         })
         .await;
         assert_eq!(code, if abrupt { 1006 } else { 1000 });

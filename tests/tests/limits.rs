@@ -34,11 +34,7 @@ async fn serve(builder: Builder) -> TestServer {
 }
 
 async fn login(server: &TestServer, user: &str) -> Raw {
-    let mut raw = Raw::connect(server.addr(), Codec::Json).await;
-    raw.send(&json!(["~wse:hi", {"identity": user}, null]))
-        .await;
-    assert_eq!(raw.frame().await, json!(["~wse:welcome", null, null]));
-    raw
+    Raw::login_identity(server.addr(), Codec::Json, user).await
 }
 
 /// Whether the server drops a fresh socket before answering its upgrade request.

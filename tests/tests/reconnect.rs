@@ -9,19 +9,14 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use wse_client::{CallError, Client, ClientEvent, Reconnect, Status};
+use wse_client::{CallError, Client, Status};
 use wse_examples::{Auth, demo_server};
 use wse_server::Event;
-use wse_tests::{TestServer, client, login, start_demo, within};
-
-const FAST: Reconnect = Reconnect {
-    initial: Duration::from_millis(50),
-    max: Duration::from_millis(200),
-    jitter: Duration::from_millis(20),
+use wse_tests::{
+    FAST, TestServer, add, client, connect_as, next_event, pick, start_demo, wait_status, within,
 };
 
 /// The demo served again on `addr`, retrying briefly while the port is not free yet.
@@ -40,51 +35,6 @@ async fn restart_demo(addr: SocketAddr) -> TestServer {
     }
 }
 
-async fn connect_as(client: &Client, user: &str) -> Value {
-    let (identity, meta) = login(user);
-    within("connect", client.connect(identity, meta))
-        .await
-        .expect("demo accepts the login")
-}
-
-async fn wait_status(client: &Client, what: &str, wanted: Status) {
-    let mut changes = client.status_changes();
-    within(what, changes.wait_for(|status| *status == wanted))
-        .await
-        .unwrap();
-}
-
-async fn add(client: &Client) -> Result<i64, CallError> {
-    within("add", client.call("add", &json!({"a": 1, "b": 2}))).await
-}
-
-async fn next_closed(events: &mut broadcast::Receiver<ClientEvent>) -> (u16, String) {
-    within("closed event", async {
-        loop {
-            if let ClientEvent::Closed { code, reason } = events.recv().await.unwrap() {
-                return (code, reason);
-            }
-        }
-    })
-    .await
-}
-
-async fn next_disconnected(events: &mut broadcast::Receiver<Event>) -> (String, u16, String) {
-    within("disconnected event", async {
-        loop {
-            if let Event::Disconnected {
-                connection,
-                code,
-                reason,
-            } = events.recv().await.unwrap()
-            {
-                return (connection.user_id().to_owned(), code, reason);
-            }
-        }
-    })
-    .await
-}
-
 #[tokio::test]
 async fn the_client_reconnects_after_a_server_restart() {
     let first = start_demo(Auth::Plain).await;
@@ -96,22 +46,15 @@ async fn the_client_reconnects_after_a_server_restart() {
 
     within("shutdown", first.shutdown()).await;
     assert_eq!(
-        next_closed(&mut events).await,
+        next_event(&mut events, "closed event", pick::closed).await,
         (1012, "wse.by-server".to_owned())
     );
-    wait_status(&client, "reconnecting", Status::Reconnecting).await;
+    wait_status(&client, "reconnecting", |s| *s == Status::Reconnecting).await;
     assert_eq!(add(&client).await, Err(CallError::NotReady));
 
     let second = restart_demo(addr).await;
-    wait_status(&client, "ready again", Status::Ready).await;
-    let welcome = within("ready event", async {
-        loop {
-            if let ClientEvent::Ready { welcome } = events.recv().await.unwrap() {
-                return welcome;
-            }
-        }
-    })
-    .await;
+    wait_status(&client, "ready again", |s| *s == Status::Ready).await;
+    let welcome = next_event(&mut events, "ready event", pick::ready).await;
     assert_eq!(welcome, json!({"cid": "ann", "meta": {"user_id": "ann"}}));
     assert_eq!(add(&client).await, Ok(3));
     assert_eq!(second.server.counts(), (1, 1));
@@ -172,20 +115,13 @@ async fn the_client_reconnects_after_the_socket_just_ends() {
     let mut events = client.events();
     let welcome = connect_as(&client, "ann").await;
     assert_eq!(welcome, json!({"n": 1}));
-    let (code, _) = next_closed(&mut events).await;
+    let (code, _) = next_event(&mut events, "closed event", pick::closed).await;
     assert_eq!(code, 1006);
-    let welcome = within("second welcome", async {
-        loop {
-            if let ClientEvent::Ready { welcome } = events.recv().await.unwrap() {
-                return welcome;
-            }
-        }
-    })
-    .await;
+    let welcome = next_event(&mut events, "second welcome", pick::ready).await;
     assert_eq!(welcome, json!({"n": 2}));
     let (accepted, _open) = within("server task", server).await.unwrap();
     assert_eq!(accepted, 2);
-    wait_status(&client, "ready again", Status::Ready).await;
+    wait_status(&client, "ready again", |s| *s == Status::Ready).await;
 }
 
 #[tokio::test]
@@ -208,19 +144,16 @@ async fn jump_moves_the_client_to_another_server() {
     assert_eq!(client.url(), b.url());
 
     assert_eq!(
-        next_disconnected(&mut a_events).await,
+        next_event(&mut a_events, "disconnected event", pick::disconnected).await,
         ("ann".to_owned(), 4000, "jump".to_owned())
     );
     assert_eq!(a.server.counts(), (0, 0));
-    within("connected to B", async {
-        loop {
-            if let Event::Connected { connection } = b_events.recv().await.unwrap() {
-                assert_eq!(connection.user_id(), "ann");
-                return;
-            }
-        }
+    let user = next_event(&mut b_events, "connected to B", |event| match event {
+        Event::Connected { connection } => Some(connection.user_id().to_owned()),
+        _ => None,
     })
     .await;
+    assert_eq!(user, "ann");
     assert_eq!(b.server.counts(), (1, 1));
 
     let which: String = within("which", client.call("which", &json!(null)))
@@ -246,7 +179,7 @@ async fn without_reconnect_a_shutdown_leaves_the_client_offline() {
         Err(CallError::Disconnected)
     );
     assert!(started.elapsed() < Duration::from_secs(4));
-    wait_status(&client, "offline", Status::Offline).await;
+    wait_status(&client, "offline", |s| *s == Status::Offline).await;
 
     // A server at the same address does not bring it back.
     let again = restart_demo(addr).await;
@@ -264,7 +197,7 @@ async fn close_stops_a_client_waiting_to_reconnect() {
     connect_as(&client, "ann").await;
 
     within("shutdown", server.shutdown()).await;
-    wait_status(&client, "reconnecting", Status::Reconnecting).await;
+    wait_status(&client, "reconnecting", |s| *s == Status::Reconnecting).await;
     // Let it fail a few attempts against the closed port.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(client.status(), Status::Reconnecting);

@@ -5,31 +5,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use wse_examples::Auth;
-use wse_tests::{Codec, Raw, Seen, TestServer, start_demo};
-
-/// A short wait for "nothing more arrives".
-const QUIET: Duration = Duration::from_millis(200);
+use wse_tests::{Codec, QUIET, Raw, Seen, TestServer, start_demo};
 
 /// A logged-in raw peer of `server`, as a user of its own per codec (the demo allows two
 /// connections per user).
 async fn peer(server: &TestServer, codec: Codec, user: &str) -> Raw {
     Raw::login(server.addr(), codec, &format!("{user}-{codec:?}")).await
-}
-
-/// Calls `add {a, b}` with `stamp` and expects the exact response.
-async fn expect_add_works(raw: &mut Raw, stamp: &str) {
-    raw.send(&json!(["add", {"a": 40, "b": 2}, stamp])).await;
-    assert_eq!(
-        raw.frame().await,
-        json!(["~wse:response", 42, stamp]),
-        "{:?}",
-        raw.codec
-    );
 }
 
 /// Checks `frame` is a 3-element `~wse:response-err` with `stamp` and returns its error
@@ -55,18 +40,16 @@ async fn add_is_answered_with_the_result_and_the_calls_stamp() {
     let server = start_demo(Auth::Plain).await;
     for codec in Codec::BOTH {
         let mut raw = peer(&server, codec, "ann").await;
-        raw.send(&json!(["add", {"a": 1, "b": 2}, "s1"])).await;
-        assert_eq!(
-            raw.frame().await,
-            json!(["~wse:response", 3, "s1"]),
-            "{codec:?}"
-        );
-        raw.send(&json!(["add", {"a": 1.5, "b": 2}, "s2"])).await;
-        assert_eq!(
-            raw.frame().await,
-            json!(["~wse:response", 3.5, "s2"]),
-            "{codec:?}"
-        );
+        raw.expect_reply(
+            &json!(["add", {"a": 1, "b": 2}, "s1"]),
+            &json!(["~wse:response", 3, "s1"]),
+        )
+        .await;
+        raw.expect_reply(
+            &json!(["add", {"a": 1.5, "b": 2}, "s2"]),
+            &json!(["~wse:response", 3.5, "s2"]),
+        )
+        .await;
     }
 }
 
@@ -84,7 +67,7 @@ async fn an_application_error_keeps_its_code_and_details_tagged_with_the_procedu
             json!({"reason": "custom", "rpc": "fail_custom"}),
             "{codec:?}: {frame}"
         );
-        expect_add_works(&mut raw, "after").await;
+        raw.expect_add_works("after").await;
     }
 }
 
@@ -107,7 +90,7 @@ async fn an_unexpected_failure_is_rp_failed_and_carries_nothing_internal() {
         if let Some(details) = error.get("details") {
             assert_eq!(details, &json!({"rpc": "fail"}), "{codec:?}: {frame}");
         }
-        expect_add_works(&mut raw, "after").await;
+        raw.expect_add_works("after").await;
     }
 }
 
@@ -116,14 +99,12 @@ async fn an_unknown_procedure_is_exactly_not_registered() {
     let server = start_demo(Auth::Plain).await;
     for codec in Codec::BOTH {
         let mut raw = peer(&server, codec, "ann").await;
-        raw.send(&json!(["no_such_procedure", {"a": 1}, "u1"]))
-            .await;
-        assert_eq!(
-            raw.frame().await,
-            json!(["~wse:response-err", {"code": "wse.server.rp.not-registered"}, "u1"]),
-            "{codec:?}"
-        );
-        expect_add_works(&mut raw, "after").await;
+        raw.expect_reply(
+            &json!(["no_such_procedure", {"a": 1}, "u1"]),
+            &json!(["~wse:response-err", {"code": "wse.server.rp.not-registered"}, "u1"]),
+        )
+        .await;
+        raw.expect_add_works("after").await;
     }
 }
 
@@ -150,7 +131,7 @@ async fn a_payload_of_the_wrong_shape_is_invalid_payload_and_the_connection_stay
                 error["code"], "wse.server.rp.invalid-payload",
                 "{codec:?}: {payload} → {frame}"
             );
-            expect_add_works(&mut raw, &format!("ok{n}")).await;
+            raw.expect_add_works(&format!("ok{n}")).await;
         }
     }
 }
@@ -192,13 +173,11 @@ async fn a_short_call_overtakes_a_long_one_on_the_same_connection() {
         let mut raw = peer(&server, codec, "ann").await;
         raw.send(&json!(["delay", {"ms": 1500, "value": "slow"}, "long"]))
             .await;
-        raw.send(&json!(["delay", {"ms": 0, "value": {"fast": true}}, "short"]))
-            .await;
-        assert_eq!(
-            raw.frame().await,
-            json!(["~wse:response", {"fast": true}, "short"]),
-            "{codec:?}"
-        );
+        raw.expect_reply(
+            &json!(["delay", {"ms": 0, "value": {"fast": true}}, "short"]),
+            &json!(["~wse:response", {"fast": true}, "short"]),
+        )
+        .await;
         assert_eq!(
             raw.frame().await,
             json!(["~wse:response", "slow", "long"]),
@@ -213,19 +192,17 @@ async fn echo_comes_back_as_a_message_without_stamp() {
     for codec in Codec::BOTH {
         let mut raw = peer(&server, codec, "ann").await;
         let payload = json!({"text": "héllo", "list": [1, "two", null, true], "nested": {"k": -3}});
-        raw.send(&json!(["echo", payload, null])).await;
-        assert_eq!(
-            raw.frame().await,
-            json!(["echo", payload, null]),
-            "{codec:?}"
-        );
+        raw.expect_reply(
+            &json!(["echo", payload, null]),
+            &json!(["echo", payload, null]),
+        )
+        .await;
         // An empty stamp is no stamp: still a message.
-        raw.send(&json!(["echo", "empty stamp", ""])).await;
-        assert_eq!(
-            raw.frame().await,
-            json!(["echo", "empty stamp", null]),
-            "{codec:?}"
-        );
+        raw.expect_reply(
+            &json!(["echo", "empty stamp", ""]),
+            &json!(["echo", "empty stamp", null]),
+        )
+        .await;
     }
 }
 
@@ -235,19 +212,18 @@ async fn a_short_frame_without_stamp_is_a_message() {
     for codec in Codec::BOTH {
         let mut raw = peer(&server, codec, "ann").await;
         // Sent through the codec as a 2-array and a 1-array, not padded with nulls.
-        raw.send(&json!(["echo", 7])).await;
-        assert_eq!(raw.frame().await, json!(["echo", 7, null]), "{codec:?}");
-        raw.send(&json!(["echo"])).await;
-        assert_eq!(raw.frame().await, json!(["echo", null, null]), "{codec:?}");
+        raw.expect_reply(&json!(["echo", 7]), &json!(["echo", 7, null]))
+            .await;
+        raw.expect_reply(&json!(["echo"]), &json!(["echo", null, null]))
+            .await;
     }
     // The exact JSON text a JS peer could send.
     let mut raw = peer(&server, Codec::Json, "bob").await;
     raw.send_text(r#"["echo",7]"#).await;
-    let message = wse_tests::within("echo", futures_util::StreamExt::next(&mut raw.ws))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(message.into_text().unwrap().as_str(), r#"["echo",7,null]"#);
+    assert_eq!(
+        raw.message().await.into_text().unwrap().as_str(),
+        r#"["echo",7,null]"#
+    );
 }
 
 #[tokio::test]
@@ -281,7 +257,7 @@ async fn a_message_without_handler_gets_no_reply_and_the_connection_stays() {
         raw.send(&json!(["add", {"a": 1, "b": 2}, null])).await;
         raw.send(&json!(["add", {"a": 1, "b": 2}, ""])).await;
         // Frames are handled in order: a reply to the messages would come before this one.
-        expect_add_works(&mut raw, "after").await;
+        raw.expect_add_works("after").await;
         raw.expect_silence(QUIET).await;
     }
 }
@@ -306,12 +282,11 @@ async fn the_server_calls_the_client_and_relays_its_answer() {
         let mut raw = peer(&server, codec, "ann").await;
         let inner = ask_me(&mut raw, "S1").await;
         assert_ne!(inner, "S1", "the server's stamp is its own");
-        raw.send(&json!(["~wse:response", 42, inner])).await;
-        assert_eq!(
-            raw.frame().await,
-            json!(["~wse:response", 42, "S1"]),
-            "{codec:?}"
-        );
+        raw.expect_reply(
+            &json!(["~wse:response", 42, inner]),
+            &json!(["~wse:response", 42, "S1"]),
+        )
+        .await;
     }
 }
 
@@ -338,7 +313,7 @@ async fn the_clients_error_reaches_the_caller_of_ask_me() {
             error["code"], "wse.server.rp.not-registered",
             "{codec:?}: {frame}"
         );
-        expect_add_works(&mut raw, "after").await;
+        raw.expect_add_works("after").await;
     }
 }
 
@@ -351,18 +326,16 @@ async fn the_server_calls_each_ask_me_with_a_fresh_stamp() {
         let second = ask_me(&mut raw, "B").await;
         assert_ne!(first, second, "{codec:?}");
         // Answered in reverse order, each reaches its own caller.
-        raw.send(&json!(["~wse:response", "second", second])).await;
-        assert_eq!(
-            raw.frame().await,
-            json!(["~wse:response", "second", "B"]),
-            "{codec:?}"
-        );
-        raw.send(&json!(["~wse:response", "first", first])).await;
-        assert_eq!(
-            raw.frame().await,
-            json!(["~wse:response", "first", "A"]),
-            "{codec:?}"
-        );
+        raw.expect_reply(
+            &json!(["~wse:response", "second", second]),
+            &json!(["~wse:response", "second", "B"]),
+        )
+        .await;
+        raw.expect_reply(
+            &json!(["~wse:response", "first", first]),
+            &json!(["~wse:response", "first", "A"]),
+        )
+        .await;
     }
 }
 
@@ -379,7 +352,7 @@ async fn a_response_with_an_unknown_stamp_is_dropped_without_reply() {
         raw.send(&json!(["~wse:response", 42, inner])).await;
         assert_eq!(raw.frame().await, json!(["~wse:response", 42, "S"]));
         raw.send(&json!(["~wse:response", 43, inner])).await;
-        expect_add_works(&mut raw, "after").await;
+        raw.expect_add_works("after").await;
         raw.expect_silence(QUIET).await;
     }
 }
@@ -442,7 +415,7 @@ async fn a_protocol_violation_closes_that_connection_only() {
         let mut bystander = peer(&server, codec, "bystander").await;
         for (n, (what, message)) in violations(codec).into_iter().enumerate() {
             let mut raw = Raw::login(server.addr(), codec, &format!("victim{n}-{codec:?}")).await;
-            expect_add_works(&mut raw, "before").await;
+            raw.expect_add_works("before").await;
             raw.send_message(message).await;
             assert_eq!(
                 raw.next().await,
@@ -485,12 +458,11 @@ async fn calls_and_messages_interleave_on_one_connection() {
         let mut raw = peer(&server, codec, "ann").await;
         raw.send(&json!(["delay", {"ms": 300, "value": "late"}, "d"]))
             .await;
-        raw.send(&json!(["echo", "meanwhile", null])).await;
-        assert_eq!(
-            raw.frame().await,
-            json!(["echo", "meanwhile", null]),
-            "{codec:?}"
-        );
+        raw.expect_reply(
+            &json!(["echo", "meanwhile", null]),
+            &json!(["echo", "meanwhile", null]),
+        )
+        .await;
         assert_eq!(
             raw.frame().await,
             json!(["~wse:response", "late", "d"]),

@@ -4,12 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 use wse_core::ErrorCode;
 use wse_server::{
     Connection, Decision, Event, RegisterError, Rejection, RpcError, Server, ServerError,
 };
-use wse_tests::{Codec, Raw, start, within};
+use wse_tests::{Codec, Raw, next_event, pick, start};
 
 fn app() -> Server {
     let server = Server::builder(|handshake| async move {
@@ -34,35 +33,12 @@ fn app() -> Server {
     server
 }
 
-async fn login(addr: std::net::SocketAddr, user: &str) -> Raw {
-    let mut raw = Raw::connect(addr, Codec::Json).await;
-    raw.send(&json!(["~wse:hi", {"identity": user}, null]))
-        .await;
-    assert_eq!(raw.frame().await, json!(["~wse:welcome", null, null]));
-    raw
-}
-
-/// The next event matching `pick`, skipping others.
-async fn next_event<T>(
-    events: &mut broadcast::Receiver<Event>,
-    pick: impl Fn(Event) -> Option<T>,
-) -> T {
-    within("an event", async {
-        loop {
-            if let Some(found) = pick(events.recv().await.expect("event stream")) {
-                return found;
-            }
-        }
-    })
-    .await
-}
-
 #[tokio::test]
 async fn a_panicking_procedure_fails_the_call_and_nothing_else() {
     let server = start(app()).await;
     let mut events = server.server.events();
-    let mut raw = login(server.addr(), "ann").await;
-    let mut other = login(server.addr(), "bob").await;
+    let mut raw = Raw::login_identity(server.addr(), Codec::Json, "ann").await;
+    let mut other = Raw::login_identity(server.addr(), Codec::Json, "bob").await;
 
     raw.send(&json!(["panics", null, "p1"])).await;
     let answer = raw.frame().await;
@@ -71,11 +47,11 @@ async fn a_panicking_procedure_fails_the_call_and_nothing_else() {
     assert_eq!(answer[2], "p1");
     assert!(!answer.to_string().contains("secret"), "{answer}");
 
-    let (procedure, error) = next_event(&mut events, |event| match event {
+    let (procedure, error) = next_event(&mut events, "procedure failed", |event| match event {
         Event::Error {
             error: ServerError::ProcedureFailed { procedure, error },
             ..
-        } => Some((procedure, error)),
+        } => Some((procedure.clone(), error.clone())),
         _ => None,
     })
     .await;
@@ -99,18 +75,18 @@ async fn an_unexpected_error_is_reported_with_its_cause_and_sent_without_it() {
         .unwrap();
     let server = start(server).await;
     let mut events = server.server.events();
-    let mut raw = login(server.addr(), "ann").await;
+    let mut raw = Raw::login_identity(server.addr(), Codec::Json, "ann").await;
     raw.send(&json!(["io", null, "s"])).await;
     let answer = raw.frame().await;
     assert_eq!(
         answer,
         json!(["~wse:response-err", {"code": "wse.server.rp.failed", "message": "procedure failed", "details": {"rpc": "io"}}, "s"])
     );
-    let error = next_event(&mut events, |event| match event {
+    let error = next_event(&mut events, "procedure failed", |event| match event {
         Event::Error {
             error: ServerError::ProcedureFailed { error, .. },
             ..
-        } => Some(error),
+        } => Some(error.clone()),
         _ => None,
     })
     .await;
@@ -120,13 +96,13 @@ async fn an_unexpected_error_is_reported_with_its_cause_and_sent_without_it() {
 #[tokio::test]
 async fn procedures_can_be_registered_and_unregistered_while_serving() {
     let server = start(app()).await;
-    let mut raw = login(server.addr(), "ann").await;
+    let mut raw = Raw::login_identity(server.addr(), Codec::Json, "ann").await;
 
-    raw.send(&json!(["late", null, "a"])).await;
-    assert_eq!(
-        raw.frame().await,
-        json!(["~wse:response-err", {"code": "wse.server.rp.not-registered"}, "a"])
-    );
+    raw.expect_reply(
+        &json!(["late", null, "a"]),
+        &json!(["~wse:response-err", {"code": "wse.server.rp.not-registered"}, "a"]),
+    )
+    .await;
 
     server
         .server
@@ -147,11 +123,11 @@ async fn procedures_can_be_registered_and_unregistered_while_serving() {
     );
 
     server.server.unregister("late").unwrap();
-    raw.send(&json!(["late", 21, "c"])).await;
-    assert_eq!(
-        raw.frame().await,
-        json!(["~wse:response-err", {"code": "wse.server.rp.not-registered"}, "c"])
-    );
+    raw.expect_reply(
+        &json!(["late", 21, "c"]),
+        &json!(["~wse:response-err", {"code": "wse.server.rp.not-registered"}, "c"]),
+    )
+    .await;
     assert_eq!(
         server.server.unregister("late"),
         Err(RegisterError::NotRegistered("late".into()))
@@ -162,10 +138,12 @@ async fn procedures_can_be_registered_and_unregistered_while_serving() {
 async fn an_unhandled_message_is_reported_as_ignored() {
     let server = start(app()).await;
     let mut events = server.server.events();
-    let mut raw = login(server.addr(), "ann").await;
+    let mut raw = Raw::login_identity(server.addr(), Codec::Json, "ann").await;
     raw.send(&json!(["nobody-listens", {"x": 1}, null])).await;
-    let (user, kind) = next_event(&mut events, |event| match event {
-        Event::Ignored { connection, kind } => Some((connection.user_id().to_owned(), kind)),
+    let (user, kind) = next_event(&mut events, "ignored", |event| match event {
+        Event::Ignored { connection, kind } => {
+            Some((connection.user_id().to_owned(), kind.clone()))
+        }
         _ => None,
     })
     .await;
@@ -176,26 +154,26 @@ async fn an_unhandled_message_is_reported_as_ignored() {
 async fn a_violation_is_reported_with_its_code_and_closes_only_that_connection() {
     let server = start(app()).await;
     let mut events = server.server.events();
-    let mut bad = login(server.addr(), "ann").await;
-    let mut good = login(server.addr(), "bob").await;
+    let mut bad = Raw::login_identity(server.addr(), Codec::Json, "ann").await;
+    let mut good = Raw::login_identity(server.addr(), Codec::Json, "bob").await;
     let bad_id = server.server.connections_of("ann")[0].id();
 
     bad.send_text("{not json").await;
     bad.expect_close(1000, "wse.protocol-error").await;
-    let (id, code) = next_event(&mut events, |event| match event {
+    let (id, code) = next_event(&mut events, "violation", |event| match event {
         Event::Error {
             connection_id,
             error: error @ ServerError::ProtocolViolation(_),
-        } => Some((connection_id, error.code())),
+        } => Some((*connection_id, error.code())),
         _ => None,
     })
     .await;
     assert_eq!((id, code), (Some(bad_id), ErrorCode::MsgProcessingError));
 
-    let mut bad = login(server.addr(), "ann").await;
+    let mut bad = Raw::login_identity(server.addr(), Codec::Json, "ann").await;
     bad.send(&json!([7, null, null])).await;
     bad.expect_close(1000, "wse.protocol-error").await;
-    let code = next_event(&mut events, |event| match event {
+    let code = next_event(&mut events, "violation", |event| match event {
         Event::Error {
             error: error @ ServerError::ProtocolViolation(_),
             ..
@@ -205,11 +183,11 @@ async fn a_violation_is_reported_with_its_code_and_closes_only_that_connection()
     .await;
     assert_eq!(code, ErrorCode::ProtocolViolation);
 
-    good.send(&json!(["ok", null, "still"])).await;
-    assert_eq!(
-        good.frame().await,
-        json!(["~wse:response", "fine", "still"])
-    );
+    good.expect_reply(
+        &json!(["ok", null, "still"]),
+        &json!(["~wse:response", "fine", "still"]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -222,11 +200,7 @@ async fn refusals_and_broken_handshakes_are_reported_as_rejections() {
         .send(&json!(["~wse:hi", {"identity": ""}, null]))
         .await;
     refused.expect_close(1000, "wse.not-authorized").await;
-    let reason = next_event(&mut events, |event| match event {
-        Event::Rejected { reason, .. } => Some(reason),
-        _ => None,
-    })
-    .await;
+    let reason = next_event(&mut events, "rejection", pick::rejected).await;
     assert_eq!(reason, Rejection::NotAuthorized);
 
     let mut broken = Raw::connect(server.addr(), Codec::Json).await;
@@ -234,10 +208,6 @@ async fn refusals_and_broken_handshakes_are_reported_as_rejections() {
         .send(&json!(["~wse:hi", "not an object", null]))
         .await;
     broken.expect_close(1000, "wse.protocol-error").await;
-    let reason = next_event(&mut events, |event| match event {
-        Event::Rejected { reason, .. } => Some(reason),
-        _ => None,
-    })
-    .await;
+    let reason = next_event(&mut events, "rejection", pick::rejected).await;
     assert!(matches!(reason, Rejection::ProtocolError(_)), "{reason:?}");
 }

@@ -5,21 +5,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use wse_examples::Auth;
 use wse_server::{Connection, Decision, Event, Handshake, Server};
-use wse_tests::{Codec, Raw, Seen, TestServer, start, start_demo, within};
+use wse_tests::{Codec, QUIET, Raw, Seen, TestServer, next_event, start, start_demo};
 
-/// A short wait for "nothing more arrives".
-const QUIET: Duration = Duration::from_millis(200);
-
-/// Calls `add {a, b}` with `stamp` and expects the exact response.
-async fn expect_add_works(raw: &mut Raw, stamp: &str) {
-    raw.send(&json!(["add", {"a": 40, "b": 2}, stamp])).await;
-    assert_eq!(raw.frame().await, json!(["~wse:response", 42, stamp]));
+/// Expects `frame` as the next data frame of each of `devices`.
+async fn expect_on_each(devices: &mut [Raw], frame: &Value) {
+    for (i, device) in devices.iter_mut().enumerate() {
+        assert_eq!(&device.frame().await, frame, "device {i}");
+    }
 }
 
 /// The local address of a raw peer: the server sees it as the connection's remote address.
@@ -32,13 +29,13 @@ async fn a_third_connection_of_a_user_closes_the_oldest() {
     let server = start_demo(Auth::Plain).await;
     let mut first = Raw::login(server.addr(), Codec::Json, "u").await;
     let mut second = Raw::login(server.addr(), Codec::Json, "u").await;
-    expect_add_works(&mut first, "f1").await;
-    expect_add_works(&mut second, "s1").await;
+    first.expect_add_works("f1").await;
+    second.expect_add_works("s1").await;
 
     let mut third = Raw::login(server.addr(), Codec::MsgPack, "u").await;
     first.expect_close(1000, "wse.clients-concurrency").await;
-    expect_add_works(&mut second, "s2").await;
-    expect_add_works(&mut third, "t1").await;
+    second.expect_add_works("s2").await;
+    third.expect_add_works("t1").await;
 
     let devices: Vec<SocketAddr> = server
         .server
@@ -52,8 +49,8 @@ async fn a_third_connection_of_a_user_closes_the_oldest() {
     // A fourth closes the oldest remaining one: the second.
     let mut fourth = Raw::login(server.addr(), Codec::Json, "u").await;
     second.expect_close(1000, "wse.clients-concurrency").await;
-    expect_add_works(&mut third, "t2").await;
-    expect_add_works(&mut fourth, "4").await;
+    third.expect_add_works("t2").await;
+    fourth.expect_add_works("4").await;
 }
 
 /// Accepts identity `"secret"` as `meta.user_id`, like the demo, with up to 3 devices a user.
@@ -107,16 +104,12 @@ async fn send_to_user_reaches_each_device_of_that_user_once() {
 
     // Through a procedure called by another user: the caller gets the count only.
     other
-        .send(&json!(["send_to_user", {"user": "u", "type": "note", "payload": {"n": 1}}, "s1"]))
+        .expect_reply(
+            &json!(["send_to_user", {"user": "u", "type": "note", "payload": {"n": 1}}, "s1"]),
+            &json!(["~wse:response", 3, "s1"]),
+        )
         .await;
-    assert_eq!(other.frame().await, json!(["~wse:response", 3, "s1"]));
-    for (i, device) in devices.iter_mut().enumerate() {
-        assert_eq!(
-            device.frame().await,
-            json!(["note", {"n": 1}, null]),
-            "device {i}"
-        );
-    }
+    expect_on_each(&mut devices, &json!(["note", {"n": 1}, null])).await;
 
     // Straight from the server.
     assert_eq!(
@@ -126,13 +119,7 @@ async fn send_to_user_reaches_each_device_of_that_user_once() {
             .unwrap(),
         3
     );
-    for (i, device) in devices.iter_mut().enumerate() {
-        assert_eq!(
-            device.frame().await,
-            json!(["note", {"n": 2}, null]),
-            "device {i}"
-        );
-    }
+    expect_on_each(&mut devices, &json!(["note", {"n": 2}, null])).await;
     for device in &mut devices {
         device.expect_silence(QUIET).await;
     }
@@ -189,20 +176,23 @@ async fn broadcast_reaches_every_connection_of_every_user_once_on_both_codecs() 
 
 /// The next user event (Joined, Left, Connected, Disconnected); others are skipped.
 async fn next_user_event(events: &mut broadcast::Receiver<Event>) -> Event {
-    loop {
-        let event = within("a server event", events.recv())
-            .await
-            .expect("event stream open, not lagging");
-        if matches!(
+    next_event(events, "a user event", |event| {
+        matches!(
             event,
             Event::Joined { .. }
                 | Event::Left { .. }
                 | Event::Connected { .. }
                 | Event::Disconnected { .. }
-        ) {
-            return event;
-        }
-    }
+        )
+        .then(|| event.clone())
+    })
+    .await
+}
+
+/// Expects no further user event for [`QUIET`].
+async fn expect_no_user_event(events: &mut broadcast::Receiver<Event>) {
+    let more = tokio::time::timeout(QUIET, next_user_event(events)).await;
+    assert!(more.is_err(), "unexpected event {more:?}");
 }
 
 async fn expect_joined(events: &mut broadcast::Receiver<Event>, user: &str) {
@@ -349,8 +339,7 @@ async fn user_events_and_the_registry_follow_devices_coming_and_going() {
     assert!(server.server.connections_of("w").is_empty());
 
     // Nothing more about users.
-    let more = tokio::time::timeout(QUIET, next_user_event(&mut events)).await;
-    assert!(more.is_err(), "unexpected event {more:?}");
+    expect_no_user_event(&mut events).await;
 }
 
 #[tokio::test]
@@ -371,8 +360,7 @@ async fn an_evicted_device_is_disconnected_but_its_user_does_not_leave() {
         ids(&server.server.connections_of("u")),
         vec![second_conn.id().get(), third_conn.id().get()]
     );
-    let more = tokio::time::timeout(QUIET, next_user_event(&mut events)).await;
-    assert!(more.is_err(), "unexpected event {more:?}");
+    expect_no_user_event(&mut events).await;
 }
 
 #[tokio::test]
@@ -418,5 +406,5 @@ async fn drop_user_closes_every_device_of_that_user_with_the_reason() {
     assert!(server.server.connections_of("u").is_empty());
     assert_eq!(server.server.counts(), (1, 1));
     assert_eq!(server.server.drop_user("u", "again"), 0);
-    expect_add_works(&mut other, "still").await;
+    other.expect_add_works("still").await;
 }
