@@ -14,7 +14,8 @@
 //!
 //! - this file: [`demo_server`], the demo application (identify, procedures, messages).
 //! - `src/bin/demo.rs`: the `demo` binary, `cargo run -p wse-examples -- --port 4200`.
-//! - `examples/`: a client, several devices of one user, a custom codec.
+//! - [`tls`]: a self-signed certificate and the rustls configurations that use it.
+//! - `examples/`: a client, several devices of one user, a custom codec, `wss://`.
 //!
 //! # The contract
 //!
@@ -29,6 +30,8 @@
 //!   every device of its user).
 
 use std::time::Duration;
+
+pub mod tls;
 
 use serde::Deserialize;
 use serde_json::{Value, json};

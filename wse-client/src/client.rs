@@ -130,6 +130,8 @@ pub struct Builder {
     protocol: Arc<dyn Protocol>,
     solver: Option<Solver>,
     config: Config,
+    #[cfg(feature = "rustls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl fmt::Debug for Builder {
@@ -206,6 +208,15 @@ impl Builder {
         self
     }
 
+    /// Use `config` for `wss://` URLs (e.g. to trust a private certificate authority).
+    /// Default: the webpki roots.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Answer the standard HMAC challenge with `secret`.
     pub fn hmac_secret(self, secret: impl Into<Vec<u8>>) -> Self {
         let secret: Arc<[u8]> = Arc::from(secret.into());
@@ -222,6 +233,8 @@ impl Builder {
     /// The client (not connected yet).
     pub fn build(self) -> Client {
         Client(Arc::new(Inner {
+            #[cfg(feature = "rustls")]
+            tls: self.tls,
             protocol: self.protocol,
             registry: Arc::new(Registry::new()),
             solver: self.solver,
@@ -249,6 +262,9 @@ impl Builder {
 pub struct Client(Arc<Inner>);
 
 struct Inner {
+    /// The TLS configuration of `wss://` connections, when set.
+    #[cfg(feature = "rustls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
     protocol: Arc<dyn Protocol>,
     registry: Arc<Registry<Client>>,
     solver: Option<Solver>,
@@ -310,6 +326,8 @@ impl Client {
             url: url.into(),
             protocol: Arc::new(Json),
             solver: None,
+            #[cfg(feature = "rustls")]
+            tls: None,
             config: Config {
                 session: SessionConfig::default(),
                 handshake_timeout: Duration::from_secs(10),
@@ -666,11 +684,7 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
         .read_buffer_size(8 << 10)
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size));
-    let opened = tokio::time::timeout_at(
-        deadline,
-        tokio_tungstenite::connect_async_with_config(request, Some(websocket), true),
-    )
-    .await;
+    let opened = tokio::time::timeout_at(deadline, open(inner, request, websocket)).await;
     let ws = match opened {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(error)) => return failed(ConnectError::Transport(error.to_string())),
@@ -754,6 +768,33 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
         other => other,
     });
     Ended { close, failure }
+}
+
+/// Opens the WebSocket, over TLS for `wss://` when the `rustls` feature is on.
+async fn open(
+    inner: &Inner,
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    websocket: WebSocketConfig,
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    #[cfg(feature = "rustls")]
+    {
+        let connector = inner.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(websocket), true, connector)
+            .await
+    }
+    #[cfg(not(feature = "rustls"))]
+    {
+        let _ = inner;
+        tokio_tungstenite::connect_async_with_config(request, Some(websocket), true).await
+    }
 }
 
 type Stream = futures_util::stream::SplitStream<

@@ -34,6 +34,9 @@
 //! | feature | default | what it adds |
 //! | --- | --- | --- |
 //! | `msgpack` | yes | [`MsgPack`], the `wse-msgpack` codec |
+//! | `rustls` | no | `wss://` URLs over rustls (ring); `Builder::tls_config` for your own roots |
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
 mod reconnect;

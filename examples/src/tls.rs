@@ -1,0 +1,34 @@
+//! TLS for the examples and tests: a self-signed certificate made on the spot, the rustls
+//! server configuration that presents it, and a client configuration that trusts it.
+//!
+//! In production the server's certificate comes from your CA (or TLS ends at a proxy in front
+//! of the server), and clients trust the usual roots.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A server and a client configuration for `host`, sharing one fresh self-signed certificate.
+///
+/// # Errors
+/// When the certificate cannot be made or rustls refuses it.
+pub fn self_signed(
+    host: &str,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), Box<dyn std::error::Error>> {
+    let certified = rcgen::generate_simple_self_signed(vec![host.to_owned()])?;
+    let certificate: CertificateDer<'static> = certified.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certificate.clone()], key)?;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certificate)?;
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((Arc::new(server), Arc::new(client)))
+}
