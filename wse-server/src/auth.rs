@@ -6,9 +6,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::time::Instant;
 use wse_core::HmacQuest;
 
 use crate::connection::ConnectionId;
@@ -219,5 +220,72 @@ impl Challenge for HmacChallenge {
             return false;
         };
         issued.at.elapsed() <= self.validity && quest.verify(&issued.secret, answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake(identity: &str) -> Handshake {
+        Handshake {
+            identity: Value::from(identity),
+            meta: Value::Null,
+            connection_id: ConnectionId(1),
+            remote_addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+            challenge: None,
+        }
+    }
+
+    fn challenge() -> HmacChallenge {
+        HmacChallenge::new(|identity| async move {
+            (identity == "ann").then(|| b"very-secret-key".to_vec())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_quest_is_answered_once_and_secrets_never_show() {
+        let challenge = challenge();
+        let quest = challenge.quest(&handshake("ann")).await.unwrap();
+        let parsed: HmacQuest = serde_json::from_value(quest.clone()).unwrap();
+        let answer = Value::from(parsed.solve(b"very-secret-key"));
+        assert!(!format!("{challenge:?}").contains("very-secret-key"));
+        assert!(challenge.verify(&handshake("ann"), &quest, &answer).await);
+        // The same quest and answer again: the nonce is spent.
+        assert!(!challenge.verify(&handshake("ann"), &quest, &answer).await);
+        assert!(challenge.quest(&handshake("bob")).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_forged_quest_is_refused_even_with_a_matching_answer() {
+        let challenge = challenge();
+        let forged = HmacQuest::new();
+        let answer = Value::from(forged.solve(b"very-secret-key"));
+        let quest = serde_json::to_value(&forged).unwrap();
+        assert!(!challenge.verify(&handshake("ann"), &quest, &answer).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quests_expire_and_outstanding_quests_are_bounded() {
+        let challenge = challenge()
+            .validity(Duration::from_secs(5))
+            .max_outstanding(2);
+        let first = challenge.quest(&handshake("ann")).await.unwrap();
+        assert!(challenge.quest(&handshake("ann")).await.is_some());
+        assert!(
+            challenge.quest(&handshake("ann")).await.is_none(),
+            "over the bound"
+        );
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let parsed: HmacQuest = serde_json::from_value(first.clone()).unwrap();
+        let answer = Value::from(parsed.solve(b"very-secret-key"));
+        assert!(
+            !challenge.verify(&handshake("ann"), &first, &answer).await,
+            "expired"
+        );
+        assert!(
+            challenge.quest(&handshake("ann")).await.is_some(),
+            "expired ones make room"
+        );
     }
 }
