@@ -19,7 +19,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wse_core::transport::{
-    Close, CloseSignal, close_for_read_error, close_requested, message_data, write_loop,
+    Close, CloseSignal, HEARTBEAT_TIMEOUT, Heartbeat, Liveness, Pulse, close_for_read_error,
+    close_requested, message_data, pulse, write_loop,
 };
 use wse_core::{
     CallError, CloseReason, Context, ErrorCode, HmacQuest, Json, Protocol, ProtocolViolation,
@@ -152,6 +153,7 @@ struct Config {
     outbound_queue: usize,
     max_message_size: usize,
     reconnect: Option<Reconnect>,
+    heartbeat: Option<Heartbeat>,
 }
 
 impl Builder {
@@ -194,6 +196,23 @@ impl Builder {
     /// Default: off (a jump, close code 4000, reconnects anyway).
     pub fn reconnect(mut self, policy: Reconnect) -> Self {
         self.config.reconnect = Some(policy);
+        self
+    }
+
+    /// Ping a server that has been quiet, and close (1011 `wse.heartbeat-timeout`, which
+    /// reconnects when enabled) one silent past the timeout, or `None` for no heartbeat.
+    /// Default: ping after 25 s of quiet, give up after 60 s of silence.
+    ///
+    /// # Panics
+    /// If the interval is zero or longer than the timeout.
+    pub fn heartbeat(mut self, heartbeat: Option<Heartbeat>) -> Self {
+        if let Some(beat) = heartbeat {
+            assert!(
+                !beat.interval.is_zero() && beat.interval <= beat.timeout,
+                "the heartbeat interval must be positive and within the timeout"
+            );
+        }
+        self.config.heartbeat = heartbeat;
         self
     }
 
@@ -335,6 +354,7 @@ impl Client {
                 outbound_queue: 1024,
                 max_message_size: 16 << 20,
                 reconnect: None,
+                heartbeat: Some(Heartbeat::default()),
             },
         }
     }
@@ -694,10 +714,12 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
     let (sink, mut stream) = ws.split();
     let (outbound, queue) = mpsc::channel(config.outbound_queue);
     let close = Arc::new(CloseSignal::new());
+    let ping = Arc::new(Notify::new());
     let mut writer = tokio::spawn({
         let (close, kind) = (close.subscribe(), inner.protocol.message_kind());
+        let ping = Arc::clone(&ping);
         async move {
-            let _ = write_loop(sink, queue, close, kind).await;
+            let _ = write_loop(sink, queue, close, ping, kind).await;
         }
     });
     {
@@ -720,6 +742,7 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
     )
     .await;
 
+    let mut silent = false;
     let failure = match welcome {
         Ok(welcome) => {
             let session = Session::new(
@@ -732,7 +755,11 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
             client.set_status(Status::Ready);
             client.settle_waiters(&Ok(welcome.clone()));
             client.emit(ClientEvent::Ready { welcome });
-            serve(client, &session, &mut stream, &close, &mut peer_close).await;
+            let link = Link {
+                close: &close,
+                ping: &ping,
+            };
+            silent = serve(client, &session, &mut stream, link, &mut peer_close).await;
             session.close();
             client.state().session = None;
             None
@@ -745,7 +772,13 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
 
     // Read to the end: this sends tungstenite's echo of the server's close frame and receives
     // the server's answer to ours. Bounded, so a silent server cannot hold the client.
-    let until = Instant::now() + config.close_timeout;
+    // A server that stopped answering will not answer our close frame either.
+    let patience = if silent {
+        Duration::ZERO
+    } else {
+        config.close_timeout
+    };
+    let until = Instant::now() + patience;
     while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, stream.next()).await {
         if let Message::Close(frame) = message {
             peer_close.get_or_insert(received_close(frame));
@@ -889,22 +922,35 @@ async fn handshake(
     }
 }
 
-/// Routes the server's frames until the connection ends or a close is requested.
+/// How the read loop reaches the writer: the close signal and the heartbeat's pings.
+struct Link<'a> {
+    close: &'a CloseSignal,
+    ping: &'a Notify,
+}
+
+/// Routes the server's frames until the connection ends or a close is requested; true when
+/// the heartbeat gave a silent server up.
 async fn serve(
     client: &Client,
     session: &Session<Client>,
     stream: &mut Stream,
-    close: &CloseSignal,
+    link: Link<'_>,
     peer_close: &mut Option<Close>,
-) {
+) -> bool {
+    let Link { close, ping } = link;
     let mut requested = close.subscribe();
+    let mut liveness = client.0.config.heartbeat.map(Liveness::new);
     loop {
-        // Both arms are cancel-safe: the stream and the watch lose nothing.
+        // Every arm is cancel-safe: the stream, the watch and the ticker lose nothing.
         tokio::select! {
-            message = stream.next() => match message {
+            message = stream.next() => {
+                if let (Some(Ok(_)), Some(liveness)) = (&message, liveness.as_mut()) {
+                    liveness.heard();
+                }
+                match message {
                 Some(Ok(Message::Close(frame))) => {
                     *peer_close = Some(received_close(frame));
-                    return;
+                    return false;
                 }
                 Some(Ok(message)) => {
                     if let Some((kind, data)) = message_data(&message) {
@@ -917,11 +963,20 @@ async fn serve(
                     if let Some(answer) = close_for_read_error(&error) {
                         close.request(answer);
                     }
-                    return;
+                    return false;
                 }
-                None => return,
+                None => return false,
+            }
+            }
+            _ = close_requested(&mut requested) => return false,
+            beat = pulse(&mut liveness) => match beat {
+                Pulse::Alive => {}
+                Pulse::Ping => ping.notify_one(),
+                Pulse::Dead => {
+                    close.request(Close::new(HEARTBEAT_TIMEOUT.0, HEARTBEAT_TIMEOUT.1));
+                    return true;
+                }
             },
-            _ = close_requested(&mut requested) => return,
         }
     }
 }

@@ -46,6 +46,7 @@ pub use reconnect::Reconnect;
 
 #[cfg(feature = "msgpack")]
 pub use wse_core::MsgPack;
+pub use wse_core::transport::Heartbeat;
 pub use wse_core::{
     CallError, CloseReason, ErrorCode, ErrorObject, Json, Protocol, RegisterError, RpcError,
     SendError,

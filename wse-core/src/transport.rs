@@ -4,10 +4,13 @@
 //! No sockets are opened here: the writer is generic over any `Sink` of tungstenite messages.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -110,6 +113,94 @@ pub fn close_for_read_error(error: &WsError) -> Option<Close> {
     Some(Close::new(code, reason))
 }
 
+/// Close code and reason for a peer that went silent past the heartbeat timeout. 1011, so
+/// that a `wse` client with reconnect enabled, alive after all, comes back.
+pub const HEARTBEAT_TIMEOUT: (u16, &str) = (1011, "wse.heartbeat-timeout");
+
+/// Liveness of the peer: ping it when it has been quiet for `interval`, give it up when
+/// nothing at all (data, ping, pong) came from it for `timeout`.
+///
+/// Pings are WebSocket control frames: browsers and every WebSocket library answer them on
+/// their own, so a `wse` peer needs nothing to take part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// How long the peer may be quiet before it is pinged; also how often the check runs.
+    pub interval: Duration,
+    /// How long the peer may be silent before the connection is closed with
+    /// [`HEARTBEAT_TIMEOUT`].
+    pub timeout: Duration,
+}
+
+impl Default for Heartbeat {
+    /// Pings after 25 s of quiet (under the usual 30–60 s idle timeouts of proxies), gives up
+    /// after 60 s of silence.
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(25),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the heartbeat asks for at a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pulse {
+    /// The peer was heard recently: nothing to do.
+    Alive,
+    /// The peer has been quiet: ping it.
+    Ping,
+    /// The peer has been silent too long: close.
+    Dead,
+}
+
+/// The heartbeat of one connection, owned by its read loop.
+#[derive(Debug)]
+pub struct Liveness {
+    heartbeat: Heartbeat,
+    last_heard: Instant,
+    ticker: tokio::time::Interval,
+}
+
+impl Liveness {
+    /// Starts watching a peer heard from just now.
+    pub fn new(heartbeat: Heartbeat) -> Self {
+        let mut ticker =
+            tokio::time::interval_at(Instant::now() + heartbeat.interval, heartbeat.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            heartbeat,
+            last_heard: Instant::now(),
+            ticker,
+        }
+    }
+
+    /// Something came from the peer.
+    pub fn heard(&mut self) {
+        self.last_heard = Instant::now();
+    }
+
+    /// Waits for the next check and says what to do. Cancel-safe.
+    pub async fn tick(&mut self) -> Pulse {
+        self.ticker.tick().await;
+        let quiet = self.last_heard.elapsed();
+        if quiet >= self.heartbeat.timeout {
+            Pulse::Dead
+        } else if quiet >= self.heartbeat.interval {
+            Pulse::Ping
+        } else {
+            Pulse::Alive
+        }
+    }
+}
+
+/// Waits for the next heartbeat check, or forever without a heartbeat.
+pub async fn pulse(liveness: &mut Option<Liveness>) -> Pulse {
+    match liveness {
+        Some(liveness) => liveness.tick().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The data of a text or binary message; `None` for control messages.
 pub fn message_data(message: &Message) -> Option<(MessageKind, &[u8])> {
     match message {
@@ -137,21 +228,23 @@ pub fn close_frame(close: &Close) -> CloseFrame {
 }
 
 /// The writer task: drains the bounded outbound queue into the socket, feeding every frame it
-/// can take at once and flushing once per batch; sends the close frame when one is requested
-/// (after the frames already queued). Returns when the socket is closed or fails, or when
+/// can take at once and flushing once per batch; sends a ping when `ping` is notified; sends
+/// the close frame when one is requested (after the frames already queued). Returns when the socket is closed or fails, or when
 /// every sender of the queue is gone.
 pub async fn write_loop<S>(
     mut sink: S,
     mut frames: mpsc::Receiver<Bytes>,
     mut close: watch::Receiver<Option<Close>>,
+    ping: Arc<Notify>,
     kind: MessageKind,
 ) -> Result<(), S::Error>
 where
     S: Sink<Message> + Unpin,
 {
     loop {
-        // Both arms are cancel-safe: `recv` loses nothing when the other arm wins, and the
-        // close arm only reads the watch. Writes happen in the arm bodies, never in a race.
+        // Every arm is cancel-safe: `recv` loses nothing when another arm wins, the close arm
+        // only reads the watch, and a `Notify` keeps its permit for the next round. Writes
+        // happen in the arm bodies, never in a race.
         tokio::select! {
             biased;
             requested = close_requested(&mut close) => {
@@ -176,6 +269,9 @@ where
                     }
                 }
                 sink.flush().await?;
+            }
+            () = ping.notified() => {
+                sink.send(Message::Ping(Bytes::new())).await?;
             }
         }
     }

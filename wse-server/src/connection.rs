@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -30,7 +30,8 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use wse_core::transport::{
-    Close, CloseSignal, close_for_read_error, close_requested, message_data, write_loop,
+    Close, CloseSignal, HEARTBEAT_TIMEOUT, Liveness, Pulse, close_for_read_error, close_requested,
+    message_data, pulse, write_loop,
 };
 use wse_core::{
     CallError, CloseReason, Context, ErrorCode, Protocol, Report, SendError, Session, close_code,
@@ -259,6 +260,8 @@ struct Link<S> {
     stream: SplitStream<WebSocketStream<S>>,
     outbound: mpsc::Sender<Bytes>,
     close: Arc<CloseSignal>,
+    /// Asks the writer for a ping (the heartbeat).
+    ping: Arc<Notify>,
     writer: JoinHandle<()>,
     /// The close frame the peer sent, if it sent one.
     peer_close: Option<Close>,
@@ -425,16 +428,18 @@ pub(crate) async fn run<S>(
     let (sink, stream) = ws.split();
     let (outbound, queue) = mpsc::channel(shared.config.outbound_queue);
     let close = Arc::new(CloseSignal::new());
+    let ping = Arc::new(Notify::new());
     let writer = tokio::spawn({
-        let close = close.subscribe();
+        let (close, ping) = (close.subscribe(), Arc::clone(&ping));
         async move {
-            let _ = write_loop(sink, queue, close, kind).await;
+            let _ = write_loop(sink, queue, close, ping, kind).await;
         }
     });
     let mut link = Link {
         stream,
         outbound,
         close,
+        ping,
         writer,
         peer_close: None,
     };
@@ -493,11 +498,16 @@ pub(crate) async fn run<S>(
         connection: connection.clone(),
     });
 
-    read_loop(&connection, &mut link, stop).await;
+    let ended = read_loop(&connection, &mut link, stop).await;
 
     // Calls waiting on this device fail now, not after the closing handshake.
     connection.0.session.close();
-    let close = link.finish(shared.config.close_timeout).await;
+    // A peer that stopped answering will not answer our close frame either.
+    let patience = match ended {
+        Ended::Silent => Duration::ZERO,
+        Ended::Otherwise => shared.config.close_timeout,
+    };
+    let close = link.finish(patience).await;
     let left = shared.users.remove(&connection);
     server.emit(Event::Disconnected {
         connection: connection.clone(),
@@ -647,13 +657,27 @@ async fn expect_frame<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Routes frames until the peer closes, the socket fails, a close is requested, or the
 /// server stops.
+/// Why the read loop ended.
+enum Ended {
+    /// The heartbeat gave the peer up.
+    Silent,
+    /// Anything else: the peer or the server closed, the socket failed.
+    Otherwise,
+}
+
 async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
     connection: &Connection,
     link: &mut Link<S>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> Ended {
     let mut close = link.close.subscribe();
     let session = &connection.0.session;
+    let mut liveness = connection
+        .server()
+        .shared()
+        .config
+        .heartbeat
+        .map(Liveness::new);
     let mut bucket = connection
         .server()
         .shared()
@@ -663,7 +687,11 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         // All arms are cancel-safe: `next` on the stream and the watches lose nothing.
         tokio::select! {
-            message = link.stream.next() => match message {
+            message = link.stream.next() => {
+                if let (Some(Ok(_)), Some(liveness)) = (&message, liveness.as_mut()) {
+                    liveness.heard();
+                }
+                match message {
                 Some(Ok(message)) => match message_data(&message) {
                     Some((kind, data)) => {
                         // A burst of pipelined calls can outrun the tasks that answer them:
@@ -689,17 +717,17 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
                                 connection_id: Some(connection.id()),
                                 error: ServerError::ProtocolViolation(violation),
                             });
-                            return;
+                            return Ended::Otherwise;
                         }
                         if verdict == Verdict::Abuse {
                             connection.close_with(RATE_LIMITED.0, RATE_LIMITED.1);
-                            return;
+                            return Ended::Otherwise;
                         }
                     }
                     None => {
                         if let Message::Close(frame) = message {
                             link.peer_close = Some(peer_close(frame));
-                            return;
+                            return Ended::Otherwise;
                         }
                     }
                 },
@@ -711,15 +739,24 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
                         connection_id: Some(connection.id()),
                         error: ServerError::Transport(error.to_string()),
                     });
-                    return;
+                    return Ended::Otherwise;
                 }
-                None => return,
+                None => return Ended::Otherwise,
+            }
+            }
+            _ = close_requested(&mut close) => return Ended::Otherwise,
+            beat = pulse(&mut liveness) => match beat {
+                Pulse::Alive => {}
+                Pulse::Ping => link.ping.notify_one(),
+                Pulse::Dead => {
+                    connection.close_with(HEARTBEAT_TIMEOUT.0, HEARTBEAT_TIMEOUT.1);
+                    return Ended::Silent;
+                }
             },
-            _ = close_requested(&mut close) => return,
             _ = stopped(&mut stop) => {
                 // 1012 (service restart): clients with reconnect enabled come back.
                 connection.close_with(1012, CloseReason::ByServer);
-                return;
+                return Ended::Otherwise;
             }
         }
     }

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use wse_core::transport::Heartbeat;
 use wse_core::{Json, PackError, Protocol, RegisterError, Registry, RpcError, SessionConfig};
 
 use crate::auth::{Challenge, Decision, Handshake, Identify};
@@ -63,6 +64,7 @@ pub(crate) struct Config {
     pub(crate) max_message_size: usize,
     pub(crate) read_buffer_size: usize,
     pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) heartbeat: Option<Heartbeat>,
     max_connections: usize,
     max_connections_per_address: usize,
     auth_failure_limit: AuthFailureLimit,
@@ -204,6 +206,23 @@ impl Builder {
             );
         }
         self.config.rate_limit = limit;
+        self
+    }
+
+    /// Ping a connection that has been quiet, and close one silent past the timeout with
+    /// 1011 `wse.heartbeat-timeout` (a dead peer leaves no other trace), or `None` for no
+    /// heartbeat. Default: ping after 25 s of quiet, close after 60 s of silence.
+    ///
+    /// # Panics
+    /// If the interval is zero or longer than the timeout.
+    pub fn heartbeat(mut self, heartbeat: Option<Heartbeat>) -> Self {
+        if let Some(beat) = heartbeat {
+            assert!(
+                !beat.interval.is_zero() && beat.interval <= beat.timeout,
+                "the heartbeat interval must be positive and within the timeout"
+            );
+        }
+        self.config.heartbeat = heartbeat;
         self
     }
 
@@ -352,6 +371,7 @@ impl Server {
                 close_timeout: Duration::from_secs(5),
                 max_message_size: 1 << 20,
                 read_buffer_size: 8 << 10,
+                heartbeat: Some(Heartbeat::default()),
                 rate_limit: Some(RateLimit {
                     per_second: 1_000,
                     burst: 2_000,
