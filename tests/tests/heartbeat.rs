@@ -83,6 +83,8 @@ async fn a_client_gives_up_a_silent_server() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
+        // The error type is tungstenite's; this callback never returns it.
+        #[allow(clippy::result_large_err)]
         let select = |_: &Request, mut response: Response| {
             response.headers_mut().insert(
                 "sec-websocket-protocol",

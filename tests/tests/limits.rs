@@ -173,3 +173,15 @@ async fn server_calls_past_max_pending_fail_and_the_connection_stays() {
     raw.send(&json!(["echo", 1, "e"])).await;
     assert_eq!(raw.frame().await, json!(["~wse:response", 1, "e"]));
 }
+
+#[tokio::test]
+async fn a_socket_that_never_upgrades_is_closed_after_the_handshake_timeout() {
+    let server = serve(builder().handshake_timeout(Duration::from_millis(200))).await;
+    for request in [&b""[..], b"GET / HTTP/1.1\r\nHost: x\r\n"] {
+        let mut tcp = TcpStream::connect(server.addr()).await.unwrap();
+        tcp.write_all(request).await.unwrap();
+        let mut buffer = [0u8; 64];
+        let read = within("the server hangs up", tcp.read(&mut buffer)).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+}
