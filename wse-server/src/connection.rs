@@ -34,8 +34,8 @@ use wse_core::transport::{
     message_data, pulse, write_loop,
 };
 use wse_core::{
-    CallError, CloseReason, Context, ErrorCode, Protocol, Report, SendError, Session, close_code,
-    frame,
+    CallError, CloseReason, Context, ErrorCode, MessageKind, Protocol, Report, SendError, Session,
+    close_code, frame,
 };
 
 use crate::auth::{Answered, Decision, Handshake};
@@ -274,6 +274,31 @@ enum Next {
     TimedOut,
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Link<S> {
+    /// Splits the socket: the read half stays here, the write half goes to a writer task that
+    /// drains a queue of `capacity` frames.
+    fn new(ws: WebSocketStream<S>, kind: MessageKind, capacity: usize) -> Self {
+        let (sink, stream) = ws.split();
+        let (outbound, queue) = mpsc::channel(capacity);
+        let close = Arc::new(CloseSignal::new());
+        let ping = Arc::new(Notify::new());
+        let writer = tokio::spawn({
+            let (close, ping) = (close.subscribe(), Arc::clone(&ping));
+            async move {
+                let _ = write_loop(sink, queue, close, ping, kind).await;
+            }
+        });
+        Self {
+            stream,
+            outbound,
+            close,
+            ping,
+            writer,
+            peer_close: None,
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// The next text or binary message before `deadline`; pings and pongs are answered by
     /// tungstenite and skipped. Cancel-safe: nothing but control frames is consumed.
@@ -424,25 +449,8 @@ pub(crate) async fn run<S>(
     let codec = chosen.map(|index| (index, Arc::clone(&shared.codecs[index])));
     let kind = codec
         .as_ref()
-        .map_or(wse_core::MessageKind::Text, |(_, c)| c.message_kind());
-    let (sink, stream) = ws.split();
-    let (outbound, queue) = mpsc::channel(shared.config.outbound_queue);
-    let close = Arc::new(CloseSignal::new());
-    let ping = Arc::new(Notify::new());
-    let writer = tokio::spawn({
-        let (close, ping) = (close.subscribe(), Arc::clone(&ping));
-        async move {
-            let _ = write_loop(sink, queue, close, ping, kind).await;
-        }
-    });
-    let mut link = Link {
-        stream,
-        outbound,
-        close,
-        ping,
-        writer,
-        peer_close: None,
-    };
+        .map_or(MessageKind::Text, |(_, c)| c.message_kind());
+    let mut link = Link::new(ws, kind, shared.config.outbound_queue);
 
     let id = shared.next_connection_id();
     let outcome = match &codec {
@@ -500,15 +508,16 @@ pub(crate) async fn run<S>(
 
     let ended = read_loop(&connection, &mut link, stop).await;
 
-    // Calls waiting on this device fail now, not after the closing handshake.
+    // Calls waiting on this device fail now, and sends to its user skip it, rather than
+    // after the closing handshake.
     connection.0.session.close();
+    let left = shared.users.remove(&connection);
     // A peer that stopped answering will not answer our close frame either.
     let patience = match ended {
         Ended::Silent => Duration::ZERO,
         Ended::Otherwise => shared.config.close_timeout,
     };
     let close = link.finish(patience).await;
-    let left = shared.users.remove(&connection);
     server.emit(Event::Disconnected {
         connection: connection.clone(),
         code: close.code,
