@@ -1,0 +1,147 @@
+//! The results: a table on stdout and a JSON file, every figure next to its baseline.
+
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::load::RpcRun;
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Row {
+    /// rpc, handshake, memory, fanout.
+    pub(crate) mode: String,
+    /// What was measured.
+    pub(crate) subject: String,
+    /// The load shape.
+    pub(crate) shape: String,
+    /// The unit.
+    pub(crate) unit: String,
+    /// The figure.
+    pub(crate) value: f64,
+    /// The baseline's figure in the same run, when this is not the baseline.
+    pub(crate) baseline: Option<f64>,
+    /// value / baseline.
+    pub(crate) ratio: Option<f64>,
+    /// Whether a smaller value is better (latency, memory).
+    pub(crate) lower_is_better: bool,
+}
+
+impl Row {
+    pub(crate) fn new(mode: &str, subject: &str, shape: &str, unit: &str, value: f64) -> Self {
+        Self {
+            mode: mode.to_owned(),
+            subject: subject.to_owned(),
+            shape: shape.to_owned(),
+            unit: unit.to_owned(),
+            value,
+            baseline: None,
+            ratio: None,
+            lower_is_better: false,
+        }
+    }
+
+    pub(crate) fn against(mut self, baseline: f64) -> Self {
+        self.baseline = Some(baseline);
+        self.ratio = (baseline > 0.0).then(|| self.value / baseline);
+        self
+    }
+
+    pub(crate) fn lower_is_better(mut self) -> Self {
+        self.lower_is_better = true;
+        self
+    }
+}
+
+/// All rows of a run.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Report {
+    rows: Vec<Row>,
+}
+
+fn percentile_ms(latency: &Histogram<u64>, quantile: f64) -> f64 {
+    latency.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+impl Report {
+    pub(crate) fn push(&mut self, row: Row) {
+        self.rows.push(row);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Calls/s and latency percentiles of an RPC run, against the baseline's when given.
+    pub(crate) fn rpc(
+        &mut self,
+        subject: &str,
+        shape: &str,
+        run: &RpcRun,
+        baseline: Option<&RpcRun>,
+    ) {
+        let rate = |run: &RpcRun| run.calls as f64 / run.window.as_secs_f64();
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            eprintln!(
+                "{subject}: {} calls, mean {:.1} us, min {} us, max {} us, len {}",
+                run.calls,
+                run.latency.mean(),
+                run.latency.min(),
+                run.latency.max(),
+                run.latency.len()
+            );
+        }
+        let mut rows = vec![Row::new("rpc", subject, shape, "calls/s", rate(run))];
+        for (name, quantile) in [("p50 ms", 0.5), ("p99 ms", 0.99), ("p999 ms", 0.999)] {
+            rows.push(
+                Row::new(
+                    "rpc",
+                    subject,
+                    shape,
+                    name,
+                    percentile_ms(&run.latency, quantile),
+                )
+                .lower_is_better(),
+            );
+        }
+        if let Some(baseline) = baseline {
+            let figures = [
+                rate(baseline),
+                percentile_ms(&baseline.latency, 0.5),
+                percentile_ms(&baseline.latency, 0.99),
+                percentile_ms(&baseline.latency, 0.999),
+            ];
+            rows = rows
+                .into_iter()
+                .zip(figures)
+                .map(|(row, figure)| row.against(figure))
+                .collect();
+        }
+        self.rows.extend(rows);
+    }
+
+    pub(crate) fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<10} {:<44} {:<26} {:>14} {:<16} {:>8}",
+            "mode", "subject", "shape", "value", "unit", "ratio"
+        );
+        for row in &self.rows {
+            let ratio = row
+                .ratio
+                .map_or_else(|| "baseline".to_owned(), |r| format!("{r:.2}×"));
+            let _ = writeln!(
+                out,
+                "{:<10} {:<44} {:<26} {:>14.2} {:<16} {:>8}",
+                row.mode, row.subject, row.shape, row.value, row.unit, ratio
+            );
+        }
+        out
+    }
+
+    pub(crate) fn json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
