@@ -940,6 +940,8 @@ async fn serve(
     let Link { close, ping } = link;
     let mut requested = close.subscribe();
     let mut liveness = client.0.config.heartbeat.map(Liveness::new);
+    // Made once, not per message: it resolves at most once, and then the loop ends.
+    let mut closing = std::pin::pin!(close_requested(&mut requested));
     loop {
         // Every arm is cancel-safe: the stream, the watch and the ticker lose nothing.
         tokio::select! {
@@ -968,7 +970,7 @@ async fn serve(
                 None => return false,
             }
             }
-            _ = close_requested(&mut requested) => return false,
+            _ = &mut closing => return false,
             beat = pulse(&mut liveness) => match beat {
                 Pulse::Alive => {}
                 Pulse::Ping => ping.notify_one(),

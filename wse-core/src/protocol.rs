@@ -6,6 +6,7 @@
 //! one per connection; payloads stay typed through [`erased_serde`], so a handler's argument
 //! is decoded straight from the message bytes.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -103,7 +104,7 @@ pub type PayloadVisitor<'v> = dyn for<'de> FnMut(&mut dyn erased_serde::Deserial
 /// let frame = codec.unpack(&bytes).unwrap();
 /// assert_eq!(codec.decode::<(i32, i32)>(frame.payload).unwrap(), (1, 2));
 /// ```
-pub trait Protocol: fmt::Debug + Send + Sync + 'static {
+pub trait Protocol: Any + fmt::Debug + Send + Sync + 'static {
     /// The name negotiated in `Sec-WebSocket-Protocol`.
     fn name(&self) -> &str;
 
@@ -154,6 +155,16 @@ impl dyn Protocol {
         payload: &T,
         stamp: Option<&str>,
     ) -> Result<Vec<u8>, PackError> {
+        // The built-in codecs serialize the concrete type directly; only other codecs pay for
+        // the type erasure that keeps this trait object-safe.
+        let codec: &dyn Any = self;
+        if codec.is::<Json>() {
+            return Json::write(kind, payload, stamp);
+        }
+        #[cfg(feature = "msgpack")]
+        if codec.is::<MsgPack>() {
+            return MsgPack::write(kind, payload, stamp);
+        }
         self.pack(kind, &payload, stamp)
     }
 
@@ -162,6 +173,14 @@ impl dyn Protocol {
     /// # Errors
     /// [`PayloadError`] when the payload does not fit `T`.
     pub fn decode<T: DeserializeOwned>(&self, raw: &[u8]) -> Result<T, PayloadError> {
+        let codec: &dyn Any = self;
+        if codec.is::<Json>() {
+            return Json::read(raw);
+        }
+        #[cfg(feature = "msgpack")]
+        if codec.is::<MsgPack>() {
+            return MsgPack::read(raw);
+        }
         let mut slot = None;
         self.deserialize_payload(raw, &mut |de| {
             slot = Some(erased_serde::deserialize::<T>(de)?);
@@ -179,6 +198,21 @@ pub struct Json;
 impl Json {
     /// The negotiated name.
     pub const NAME: &'static str = "wse-default-json";
+
+    fn write<T: Serialize + ?Sized>(
+        kind: &str,
+        payload: &T,
+        stamp: Option<&str>,
+    ) -> Result<Vec<u8>, PackError> {
+        let mut out = Vec::with_capacity(64);
+        serde_json::to_writer(&mut out, &(kind, payload, stamp))
+            .map_err(|e| PackError(e.to_string()))?;
+        Ok(out)
+    }
+
+    fn read<T: DeserializeOwned>(raw: &[u8]) -> Result<T, PayloadError> {
+        serde_json::from_slice(raw).map_err(|e| PayloadError(e.to_string()))
+    }
 }
 
 impl Protocol for Json {
@@ -196,10 +230,7 @@ impl Protocol for Json {
         payload: &dyn erased_serde::Serialize,
         stamp: Option<&str>,
     ) -> Result<Vec<u8>, PackError> {
-        let mut out = Vec::with_capacity(64);
-        serde_json::to_writer(&mut out, &(kind, payload, stamp))
-            .map_err(|e| PackError(e.to_string()))?;
-        Ok(out)
+        Self::write(kind, payload, stamp)
     }
 
     fn unpack<'a>(&self, data: &'a [u8]) -> Result<RawFrame<'a>, UnpackError> {
@@ -377,6 +408,29 @@ pub struct MsgPack;
 impl MsgPack {
     /// The negotiated name.
     pub const NAME: &'static str = "wse-msgpack";
+
+    fn write<T: Serialize + ?Sized>(
+        kind: &str,
+        payload: &T,
+        stamp: Option<&str>,
+    ) -> Result<Vec<u8>, PackError> {
+        let mut out = Vec::with_capacity(64);
+        let mut ser = rmp_serde::Serializer::new(&mut out).with_struct_map();
+        (kind, payload, stamp)
+            .serialize(&mut ser)
+            .map_err(|e| PackError(e.to_string()))?;
+        Ok(out)
+    }
+
+    fn read<T: DeserializeOwned>(raw: &[u8]) -> Result<T, PayloadError> {
+        let mut de = rmp_serde::Deserializer::new(raw);
+        let value = T::deserialize(&mut de).map_err(|e| PayloadError(e.to_string()))?;
+        if de.get_ref().is_empty() {
+            Ok(value)
+        } else {
+            Err(PayloadError("trailing bytes after the payload".into()))
+        }
+    }
 }
 
 #[cfg(feature = "msgpack")]
@@ -395,12 +449,7 @@ impl Protocol for MsgPack {
         payload: &dyn erased_serde::Serialize,
         stamp: Option<&str>,
     ) -> Result<Vec<u8>, PackError> {
-        let mut out = Vec::with_capacity(64);
-        let mut ser = rmp_serde::Serializer::new(&mut out).with_struct_map();
-        (kind, payload, stamp)
-            .serialize(&mut ser)
-            .map_err(|e| PackError(e.to_string()))?;
-        Ok(out)
+        Self::write(kind, payload, stamp)
     }
 
     fn unpack<'a>(&self, data: &'a [u8]) -> Result<RawFrame<'a>, UnpackError> {

@@ -15,21 +15,24 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ErrorCode, RpcError};
-use crate::frame::is_reserved;
+use crate::frame::{self, is_reserved};
 use crate::protocol::{PayloadError, Protocol};
 
-/// What a running procedure resolves to: its result, ready to encode in any codec.
-pub(crate) type ProcedureFuture =
-    Pin<Box<dyn Future<Output = Result<Box<dyn erased_serde::Serialize + Send>, RpcError>> + Send>>;
+/// What a running procedure resolves to: its `~wse:response` frame, already encoded (with
+/// the concrete result type, so the built-in codecs skip type erasure), or its error.
+pub(crate) type ProcedureFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, RpcError>> + Send>>;
 
 /// A registered procedure with its argument and result types erased.
 pub(crate) trait Procedure<C>: Send + Sync {
     /// Decodes the argument (synchronously, straight from the frame) and starts the handler.
+    /// Decodes the argument (synchronously, straight from the frame) and starts the
+    /// procedure, whose answer will carry `stamp`.
     fn start(
         &self,
         ctx: C,
-        protocol: &dyn Protocol,
+        protocol: &Arc<dyn Protocol>,
         payload: &[u8],
+        stamp: &str,
     ) -> Result<ProcedureFuture, PayloadError>;
 }
 
@@ -50,14 +53,16 @@ where
     fn start(
         &self,
         ctx: C,
-        protocol: &dyn Protocol,
+        protocol: &Arc<dyn Protocol>,
         payload: &[u8],
+        stamp: &str,
     ) -> Result<ProcedureFuture, PayloadError> {
         let args = protocol.decode::<A>(payload)?;
         let running = (self.0)(ctx, args);
+        let (protocol, stamp) = (Arc::clone(protocol), stamp.to_owned());
         Ok(Box::pin(async move {
             let result = running.await?;
-            Ok(Box::new(result) as Box<dyn erased_serde::Serialize + Send>)
+            Ok(protocol.encode(frame::RESPONSE, &result, Some(&stamp))?)
         }))
     }
 }

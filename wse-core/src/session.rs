@@ -13,6 +13,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -353,22 +354,11 @@ impl<C: Context> Session<C> {
     }
 
     fn serve(&self, ctx: &C, procedure: &str, stamp: &str, payload: &[u8]) {
-        let Ok(permit) = Arc::clone(&self.0.running).try_acquire_owned() else {
-            ctx.report(Report::TooManyCalls {
-                procedure: procedure.to_owned(),
-            });
-            self.reply_now(
-                ctx,
-                stamp,
-                &RpcError::code(ErrorCode::RpTooManyCalls).to_object(procedure),
-            );
-            return;
-        };
         let Some(handler) = self.0.registry.procedure(procedure) else {
             self.reply_now(ctx, stamp, &ErrorObject::from(ErrorCode::RpNotRegistered));
             return;
         };
-        let started = match handler.start(ctx.clone(), &*self.0.protocol, payload) {
+        let mut started = match handler.start(ctx.clone(), &self.0.protocol, payload, stamp) {
             Ok(started) => started,
             Err(error) => {
                 ctx.report(Report::InvalidPayload {
@@ -382,6 +372,43 @@ impl<C: Context> Session<C> {
                 return;
             }
         };
+        // Most procedures finish without waiting for anything: answer those right here, with
+        // no task to spawn and no wake-up. A procedure that waits moves, as it is, into a task
+        // of its own, whose first poll registers its real waker.
+        let first_poll = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            started
+                .as_mut()
+                .poll(&mut TaskContext::from_waker(Waker::noop()))
+        }));
+        let finished = match first_poll {
+            Ok(Poll::Pending) => None,
+            Ok(Poll::Ready(result)) => Some(result),
+            Err(_) => Some(Err(RpcError::panicked())),
+        };
+        if let Some(result) = finished {
+            let Some(frame) = answer(&*self.0.protocol, ctx, procedure, stamp, result) else {
+                return;
+            };
+            match self.0.outbound.try_send(frame) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(frame)) => self.send_later(ctx, stamp, frame),
+                Err(mpsc::error::TrySendError::Closed(_)) => ctx.report(Report::ReplyDropped {
+                    stamp: stamp.to_owned(),
+                }),
+            }
+            return;
+        }
+        let Ok(permit) = Arc::clone(&self.0.running).try_acquire_owned() else {
+            ctx.report(Report::TooManyCalls {
+                procedure: procedure.to_owned(),
+            });
+            self.reply_now(
+                ctx,
+                stamp,
+                &RpcError::code(ErrorCode::RpTooManyCalls).to_object(procedure),
+            );
+            return;
+        };
         let (ctx, procedure, stamp) = (ctx.clone(), procedure.to_owned(), stamp.to_owned());
         let (protocol, outbound) = (Arc::clone(&self.0.protocol), self.0.outbound.clone());
         tokio::spawn(async move {
@@ -389,33 +416,29 @@ impl<C: Context> Session<C> {
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| Err(RpcError::panicked()));
-            let encoded = match result {
-                Ok(value) => protocol
-                    .pack(frame::RESPONSE, &*value, Some(&stamp))
-                    .map_err(RpcError::from),
-                Err(error) => Err(error),
-            };
-            let frame = match encoded {
-                Ok(frame) => frame,
-                Err(error) => {
-                    if error.is_unexpected() {
-                        ctx.report(Report::ProcedureFailed {
-                            procedure: procedure.clone(),
-                            error: error.to_string(),
-                        });
-                    }
-                    match protocol.encode(
-                        frame::RESPONSE_ERR,
-                        &error.to_object(&procedure),
-                        Some(&stamp),
-                    ) {
-                        Ok(frame) => frame,
-                        Err(_) => return ctx.report(Report::ReplyDropped { stamp }),
-                    }
-                }
+            let Some(frame) = answer(&*protocol, &ctx, &procedure, &stamp, result) else {
+                return;
             };
             // Waiting here is bounded: this task holds one of `max_running_calls` permits.
-            if outbound.send(Bytes::from(frame)).await.is_err() {
+            if outbound.send(frame).await.is_err() {
+                ctx.report(Report::ReplyDropped { stamp });
+            }
+            drop(permit);
+        });
+    }
+
+    /// Queues a reply once the outbound queue has room, in a task holding one of the running
+    /// calls' permits (so such tasks are bounded too); without a permit the reply is dropped.
+    fn send_later(&self, ctx: &C, stamp: &str, frame: Bytes) {
+        let Ok(permit) = Arc::clone(&self.0.running).try_acquire_owned() else {
+            ctx.report(Report::ReplyDropped {
+                stamp: stamp.to_owned(),
+            });
+            return;
+        };
+        let (ctx, stamp, outbound) = (ctx.clone(), stamp.to_owned(), self.0.outbound.clone());
+        tokio::spawn(async move {
+            if outbound.send(frame).await.is_err() {
                 ctx.report(Report::ReplyDropped { stamp });
             }
             drop(permit);
@@ -576,6 +599,41 @@ impl<C: Context> Session<C> {
             if n == 0 {
                 break stamp;
             }
+        }
+    }
+}
+
+/// The response frame for a finished procedure: its result, or its error object (an
+/// unexpected failure is reported here and sent without its cause). `None` when not even
+/// the error can be encoded (reported as a dropped reply).
+fn answer<C: Context>(
+    protocol: &dyn Protocol,
+    ctx: &C,
+    procedure: &str,
+    stamp: &str,
+    result: Result<Vec<u8>, RpcError>,
+) -> Option<Bytes> {
+    let error = match result {
+        Ok(frame) => return Some(Bytes::from(frame)),
+        Err(error) => error,
+    };
+    if error.is_unexpected() {
+        ctx.report(Report::ProcedureFailed {
+            procedure: procedure.to_owned(),
+            error: error.to_string(),
+        });
+    }
+    match protocol.encode(
+        frame::RESPONSE_ERR,
+        &error.to_object(procedure),
+        Some(stamp),
+    ) {
+        Ok(frame) => Some(Bytes::from(frame)),
+        Err(_) => {
+            ctx.report(Report::ReplyDropped {
+                stamp: stamp.to_owned(),
+            });
+            None
         }
     }
 }

@@ -157,7 +157,11 @@ pub enum Pulse {
 #[derive(Debug)]
 pub struct Liveness {
     heartbeat: Heartbeat,
+    /// When the peer was last known to be alive, to the precision of a tick.
     last_heard: Instant,
+    /// Whether anything came since the last tick: a flag, so that hearing costs no clock
+    /// read per message.
+    heard_since_tick: bool,
     ticker: tokio::time::Interval,
 }
 
@@ -170,19 +174,23 @@ impl Liveness {
         Self {
             heartbeat,
             last_heard: Instant::now(),
+            heard_since_tick: false,
             ticker,
         }
     }
 
     /// Something came from the peer.
     pub fn heard(&mut self) {
-        self.last_heard = Instant::now();
+        self.heard_since_tick = true;
     }
 
     /// Waits for the next check and says what to do. Cancel-safe.
     pub async fn tick(&mut self) -> Pulse {
-        self.ticker.tick().await;
-        let quiet = self.last_heard.elapsed();
+        let now = self.ticker.tick().await;
+        if std::mem::take(&mut self.heard_since_tick) {
+            self.last_heard = now;
+        }
+        let quiet = now.saturating_duration_since(self.last_heard);
         if quiet >= self.heartbeat.timeout {
             Pulse::Dead
         } else if quiet >= self.heartbeat.interval {
@@ -241,6 +249,9 @@ pub async fn write_loop<S>(
 where
     S: Sink<Message> + Unpin,
 {
+    // Armed once and again after each ping: a fresh `Notified` per loop would join and
+    // leave the notifier's waiter list (a lock) for every batch of frames.
+    let mut pinged = std::pin::pin!(ping.notified());
     loop {
         // Every arm is cancel-safe: `recv` loses nothing when another arm wins, the close arm
         // only reads the watch, and a `Notify` keeps its permit for the next round. Writes
@@ -270,7 +281,8 @@ where
                 }
                 sink.flush().await?;
             }
-            () = ping.notified() => {
+            () = &mut pinged => {
+                pinged.set(ping.notified());
                 sink.send(Message::Ping(Bytes::new())).await?;
             }
         }

@@ -693,6 +693,9 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
         .config
         .rate_limit
         .map(|limit| TokenBucket::new(limit, Instant::now()));
+    // Made once, not per message: each resolves at most once, and then the loop ends.
+    let mut closing = std::pin::pin!(close_requested(&mut close));
+    let mut stopping = std::pin::pin!(stopped(&mut stop));
     loop {
         // All arms are cancel-safe: `next` on the stream and the watches lose nothing.
         tokio::select! {
@@ -753,7 +756,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 None => return Ended::Otherwise,
             }
             }
-            _ = close_requested(&mut close) => return Ended::Otherwise,
+            _ = &mut closing => return Ended::Otherwise,
             beat = pulse(&mut liveness) => match beat {
                 Pulse::Alive => {}
                 Pulse::Ping => link.ping.notify_one(),
@@ -762,7 +765,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     return Ended::Silent;
                 }
             },
-            _ = stopped(&mut stop) => {
+            () = &mut stopping => {
                 // 1012 (service restart): clients with reconnect enabled come back.
                 connection.close_with(1012, CloseReason::ByServer);
                 return Ended::Otherwise;
