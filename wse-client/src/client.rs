@@ -945,6 +945,7 @@ async fn serve(
     loop {
         // Every arm is cancel-safe: the stream, the watch and the ticker lose nothing.
         tokio::select! {
+            biased;
             message = stream.next() => {
                 if let (Some(Ok(_)), Some(liveness)) = (&message, liveness.as_mut()) {
                     liveness.heard();

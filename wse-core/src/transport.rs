@@ -242,35 +242,32 @@ pub fn close_frame(close: &Close) -> CloseFrame {
 pub async fn write_loop<S>(
     mut sink: S,
     mut frames: mpsc::Receiver<Bytes>,
-    mut close: watch::Receiver<Option<Close>>,
+    close: watch::Receiver<Option<Close>>,
     ping: Arc<Notify>,
     kind: MessageKind,
 ) -> Result<(), S::Error>
 where
     S: Sink<Message> + Unpin,
 {
-    // Armed once and again after each ping: a fresh `Notified` per loop would join and
-    // leave the notifier's waiter list (a lock) for every batch of frames.
+    // Frames come first (`biased`), so a busy connection polls nothing else; a cheap probe of
+    // the close signal after each batch keeps a close from waiting behind steady traffic.
+    let mut probe = close.clone();
+    let mut watched = close;
+    // Made once: resolves once, and then the loop ends.
+    let mut closing = std::pin::pin!(close_requested(&mut watched));
+    // Armed once and again after each ping: a fresh `Notified` per loop would join and leave
+    // the notifier's waiter list (a lock) for every batch of frames.
     let mut pinged = std::pin::pin!(ping.notified());
-    loop {
+    let requested = loop {
         // Every arm is cancel-safe: `recv` loses nothing when another arm wins, the close arm
         // only reads the watch, and a `Notify` keeps its permit for the next round. Writes
         // happen in the arm bodies, never in a race.
         tokio::select! {
             biased;
-            requested = close_requested(&mut close) => {
-                while let Ok(frame) = frames.try_recv() {
-                    if let Some(message) = to_message(kind, frame) {
-                        sink.feed(message).await?;
-                    }
-                }
-                if let Some(requested) = requested {
-                    sink.send(Message::Close(Some(close_frame(&requested)))).await?;
-                }
-                return Ok(());
-            }
             frame = frames.recv() => {
-                let Some(frame) = frame else { return Ok(()) };
+                // Every sender gone: the connection is over, but a close asked for just
+                // before must still go out.
+                let Some(frame) = frame else { break probe.borrow_and_update().clone() };
                 if let Some(message) = to_message(kind, frame) {
                     sink.feed(message).await?;
                 }
@@ -280,11 +277,28 @@ where
                     }
                 }
                 sink.flush().await?;
+                if probe.has_changed().unwrap_or(true) {
+                    break probe.borrow_and_update().clone();
+                }
             }
+            requested = &mut closing => break requested,
             () = &mut pinged => {
                 pinged.set(ping.notified());
                 sink.send(Message::Ping(Bytes::new())).await?;
             }
         }
+    };
+    // The frames already queued go out before the close frame.
+    while let Ok(frame) = frames.try_recv() {
+        if let Some(message) = to_message(kind, frame) {
+            sink.feed(message).await?;
+        }
+    }
+    match requested {
+        Some(requested) => {
+            sink.send(Message::Close(Some(close_frame(&requested))))
+                .await
+        }
+        None => sink.flush().await,
     }
 }

@@ -699,6 +699,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         // All arms are cancel-safe: `next` on the stream and the watches lose nothing.
         tokio::select! {
+            biased;
             message = link.stream.next() => {
                 if let (Some(Ok(_)), Some(liveness)) = (&message, liveness.as_mut()) {
                     liveness.heard();
