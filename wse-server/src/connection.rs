@@ -430,7 +430,9 @@ pub(crate) async fn run<S>(
     };
     let upgrade =
         tokio_tungstenite::accept_hdr_async_with_config(io, pick, Some(shared.config.websocket()));
-    let ws = match tokio::time::timeout_at(deadline, upgrade).await {
+    // Boxed, as is the handshake below: they are large and only live until the welcome, so
+    // they must not size the task that lives as long as the connection.
+    let ws = match Box::pin(tokio::time::timeout_at(deadline, upgrade)).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => {
             return server.emit(Event::Rejected {
@@ -455,7 +457,9 @@ pub(crate) async fn run<S>(
     let id = shared.next_connection_id();
     let outcome = match &codec {
         None => Err(Rejection::NoCommonProtocol),
-        Some((_, codec)) => handshake(shared, &mut link, codec, id, remote_addr, deadline).await,
+        Some((_, codec)) => {
+            Box::pin(handshake(shared, &mut link, codec, id, remote_addr, deadline)).await
+        }
     };
     let (index, codec, handshake, user_id, welcome) = match (codec, outcome) {
         (Some((index, codec)), Ok((handshake, user_id, welcome))) => {
@@ -463,7 +467,7 @@ pub(crate) async fn run<S>(
         }
         (_, outcome) => {
             let reason = outcome.err().unwrap_or(Rejection::Gone);
-            return reject(&server, link, remote_addr, reason).await;
+            return Box::pin(reject(&server, link, remote_addr, reason)).await;
         }
     };
 
@@ -491,7 +495,7 @@ pub(crate) async fn run<S>(
         .is_ok_and(|frame| link.queue(frame));
     if !welcomed {
         let reason = Rejection::ProtocolError("welcome payload cannot be encoded".into());
-        return reject(&server, link, remote_addr, reason).await;
+        return Box::pin(reject(&server, link, remote_addr, reason)).await;
     }
     let added = shared.users.add(&connection, shared.config.conn_per_user);
     for old in &added.evicted {
