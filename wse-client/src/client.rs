@@ -11,13 +11,14 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
+use tokio::sync::{Notify, broadcast, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use wse_core::outbox::{Outbox, outbox};
 use wse_core::transport::{
     Close, CloseSignal, HEARTBEAT_TIMEOUT, Heartbeat, Liveness, Pulse, close_for_read_error,
     close_requested, message_data, pulse, write_loop,
@@ -712,7 +713,7 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
     };
 
     let (sink, mut stream) = ws.split();
-    let (outbound, queue) = mpsc::channel(config.outbound_queue);
+    let (outbound, queue) = outbox(config.outbound_queue);
     let close = Arc::new(CloseSignal::new());
     let ping = Arc::new(Notify::new());
     let mut writer = tokio::spawn({
@@ -846,7 +847,7 @@ fn received_close(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseF
 async fn handshake(
     client: &Client,
     stream: &mut Stream,
-    outbound: &mpsc::Sender<bytes::Bytes>,
+    outbound: &Outbox,
     close: &CloseSignal,
     peer_close: &mut Option<Close>,
     hello: Value,

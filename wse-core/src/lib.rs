@@ -25,6 +25,7 @@
 //! - `cra`: the standard HMAC challenge, [`HmacQuest`].
 //! - `registry`: procedures and message handlers by name, [`Registry`].
 //! - `session`: the RPC engine of one connection, [`Session`].
+//! - [`outbox`]: a connection's bounded outbound queue, free while empty.
 //! - `transport` (feature `transport`): messages to frames and back, the writer task.
 //!
 //! # Features
@@ -39,6 +40,7 @@
 mod cra;
 mod error;
 pub mod frame;
+pub mod outbox;
 mod protocol;
 mod registry;
 mod session;

@@ -20,10 +20,11 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::error::{CallError, ErrorCode, ErrorObject, RpcError};
 use crate::frame::{self, RawFrame};
+use crate::outbox::{Outbox, TrySendError};
 use crate::protocol::{MessageKind, PayloadError, Protocol, UnpackError};
 use crate::registry::Registry;
 
@@ -162,7 +163,7 @@ struct Pending {
 struct Inner<C> {
     protocol: Arc<dyn Protocol>,
     /// The connection writer's queue: bounded, so a peer that stops reading cannot grow it.
-    outbound: mpsc::Sender<Bytes>,
+    outbound: Outbox,
     registry: Arc<Registry<C>>,
     /// This side's calls waiting for their response, by stamp.
     pending: Mutex<Pending>,
@@ -237,7 +238,7 @@ impl<C: Context> Session<C> {
     /// A session that writes to `outbound` and serves the procedures of `registry`.
     pub fn new(
         protocol: Arc<dyn Protocol>,
-        outbound: mpsc::Sender<Bytes>,
+        outbound: Outbox,
         registry: Arc<Registry<C>>,
         config: SessionConfig,
     ) -> Self {
@@ -391,8 +392,8 @@ impl<C: Context> Session<C> {
             };
             match self.0.outbound.try_send(frame) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(frame)) => self.send_later(ctx, stamp, frame),
-                Err(mpsc::error::TrySendError::Closed(_)) => ctx.report(Report::ReplyDropped {
+                Err(TrySendError::Full(frame)) => self.send_later(ctx, stamp, frame),
+                Err(TrySendError::Closed(_)) => ctx.report(Report::ReplyDropped {
                     stamp: stamp.to_owned(),
                 }),
             }
@@ -504,8 +505,8 @@ impl<C: Context> Session<C> {
     /// [`SendError::Full`] or [`SendError::Closed`].
     pub fn send_encoded(&self, frame: Bytes) -> Result<(), SendError> {
         self.0.outbound.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::Full,
-            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+            TrySendError::Full(_) => SendError::Full,
+            TrySendError::Closed(_) => SendError::Closed,
         })
     }
 

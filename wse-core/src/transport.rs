@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
+use crate::outbox::Drain;
 use crate::protocol::MessageKind;
 
 /// A close frame to send: code and reason.
@@ -241,7 +242,7 @@ pub fn close_frame(close: &Close) -> CloseFrame {
 /// every sender of the queue is gone.
 pub async fn write_loop<S>(
     mut sink: S,
-    mut frames: mpsc::Receiver<Bytes>,
+    mut frames: Drain,
     close: watch::Receiver<Option<Close>>,
     ping: Arc<Notify>,
     kind: MessageKind,
@@ -259,19 +260,16 @@ where
     // the notifier's waiter list (a lock) for every batch of frames.
     let mut pinged = std::pin::pin!(ping.notified());
     let requested = loop {
-        // Every arm is cancel-safe: `recv` loses nothing when another arm wins, the close arm
+        // Every arm is cancel-safe: `next_batch` loses nothing when another arm wins, the close arm
         // only reads the watch, and a `Notify` keeps its permit for the next round. Writes
         // happen in the arm bodies, never in a race.
         tokio::select! {
             biased;
-            frame = frames.recv() => {
+            batch = frames.next_batch() => {
                 // Every sender gone: the connection is over, but a close asked for just
                 // before must still go out.
-                let Some(frame) = frame else { break probe.borrow_and_update().clone() };
-                if let Some(message) = to_message(kind, frame) {
-                    sink.feed(message).await?;
-                }
-                while let Ok(frame) = frames.try_recv() {
+                let Some(batch) = batch else { break probe.borrow_and_update().clone() };
+                for frame in batch {
                     if let Some(message) = to_message(kind, frame) {
                         sink.feed(message).await?;
                     }
@@ -289,7 +287,7 @@ where
         }
     };
     // The frames already queued go out before the close frame.
-    while let Ok(frame) = frames.try_recv() {
+    for frame in frames.try_batch().into_iter().flatten() {
         if let Some(message) = to_message(kind, frame) {
             sink.feed(message).await?;
         }

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
+use wse_core::outbox::{Outbox, outbox};
 use wse_core::transport::{
     Close, CloseSignal, HEARTBEAT_TIMEOUT, Liveness, Pulse, close_for_read_error, close_requested,
     message_data, pulse, write_loop,
@@ -258,7 +259,7 @@ fn fit_close_reason(mut reason: String) -> String {
 /// The socket of one connection as its task sees it.
 struct Link<S> {
     stream: SplitStream<WebSocketStream<S>>,
-    outbound: mpsc::Sender<Bytes>,
+    outbound: Outbox,
     close: Arc<CloseSignal>,
     /// Asks the writer for a ping (the heartbeat).
     ping: Arc<Notify>,
@@ -279,7 +280,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Link<S> {
     /// drains a queue of `capacity` frames.
     fn new(ws: WebSocketStream<S>, kind: MessageKind, capacity: usize) -> Self {
         let (sink, stream) = ws.split();
-        let (outbound, queue) = mpsc::channel(capacity);
+        let (outbound, queue) = outbox(capacity);
         let close = Arc::new(CloseSignal::new());
         let ping = Arc::new(Notify::new());
         let writer = tokio::spawn({
@@ -458,7 +459,15 @@ pub(crate) async fn run<S>(
     let outcome = match &codec {
         None => Err(Rejection::NoCommonProtocol),
         Some((_, codec)) => {
-            Box::pin(handshake(shared, &mut link, codec, id, remote_addr, deadline)).await
+            Box::pin(handshake(
+                shared,
+                &mut link,
+                codec,
+                id,
+                remote_addr,
+                deadline,
+            ))
+            .await
         }
     };
     let (index, codec, handshake, user_id, welcome) = match (codec, outcome) {

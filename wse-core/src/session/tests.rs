@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::outbox::{Drain, outbox};
 use crate::protocol::Json;
 
 #[derive(Clone, Default)]
@@ -31,8 +32,8 @@ struct Pair {
 
 /// Session `a` calls, session `b` serves `registry`; frames travel through a pump task each way.
 fn pair(registry: Registry<Peer>, config: SessionConfig) -> Pair {
-    let (a_tx, a_rx) = mpsc::channel(64);
-    let (b_tx, b_rx) = mpsc::channel(64);
+    let (a_tx, a_rx) = outbox(64);
+    let (b_tx, b_rx) = outbox(64);
     let a = Session::new(Arc::new(Json), a_tx, Arc::new(Registry::new()), config);
     let b = Session::new(Arc::new(Json), b_tx, Arc::new(registry), config);
     let (a_peer, b_peer) = (Peer::default(), Peer::default());
@@ -46,11 +47,13 @@ fn pair(registry: Registry<Peer>, config: SessionConfig) -> Pair {
     }
 }
 
-fn pump(mut rx: mpsc::Receiver<Bytes>, to: Session<Peer>, peer: Peer) {
+fn pump(mut rx: Drain, to: Session<Peer>, peer: Peer) {
     tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            to.dispatch(&peer, &frame, MessageKind::Text)
-                .expect("valid frame");
+        while let Some(batch) = rx.next_batch().await {
+            for frame in batch {
+                to.dispatch(&peer, &frame, MessageKind::Text)
+                    .expect("valid frame");
+            }
         }
     });
 }
@@ -215,7 +218,7 @@ async fn messages_reach_handlers_and_unknown_types_are_ignored() {
 
 #[test]
 fn unmatched_responses_are_reported_never_answered() {
-    let (tx, mut rx) = mpsc::channel(4);
+    let (tx, mut rx) = outbox(4);
     let session = Session::new(
         Arc::new(Json),
         tx,
@@ -236,12 +239,12 @@ fn unmatched_responses_are_reported_never_answered() {
             stamp: "nobody".into()
         }]
     );
-    assert!(rx.try_recv().is_err());
+    assert!(rx.try_batch().is_none());
 }
 
 #[test]
 fn violations_are_errors() {
-    let (tx, _rx) = mpsc::channel(4);
+    let (tx, _rx) = outbox(4);
     let session = Session::new(
         Arc::new(Json),
         tx,
@@ -311,7 +314,7 @@ async fn too_many_pending_calls_fail_the_new_one_and_the_session_stays() {
 
 #[test]
 fn refused_frames_are_answered_or_dropped_and_reported() {
-    let (tx, mut rx) = mpsc::channel(4);
+    let (tx, mut rx) = outbox(4);
     let registry = registry();
     let session = Session::new(
         Arc::new(Json),
@@ -323,13 +326,13 @@ fn refused_frames_are_answered_or_dropped_and_reported() {
     let refuse =
         |data: &[u8]| session.refuse(&peer, data, MessageKind::Text, ErrorCode::RateLimited);
     refuse(br#"["add", [1, 2], "s1"]"#).unwrap();
-    let reply: Value = serde_json::from_slice(&rx.try_recv().unwrap()).unwrap();
+    let reply: Value = serde_json::from_slice(&rx.try_batch().unwrap()[0]).unwrap();
     assert_eq!(
         reply,
         json!(["~wse:response-err", {"code": "wse.server.rate-limited"}, "s1"])
     );
     refuse(br#"["note", "x", null]"#).unwrap();
-    assert!(rx.try_recv().is_err());
+    assert!(rx.try_batch().is_none());
     assert_eq!(
         peer.reports(),
         [
