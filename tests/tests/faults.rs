@@ -91,6 +91,9 @@ async fn busy_server() -> TestServer {
     .add_protocol(MsgPack)
     .conn_per_user(4)
     .outbound_queue(64)
+    // The flooder makes an error event per refused frame: keep them all, so that the
+    // events this test waits for are not lost to a lagging subscriber.
+    .events_capacity(1 << 18)
     .build();
     server
         .register("add", |_: Connection, (a, b): (i64, i64)| async move {

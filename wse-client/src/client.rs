@@ -780,7 +780,12 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
         config.close_timeout
     };
     let until = Instant::now() + patience;
-    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, stream.next()).await {
+    // The deadline is checked before each read: `timeout_at` returns a ready message even past
+    // its deadline, and a server that keeps sending would keep this loop going.
+    while Instant::now() < until {
+        let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, stream.next()).await else {
+            break;
+        };
         if let Message::Close(frame) = message {
             peer_close.get_or_insert(received_close(frame));
         }

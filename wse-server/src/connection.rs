@@ -15,24 +15,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::stream::SplitStream;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
-use wse_core::outbox::{Outbox, outbox};
+use wse_core::outbox::{Drain, Outbox, outbox};
 use wse_core::transport::{
-    Close, CloseSignal, HEARTBEAT_TIMEOUT, Liveness, Pulse, close_for_read_error, close_requested,
-    message_data, pulse, write_loop,
+    Close, CloseSignal, HEARTBEAT_TIMEOUT, Liveness, Pulse, close_for_read_error, close_frame,
+    close_requested, message_data, pulse, to_message,
 };
 use wse_core::{
     CallError, CloseReason, Context, ErrorCode, MessageKind, Protocol, Report, SendError, Session,
@@ -177,7 +176,7 @@ impl Connection {
         }
     }
 
-    fn slow_consumer(&self) {
+    pub(crate) fn slow_consumer(&self) {
         if self.close_with(1013, SLOW_CONSUMER) {
             self.0.server.emit(Event::Error {
                 connection_id: Some(self.id()),
@@ -256,17 +255,28 @@ fn fit_close_reason(mut reason: String) -> String {
     reason
 }
 
-/// The socket of one connection as its task sees it.
+/// The socket of one connection, read and written by its one task.
+///
+/// One task both reads and writes, as the raw echo does: replies queued while a batch of
+/// calls is read go out in one write right after, with no hand-off to another task. A write
+/// is bounded by the write timeout, so a peer that stops reading cannot stall the loop.
 struct Link<S> {
     stream: SplitStream<WebSocketStream<S>>,
+    sink: SplitSink<WebSocketStream<S>, Message>,
+    /// Where everyone else queues frames for this connection.
     outbound: Outbox,
+    /// The same queue, as the loop takes it.
+    queued: Drain,
+    kind: MessageKind,
     close: Arc<CloseSignal>,
-    /// Asks the writer for a ping (the heartbeat).
-    ping: Arc<Notify>,
-    writer: JoinHandle<()>,
+    write_timeout: Duration,
     /// The close frame the peer sent, if it sent one.
     peer_close: Option<Close>,
 }
+
+/// A write did not complete: the socket failed, or the peer did not take the bytes within
+/// the write timeout.
+struct WriteFailed;
 
 /// What the socket produced next.
 enum Next {
@@ -275,32 +285,68 @@ enum Next {
     TimedOut,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Link<S> {
-    /// Splits the socket: the read half stays here, the write half goes to a writer task that
-    /// drains a queue of `capacity` frames.
-    fn new(ws: WebSocketStream<S>, kind: MessageKind, capacity: usize) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
+    /// The socket with a queue of `capacity` frames.
+    fn new(
+        ws: WebSocketStream<S>,
+        kind: MessageKind,
+        capacity: usize,
+        write_timeout: Duration,
+    ) -> Self {
         let (sink, stream) = ws.split();
-        let (outbound, queue) = outbox(capacity);
-        let close = Arc::new(CloseSignal::new());
-        let ping = Arc::new(Notify::new());
-        let writer = tokio::spawn({
-            let (close, ping) = (close.subscribe(), Arc::clone(&ping));
-            async move {
-                let _ = write_loop(sink, queue, close, ping, kind).await;
-            }
-        });
+        let (outbound, queued) = outbox(capacity);
         Self {
             stream,
+            sink,
             outbound,
-            close,
-            ping,
-            writer,
+            queued,
+            kind,
+            close: Arc::new(CloseSignal::new()),
+            write_timeout,
             peer_close: None,
         }
     }
-}
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
+    /// Writes `frames` and flushes once, within the write timeout. A close asked for while the
+    /// write waits for the peer (its queue overflowed, say) ends the wait at once.
+    async fn write(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Result<(), WriteFailed> {
+        // A fresh subscription sees only closes asked for from now on.
+        let mut asked = self.close.subscribe();
+        let (sink, kind) = (&mut self.sink, self.kind);
+        let written = async {
+            for frame in frames {
+                if let Some(message) = to_message(kind, frame) {
+                    sink.feed(message).await?;
+                }
+            }
+            sink.flush().await
+        };
+        tokio::select! {
+            biased;
+            written = tokio::time::timeout(self.write_timeout, written) => match written {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(WriteFailed),
+            },
+            _ = asked.changed() => Err(WriteFailed),
+        }
+    }
+
+    /// Writes whatever is queued.
+    async fn write_queued(&mut self) -> Result<(), WriteFailed> {
+        match self.queued.try_batch() {
+            Some(batch) => self.write(batch).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends a control frame (a ping, a close), within the write timeout.
+    async fn send_control(&mut self, message: Message) -> Result<(), WriteFailed> {
+        match tokio::time::timeout(self.write_timeout, self.sink.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(WriteFailed),
+        }
+    }
+
     /// The next text or binary message before `deadline`; pings and pongs are answered by
     /// tungstenite and skipped. Cancel-safe: nothing but control frames is consumed.
     async fn next(&mut self, deadline: Instant) -> Next {
@@ -351,25 +397,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
         self.outbound.try_send(Bytes::from(frame)).is_ok()
     }
 
-    /// Reads until the socket ends (this sends tungstenite's echo of the peer's close frame,
-    /// and receives the peer's answer to ours), at most `timeout`; then stops the writer.
-    /// Returns the close that ended the connection: ours if we asked, else the peer's, else
-    /// 1006.
+    /// Sends what is queued and our close frame, if we asked for one, then reads until the
+    /// socket ends (this sends tungstenite's echo of the peer's close frame, and receives the
+    /// peer's answer to ours); all within `timeout`. Returns the close that ended the
+    /// connection: ours if we asked, else the peer's, else 1006.
     async fn finish(mut self, timeout: Duration) -> Close {
         let deadline = Instant::now() + timeout;
-        while let Ok(Some(Ok(message))) =
-            tokio::time::timeout_at(deadline, self.stream.next()).await
-        {
+        if let Some(close) = self.close.requested() {
+            let goodbye = async {
+                let _ = self.write_queued().await;
+                let _ = self
+                    .send_control(Message::Close(Some(close_frame(&close))))
+                    .await;
+            };
+            let _ = tokio::time::timeout_at(deadline, goodbye).await;
+        }
+        // The deadline is checked before each read: `timeout_at` returns a ready message even
+        // past its deadline, and a peer that keeps sending would keep this loop going.
+        while Instant::now() < deadline {
+            let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, self.stream.next()).await
+            else {
+                break;
+            };
             if let Message::Close(frame) = message {
                 self.peer_close.get_or_insert(peer_close(frame));
             }
         }
-        // A close we asked for may still be on its way out (after a read error the socket
-        // ends at once): let the writer send it, within the same bound.
-        if self.close.requested().is_some() {
-            let _ = tokio::time::timeout_at(deadline, &mut self.writer).await;
-        }
-        self.writer.abort();
         self.close
             .requested()
             .or(self.peer_close)
@@ -453,7 +506,12 @@ pub(crate) async fn run<S>(
     let kind = codec
         .as_ref()
         .map_or(MessageKind::Text, |(_, c)| c.message_kind());
-    let mut link = Link::new(ws, kind, shared.config.outbound_queue);
+    let mut link = Link::new(
+        ws,
+        kind,
+        shared.config.outbound_queue,
+        shared.config.close_timeout,
+    );
 
     let id = shared.next_connection_id();
     let outcome = match &codec {
@@ -620,6 +678,9 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         if !sent {
             return Err(Rejection::ProtocolError("quest cannot be encoded".into()));
         }
+        if link.write_queued().await.is_err() {
+            return Err(Rejection::Gone);
+        }
         let response = expect_frame(link, codec, frame::CHALLENGE, deadline).await?;
         let response: Value = codec
             .decode(&response)
@@ -679,6 +740,16 @@ async fn expect_frame<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Routes frames until the peer closes, the socket fails, a close is requested, or the
 /// server stops.
+/// How many messages are read in a row, at most, before what is queued is written.
+const READS_PER_WRITE: u32 = 64;
+
+/// A write did not complete in time: the peer stopped reading. Closed as a slow consumer,
+/// without waiting for a closing handshake it would not answer.
+fn stuck(connection: &Connection) -> Ended {
+    connection.slow_consumer();
+    Ended::Silent
+}
+
 /// Why the read loop ended.
 enum Ended {
     /// The heartbeat gave the peer up.
@@ -706,6 +777,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
         .config
         .rate_limit
         .map(|limit| TokenBucket::new(limit, Instant::now()));
+    let mut reads_since_write = 0;
     // Made once, not per message: each resolves at most once, and then the loop ends.
     let mut closing = std::pin::pin!(close_requested(&mut close));
     let mut stopping = std::pin::pin!(stopped(&mut stop));
@@ -749,6 +821,15 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
                             connection.close_with(RATE_LIMITED.0, RATE_LIMITED.1);
                             return Ended::Otherwise;
                         }
+                        // Reads come first, but a peer that never pauses still gets its
+                        // answers every so often.
+                        reads_since_write += 1;
+                        if reads_since_write >= READS_PER_WRITE {
+                            reads_since_write = 0;
+                            if link.write_queued().await.is_err() {
+                                return stuck(connection);
+                            }
+                        }
                     }
                     None => {
                         if let Message::Close(frame) = message {
@@ -770,10 +851,21 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 None => return Ended::Otherwise,
             }
             }
+            batch = link.queued.next_batch() => {
+                reads_since_write = 0;
+                let Some(batch) = batch else { return Ended::Otherwise };
+                if link.write(batch).await.is_err() {
+                    return stuck(connection);
+                }
+            }
             _ = &mut closing => return Ended::Otherwise,
             beat = pulse(&mut liveness) => match beat {
                 Pulse::Alive => {}
-                Pulse::Ping => link.ping.notify_one(),
+                Pulse::Ping => {
+                    if link.send_control(Message::Ping(Bytes::new())).await.is_err() {
+                        return Ended::Silent;
+                    }
+                }
                 Pulse::Dead => {
                     connection.close_with(HEARTBEAT_TIMEOUT.0, HEARTBEAT_TIMEOUT.1);
                     return Ended::Silent;

@@ -15,8 +15,8 @@ use crate::events::Rejection;
 /// most `burst` tokens; each message takes one.
 ///
 /// Past it, a call is answered with `wse.server.rate-limited` and a message is dropped (both
-/// reported); a connection that goes on sending a whole `burst` of refused messages in a row
-/// is closed with 1008 `wse.rate-limited`.
+/// reported); a connection refused a whole `burst` of messages before it has been quiet long
+/// enough to fill its bucket again is closed with 1008 `wse.rate-limited`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     /// Sustained messages per second.
@@ -34,8 +34,8 @@ pub(crate) struct TokenBucket {
     limit: RateLimit,
     tokens: f64,
     refilled: Instant,
-    /// Messages refused in a row since the last one admitted.
-    refused_in_a_row: u32,
+    /// Messages refused since the bucket was last full (the peer last paused long enough).
+    refused: u32,
 }
 
 /// What the bucket says about one message.
@@ -43,7 +43,7 @@ pub(crate) struct TokenBucket {
 pub(crate) enum Verdict {
     Admit,
     Refuse,
-    /// Refused, and the connection has been refused a whole burst in a row: close it.
+    /// Refused, and the connection has been refused a whole burst without pausing: close it.
     Abuse,
 }
 
@@ -53,22 +53,27 @@ impl TokenBucket {
             limit,
             tokens: f64::from(limit.burst),
             refilled: now,
-            refused_in_a_row: 0,
+            refused: 0,
         }
     }
 
     pub(crate) fn take(&mut self, now: Instant) -> Verdict {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.refilled = now;
-        self.tokens = (self.tokens + elapsed * f64::from(self.limit.per_second))
-            .min(f64::from(self.limit.burst));
+        let burst = f64::from(self.limit.burst);
+        self.tokens = (self.tokens + elapsed * f64::from(self.limit.per_second)).min(burst);
+        if self.tokens >= burst {
+            // Quiet long enough to fill up: past refusals are forgiven.
+            self.refused = 0;
+        }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            self.refused_in_a_row = 0;
             return Verdict::Admit;
         }
-        self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
-        if self.refused_in_a_row >= self.limit.burst.max(1) {
+        // Admitting the odd message as tokens trickle back does not forgive a flooder: only
+        // a full bucket does.
+        self.refused = self.refused.saturating_add(1);
+        if self.refused >= self.limit.burst.max(1) {
             Verdict::Abuse
         } else {
             Verdict::Refuse
@@ -221,10 +226,15 @@ mod tests {
                 Verdict::Abuse
             ]
         );
-        // 100 ms later one token is back, and the refusals in a row start over.
+        // A token trickling back admits one message but forgives nothing.
         let later = start + Duration::from_millis(100);
         assert_eq!(bucket.take(later), Verdict::Admit);
-        assert_eq!(bucket.take(later), Verdict::Refuse);
+        assert_eq!(bucket.take(later), Verdict::Abuse);
+        // A pause long enough to fill the bucket forgives past refusals.
+        let quiet = later + Duration::from_secs(1);
+        assert_eq!(bucket.take(quiet), Verdict::Admit);
+        let verdicts: Vec<_> = (0..3).map(|_| bucket.take(quiet)).collect();
+        assert_eq!(verdicts, [Verdict::Admit, Verdict::Admit, Verdict::Refuse]);
     }
 
     #[tokio::test]

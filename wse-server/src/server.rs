@@ -193,8 +193,8 @@ impl Builder {
 
     /// Each connection's inbound rate limit, or `None` for none. Past it a call is answered
     /// with `wse.server.rate-limited` and a message dropped; a connection refused a whole
-    /// burst in a row is closed with 1008 `wse.rate-limited`. Default: 1,000 messages/s with
-    /// bursts of 2,000.
+    /// burst before it pauses long enough to refill is closed with 1008 `wse.rate-limited`.
+    /// Default: 1,000 messages/s with bursts of 2,000.
     ///
     /// # Panics
     /// If the rate or the burst is zero.
