@@ -283,8 +283,9 @@ impl Builder {
         self
     }
 
-    /// How long to wait for the peer's answer to a close frame before dropping the socket.
-    /// Default: 5 s.
+    /// How long to wait for the peer's answer to a close frame before dropping the socket,
+    /// and how long one write may wait for the peer to take our bytes before the connection
+    /// is closed as a slow consumer (1013 `wse.slow-consumer`). Default: 5 s.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.config.close_timeout = timeout;
         self
