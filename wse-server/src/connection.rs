@@ -738,10 +738,47 @@ async fn expect_frame<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(frame.payload.to_vec())
 }
 
-/// Routes frames until the peer closes, the socket fails, a close is requested, or the
-/// server stops.
 /// How many messages are read in a row, at most, before what is queued is written.
 const READS_PER_WRITE: u32 = 64;
+
+/// Routes one data message through the rate limit and the engine; `Some` when the
+/// connection must end.
+async fn route(
+    connection: &Connection,
+    bucket: Option<&mut TokenBucket>,
+    data: &[u8],
+    kind: MessageKind,
+) -> Option<Ended> {
+    let session = &connection.0.session;
+    // A burst of pipelined calls can outrun the tasks that answer them: give those a few
+    // turns before a call is refused for want of room.
+    for _ in 0..8 {
+        if !session.running_calls_full() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let verdict = bucket.map_or(Verdict::Admit, |bucket| bucket.take(Instant::now()));
+    let routed = match verdict {
+        Verdict::Admit => session.dispatch(connection, data, kind),
+        Verdict::Refuse | Verdict::Abuse => {
+            session.refuse(connection, data, kind, ErrorCode::RateLimited)
+        }
+    };
+    if let Err(violation) = routed {
+        connection.close(CloseReason::ProtocolError);
+        connection.server().emit(Event::Error {
+            connection_id: Some(connection.id()),
+            error: ServerError::ProtocolViolation(violation),
+        });
+        return Some(Ended::Otherwise);
+    }
+    if verdict == Verdict::Abuse {
+        connection.close_with(RATE_LIMITED.0, RATE_LIMITED.1);
+        return Some(Ended::Otherwise);
+    }
+    None
+}
 
 /// A write did not complete in time: the peer stopped reading. Closed as a slow consumer,
 /// without waiting for a closing handshake it would not answer.
@@ -752,19 +789,21 @@ fn stuck(connection: &Connection) -> Ended {
 
 /// Why the read loop ended.
 enum Ended {
-    /// The heartbeat gave the peer up.
+    /// The peer stopped answering (the heartbeat gave it up) or stopped taking our bytes (a
+    /// write timed out): no closing handshake is waited for.
     Silent,
     /// Anything else: the peer or the server closed, the socket failed.
     Otherwise,
 }
 
+/// Reads and routes frames, and writes what is queued, until the peer closes, the socket
+/// fails, a close is requested, or the server stops.
 async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
     connection: &Connection,
     link: &mut Link<S>,
     mut stop: watch::Receiver<bool>,
 ) -> Ended {
     let mut close = link.close.subscribe();
-    let session = &connection.0.session;
     let mut liveness = connection
         .server()
         .shared()
@@ -792,34 +831,8 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 match message {
                 Some(Ok(message)) => match message_data(&message) {
                     Some((kind, data)) => {
-                        // A burst of pipelined calls can outrun the tasks that answer them:
-                        // give those a few turns before a call is refused for want of room.
-                        for _ in 0..8 {
-                            if !session.running_calls_full() {
-                                break;
-                            }
-                            tokio::task::yield_now().await;
-                        }
-                        let verdict = bucket
-                            .as_mut()
-                            .map_or(Verdict::Admit, |bucket| bucket.take(Instant::now()));
-                        let routed = match verdict {
-                            Verdict::Admit => session.dispatch(connection, data, kind),
-                            Verdict::Refuse | Verdict::Abuse => {
-                                session.refuse(connection, data, kind, ErrorCode::RateLimited)
-                            }
-                        };
-                        if let Err(violation) = routed {
-                            connection.close(CloseReason::ProtocolError);
-                            connection.server().emit(Event::Error {
-                                connection_id: Some(connection.id()),
-                                error: ServerError::ProtocolViolation(violation),
-                            });
-                            return Ended::Otherwise;
-                        }
-                        if verdict == Verdict::Abuse {
-                            connection.close_with(RATE_LIMITED.0, RATE_LIMITED.1);
-                            return Ended::Otherwise;
+                        if let Some(ended) = route(connection, bucket.as_mut(), data, kind).await {
+                            return ended;
                         }
                         // Reads come first, but a peer that never pauses still gets its
                         // answers every so often.
