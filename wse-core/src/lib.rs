@@ -26,7 +26,8 @@
 //! - `registry`: procedures and message handlers by name, [`Registry`].
 //! - `session`: the RPC engine of one connection, [`Session`].
 //! - [`outbox`]: a connection's bounded outbound queue, free while empty.
-//! - `transport` (feature `transport`): messages to frames and back, the writer task.
+//! - `transport` (feature `transport`): messages to frames and back, close codes, the
+//!   heartbeat, the writer task.
 //!
 //! # Features
 //!

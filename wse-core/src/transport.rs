@@ -1,5 +1,6 @@
-//! What both ends do with the WebSocket itself: turn frames into messages and back, and the
-//! writer task, the only writer of a socket.
+//! What both ends do with the WebSocket itself: turn frames into messages and back, close
+//! codes for broken input, the heartbeat, and the writer task (the client's only writer of
+//! its socket).
 //!
 //! No sockets are opened here: the writer is generic over any `Sink` of tungstenite messages.
 

@@ -4,9 +4,15 @@
 //! ```text
 //! socket ─► upgrade (pick a codec) ─► ~wse:hi ─► [challenge] ─► identify ─► ~wse:welcome
 //!                                                                  │
-//!      read loop: Session::dispatch ◄──────────────────────────────┘
-//!      writer task: bounded queue ─► feed… ─► flush        (the only writer of the socket)
+//!      one loop: read a batch ─► Session::dispatch ◄───────────────┘
+//!                write the outbox (replies, sends) ─► feed… ─► flush once
 //! ```
+//!
+//! One task per connection reads and writes: a batch of calls is read, their replies are
+//! queued in the connection's outbox, and the loop writes them in one flush, with no hand-off
+//! to another task. Everyone else (spawned procedures, sends to the user, broadcasts) only
+//! queues into the outbox. Writes are bounded by a timeout, so a peer that stops reading
+//! cannot hold the loop.
 
 use std::fmt;
 use std::future::Future;
@@ -821,7 +827,8 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
     let mut closing = std::pin::pin!(close_requested(&mut close));
     let mut stopping = std::pin::pin!(stopped(&mut stop));
     loop {
-        // All arms are cancel-safe: `next` on the stream and the watches lose nothing.
+        // All arms are cancel-safe: `next` on the stream, `next_batch` on the outbox, the
+        // ticker and the watches lose nothing when another arm wins.
         tokio::select! {
             biased;
             message = link.stream.next() => {
