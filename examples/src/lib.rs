@@ -36,7 +36,8 @@ pub mod tls;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wse_server::{
-    CallError, Connection, Decision, Handshake, HmacChallenge, Json, MsgPack, RpcError, Server,
+    CallError, Connection, Decision, ErrorCode, Handshake, HmacChallenge, Json, MsgPack, RpcError,
+    SendError, Server,
 };
 
 /// The identity the demo accepts.
@@ -128,6 +129,12 @@ fn add(a: &serde_json::Number, b: &serde_json::Number) -> Value {
     }
 }
 
+/// A send the caller asked for that cannot be made (an empty or reserved type, say) is the
+/// caller's mistake: it gets `wse.server.rp.invalid-payload` and the reason.
+fn refused(error: SendError) -> RpcError {
+    RpcError::code(ErrorCode::RpInvalidPayload).with_message(error.to_string())
+}
+
 fn register(server: &Server) {
     let registered = [
         server.register("add", |_: Connection, args: Add| async move {
@@ -149,12 +156,15 @@ fn register(server: &Server) {
             "send_to_user",
             |conn: Connection, args: ToUser| async move {
                 conn.server()
-                    .send_to_user(&args.user, &args.kind, &args.payload)?;
+                    .send_to_user(&args.user, &args.kind, &args.payload)
+                    .map_err(refused)?;
                 Ok(true)
             },
         ),
         server.register("broadcast", |conn: Connection, args: ToAll| async move {
-            conn.server().broadcast(&args.kind, &args.payload)?;
+            conn.server()
+                .broadcast(&args.kind, &args.payload)
+                .map_err(refused)?;
             Ok(true)
         }),
         server.register("ask_me", |conn: Connection, _: Value| async move {

@@ -257,3 +257,47 @@ async fn serve_io_runs_the_whole_protocol_over_any_stream() {
     while let Some(Ok(_)) = within("close answer", ws.next()).await {}
     within("serve_io ends", serving).await.unwrap();
 }
+
+/// Found by the `handshake` fuzz target: the delivery API sent any type, so a client could
+/// make the demo broadcast `["", …]` or `["~wse:welcome", …]` to everyone.
+#[tokio::test]
+async fn application_sends_cannot_forge_empty_or_reserved_frame_types() {
+    let server = start_demo(Auth::Plain).await;
+    for codec in Codec::BOTH {
+        let mut caller = Raw::login(server.addr(), codec, "caller").await;
+        let mut bystander = Raw::login(server.addr(), codec, "bystander").await;
+        for (i, kind) in ["", "~wse:welcome", "~wse:challenge"]
+            .into_iter()
+            .enumerate()
+        {
+            let stamp = format!("b{i}");
+            caller
+                .send(&json!(["broadcast", {"type": kind, "payload": true}, stamp]))
+                .await;
+            let reply = caller.frame().await;
+            assert_eq!(reply[0], "~wse:response-err", "{codec:?} {kind:?}: {reply}");
+            assert_eq!(reply[1]["code"], "wse.server.rp.invalid-payload");
+            assert_eq!(reply[2], stamp.as_str());
+            bystander.expect_silence(Duration::from_millis(200)).await;
+
+            let stamp = format!("u{i}");
+            let to_user = json!({"user": "bystander", "type": kind, "payload": 1});
+            caller.send(&json!(["send_to_user", to_user, stamp])).await;
+            let reply = caller.frame().await;
+            assert_eq!(reply[0], "~wse:response-err", "{codec:?} {kind:?}: {reply}");
+            bystander.expect_silence(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[test]
+fn the_server_refuses_to_pack_what_a_frame_cannot_carry() {
+    let server = wse_examples::demo_server(Auth::Plain);
+    for kind in ["", "~wse:welcome", "~wse:challenge", "~wse:response"] {
+        assert_eq!(
+            server.pack(kind, &1).unwrap_err(),
+            wse_server::SendError::InvalidKind(kind.to_owned())
+        );
+    }
+    assert!(server.pack("news", &1).is_ok());
+}

@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use wse_core::{PackError, Protocol};
+use wse_core::{Protocol, SendError, frame};
 
 use crate::connection::{Connection, ConnectionId};
 use crate::users::Users;
@@ -25,16 +25,22 @@ impl Packed {
     /// Encodes the one-way message `[kind, payload, null]` with each codec.
     ///
     /// # Errors
-    /// [`PackError`] when the payload cannot be encoded.
+    /// [`SendError::InvalidKind`] when `kind` is empty or reserved (`~wse:…`): such a frame
+    /// would break the protocol for every receiver. [`SendError::Encode`] when the payload
+    /// cannot be encoded.
     pub fn encode<T: serde::Serialize + ?Sized>(
         codecs: &[Arc<dyn Protocol>],
         kind: &str,
         payload: &T,
-    ) -> Result<Self, PackError> {
+    ) -> Result<Self, SendError> {
+        if kind.is_empty() || frame::is_reserved(kind) {
+            return Err(SendError::InvalidKind(kind.to_owned()));
+        }
         let frames = codecs
             .iter()
             .map(|codec| codec.encode(kind, payload, None).map(Bytes::from))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()
+            .map_err(|e| SendError::Encode(e.0))?;
         Ok(Self { frames })
     }
 

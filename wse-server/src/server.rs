@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wse_core::transport::Heartbeat;
-use wse_core::{Json, PackError, Protocol, RegisterError, Registry, RpcError, SessionConfig};
+use wse_core::{Json, Protocol, RegisterError, Registry, RpcError, SendError, SessionConfig};
 
 use crate::auth::{Challenge, Decision, Handshake, Identify};
 use crate::connection::{self, Connection, ConnectionId};
@@ -466,25 +466,27 @@ impl Server {
     /// Encodes a one-way message once per codec, for the delivery methods below.
     ///
     /// # Errors
-    /// [`PackError`] if the payload cannot be encoded.
+    /// [`SendError::InvalidKind`] if `kind` is empty or reserved, [`SendError::Encode`] if the
+    /// payload cannot be encoded.
     pub fn pack<T: Serialize + ?Sized>(
         &self,
         kind: &str,
         payload: &T,
-    ) -> Result<Packed, PackError> {
+    ) -> Result<Packed, SendError> {
         Packed::encode(&self.0.codecs, kind, payload)
     }
 
     /// Sends `[kind, payload, null]` to one connection; `Ok(false)` if it is not open here.
     ///
     /// # Errors
-    /// [`PackError`] if the payload cannot be encoded.
+    /// [`SendError::InvalidKind`] if `kind` is empty or reserved, [`SendError::Encode`] if the
+    /// payload cannot be encoded.
     pub fn send_to<T: Serialize + ?Sized>(
         &self,
         id: ConnectionId,
         kind: &str,
         payload: &T,
-    ) -> Result<bool, PackError> {
+    ) -> Result<bool, SendError> {
         Ok(self
             .0
             .delivery
@@ -495,13 +497,14 @@ impl Server {
     /// many connections took it.
     ///
     /// # Errors
-    /// [`PackError`] if the payload cannot be encoded.
+    /// [`SendError::InvalidKind`] if `kind` is empty or reserved, [`SendError::Encode`] if the
+    /// payload cannot be encoded.
     pub fn send_to_user<T: Serialize + ?Sized>(
         &self,
         user_id: &str,
         kind: &str,
         payload: &T,
-    ) -> Result<usize, PackError> {
+    ) -> Result<usize, SendError> {
         Ok(self.0.delivery.to_user(user_id, &self.pack(kind, payload)?))
     }
 
@@ -509,12 +512,13 @@ impl Server {
     /// how many connections took it.
     ///
     /// # Errors
-    /// [`PackError`] if the payload cannot be encoded.
+    /// [`SendError::InvalidKind`] if `kind` is empty or reserved, [`SendError::Encode`] if the
+    /// payload cannot be encoded.
     pub fn broadcast<T: Serialize + ?Sized>(
         &self,
         kind: &str,
         payload: &T,
-    ) -> Result<usize, PackError> {
+    ) -> Result<usize, SendError> {
         Ok(self.0.delivery.to_all(&self.pack(kind, payload)?))
     }
 
