@@ -10,28 +10,16 @@
 
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use wse_client::Client;
 use wse_examples::{Auth, demo_server, tls};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (server_tls, client_tls) = tls::self_signed("localhost")?;
-    let server = demo_server(Auth::Plain);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
-    let acceptor = TlsAcceptor::from(server_tls);
-    tokio::spawn(async move {
-        while let Ok((tcp, remote_addr)) = listener.accept().await {
-            let (acceptor, server) = (acceptor.clone(), server.clone());
-            tokio::spawn(async move {
-                // A failed TLS handshake is that socket's problem only.
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    server.serve_io(tls, remote_addr).await;
-                }
-            });
-        }
-    });
+    // Each socket: the TLS handshake (tokio-rustls), then Server::serve_io.
+    let serving = tls::serve(demo_server(Auth::Plain), listener, server_tls);
 
     let client = Client::builder(format!("wss://localhost:{port}"))
         .tls_config(client_tls)
@@ -42,5 +30,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sum: i64 = client.call("add", &json!({"a": 20, "b": 22})).await?;
     println!("over TLS: welcome {welcome}, add = {sum}");
     client.close("wse.by-client").await;
+    serving.abort();
     Ok(())
 }

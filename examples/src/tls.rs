@@ -7,6 +7,31 @@
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use wse_server::Server;
+
+/// Serves `server` over TLS on `listener`: each socket completes the TLS handshake with
+/// `config`, then goes to [`Server::serve_io`]. A failed TLS handshake is that socket's
+/// problem only.
+pub fn serve(
+    server: Server,
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> JoinHandle<()> {
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((tcp, remote_addr)) = listener.accept().await {
+            let (acceptor, server) = (acceptor.clone(), server.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    server.serve_io(tls, remote_addr).await;
+                }
+            });
+        }
+    })
+}
 
 /// A server and a client configuration for `host`, sharing one fresh self-signed certificate.
 ///

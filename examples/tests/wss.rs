@@ -7,25 +7,13 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use wse_client::{Client, ConnectError};
 use wse_examples::{Auth, demo_server, tls};
 
 async fn serve_tls(server_tls: std::sync::Arc<rustls::ServerConfig>) -> u16 {
-    let server = demo_server(Auth::Plain);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let acceptor = TlsAcceptor::from(server_tls);
-    tokio::spawn(async move {
-        while let Ok((tcp, remote_addr)) = listener.accept().await {
-            let (acceptor, server) = (acceptor.clone(), server.clone());
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    server.serve_io(tls, remote_addr).await;
-                }
-            });
-        }
-    });
+    tls::serve(demo_server(Auth::Plain), listener, server_tls);
     port
 }
 

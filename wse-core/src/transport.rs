@@ -144,6 +144,20 @@ impl Default for Heartbeat {
     }
 }
 
+impl Heartbeat {
+    /// Checks the settings, for the builders that take a heartbeat.
+    ///
+    /// # Panics
+    /// If the interval is zero or longer than the timeout.
+    pub fn checked(self) -> Self {
+        assert!(
+            !self.interval.is_zero() && self.interval <= self.timeout,
+            "the heartbeat interval must be positive and within the timeout"
+        );
+        self
+    }
+}
+
 /// What the heartbeat asks for at a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pulse {

@@ -216,13 +216,7 @@ impl Builder {
     /// # Panics
     /// If the interval is zero or longer than the timeout.
     pub fn heartbeat(mut self, heartbeat: Option<Heartbeat>) -> Self {
-        if let Some(beat) = heartbeat {
-            assert!(
-                !beat.interval.is_zero() && beat.interval <= beat.timeout,
-                "the heartbeat interval must be positive and within the timeout"
-            );
-        }
-        self.config.heartbeat = heartbeat;
+        self.config.heartbeat = heartbeat.map(Heartbeat::checked);
         self
     }
 
