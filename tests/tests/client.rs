@@ -686,3 +686,24 @@ async fn status_goes_idle_connecting_ready_idle() {
     assert_eq!(welcome["cid"], "ann");
     assert_eq!(client.status(), Status::Ready);
 }
+
+#[tokio::test]
+async fn the_clients_own_pending_calls_are_limited() {
+    let server = start_demo(Auth::Plain).await;
+    let client = client(&server).max_pending_calls(1).build();
+    connect_as(&client, "ann").await;
+    let mut slow =
+        std::pin::pin!(client.call::<Value, _>("delay", &json!({"ms": 300, "value": 1})));
+    // One poll puts the call in flight.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(slow.as_mut().poll(cx))).await;
+    assert!(first.is_pending());
+    assert_eq!(
+        client.call::<i64, _>("add", &json!({"a": 1, "b": 2})).await,
+        Err(CallError::TooManyPending)
+    );
+    assert_eq!(within("the slow call", slow).await, Ok(json!(1)));
+    assert_eq!(
+        client.call::<i64, _>("add", &json!({"a": 1, "b": 2})).await,
+        Ok(3)
+    );
+}

@@ -170,6 +170,28 @@ impl Builder {
         self
     }
 
+    /// How many calls of this client may wait for an answer at once; past it a call fails
+    /// with `wse.client.rp.too-many-pending`. Default: 1024.
+    ///
+    /// # Panics
+    /// If `max` is zero.
+    pub fn max_pending_calls(mut self, max: usize) -> Self {
+        assert!(max > 0, "max_pending_calls must be at least 1");
+        self.config.session.max_pending_calls = max;
+        self
+    }
+
+    /// How many of the server's calls to this client's procedures may run at once; past it a
+    /// call is refused with `wse.server.rp.too-many-calls`. Default: 1024.
+    ///
+    /// # Panics
+    /// If `max` is zero.
+    pub fn max_running_calls(mut self, max: usize) -> Self {
+        assert!(max > 0, "max_running_calls must be at least 1");
+        self.config.session.max_running_calls = max;
+        self
+    }
+
     /// How long connect → welcome may take (including the challenge). Default: 10 s.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.config.handshake_timeout = timeout;
