@@ -17,7 +17,7 @@ use wse_tests::{Codec, Raw, TestServer, next_event, pick, start, within};
 
 const FAST: Heartbeat = Heartbeat {
     interval: Duration::from_millis(100),
-    timeout: Duration::from_millis(300),
+    timeout: Duration::from_millis(400),
 };
 
 async fn server() -> TestServer {
