@@ -335,11 +335,22 @@ pub(crate) async fn hold(
     count: usize,
     concurrency: usize,
 ) -> Result<Vec<Ws>, Failure> {
+    hold_as(dial, count, concurrency, None).await
+}
+
+/// Like [`hold`]; every connection says hi as `user` when given (one user's devices).
+async fn hold_as(
+    dial: &Dial,
+    count: usize,
+    concurrency: usize,
+    user: Option<&str>,
+) -> Result<Vec<Ws>, Failure> {
     let mut held = Vec::with_capacity(count);
     let mut opening = futures_util::stream::iter(0..count)
         .map(|i| {
             let dial = dial.clone();
-            async move { open(&dial, &format!("idle{i}")).await }
+            let identity = user.map_or_else(|| format!("idle{i}"), str::to_owned);
+            async move { open(&dial, &identity).await }
         })
         .buffer_unordered(concurrency);
     while let Some(ws) = opening.next().await {
@@ -348,15 +359,29 @@ pub(crate) async fn hold(
     Ok(held)
 }
 
+/// Who a fan-out reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Audience {
+    /// Every connection, each its own user: `broadcast`.
+    Everyone,
+    /// Every device of one user: `send_to_user`.
+    OneUser,
+}
+
+/// The user whose devices receive in [`Audience::OneUser`].
+const DEVICES_OF: &str = "devices-of-one-user";
+
 /// Fan-out: `receivers` connections wait for messages; `rounds` triggers sent back to back on
-/// a control connection each make the server send one message to everyone. Returns the time
+/// a control connection each make the server send one message to all of them. Returns the time
 /// from the first trigger until every receiver has every round.
 pub(crate) async fn fanout(
     dial: &Dial,
     receivers: usize,
     rounds: usize,
+    audience: Audience,
 ) -> Result<Duration, Failure> {
-    let held = hold(dial, receivers, 64).await?;
+    let user = (audience == Audience::OneUser).then_some(DEVICES_OF);
+    let held = hold_as(dial, receivers, 64, user).await?;
     let delivered = Arc::new(AtomicUsize::new(0));
     let everyone = Arc::new(Notify::new());
     let mut tasks = Vec::with_capacity(receivers);
@@ -382,11 +407,18 @@ pub(crate) async fn fanout(
         .map(|round| {
             match dial.hello {
                 Hello::None => protocol.encode("tick", &round, None),
-                Hello::Wse | Hello::WseHmac => protocol.encode(
-                    "broadcast",
-                    &serde_json::json!({"type": "tick", "payload": round}),
-                    Some(&round.to_string()),
-                ),
+                Hello::Wse | Hello::WseHmac => match audience {
+                    Audience::Everyone => protocol.encode(
+                        "broadcast",
+                        &serde_json::json!({"type": "tick", "payload": round}),
+                        Some(&round.to_string()),
+                    ),
+                    Audience::OneUser => protocol.encode(
+                        "send_to_user",
+                        &serde_json::json!({"user": DEVICES_OF, "type": "tick", "payload": round}),
+                        Some(&round.to_string()),
+                    ),
+                },
             }
             .map(|frame| dial.codec.message(frame))
             .map_err(|e| e.to_string())

@@ -27,7 +27,7 @@ mod load;
 mod report;
 mod serve;
 
-use load::{Codec, Dial, Hello};
+use load::{Audience, Codec, Dial, Hello};
 use report::{Report, Row};
 use serve::Target;
 
@@ -49,7 +49,8 @@ enum Mode {
     Handshake(HandshakeArgs),
     /// Server memory per idle authenticated connection.
     Memory(MemoryArgs),
-    /// Broadcast delivery: messages/s, and the time until the last of N has one broadcast.
+    /// Delivery: broadcast and send-to-a-user messages/s, and the time until the last of N
+    /// has one broadcast.
     Fanout(FanoutArgs),
     /// Every mode with its defaults.
     All,
@@ -103,9 +104,12 @@ struct FanoutArgs {
     /// Receivers of the throughput run.
     #[arg(long, default_value_t = 50)]
     receivers: usize,
-    /// Broadcasts of the throughput run.
+    /// Broadcasts of the throughput run, and sends to one user.
     #[arg(long, default_value_t = 100)]
     rounds: usize,
+    /// Devices of the one user sent to.
+    #[arg(long, default_value_t = 10)]
+    devices: usize,
     /// Receivers of the reach run (one broadcast).
     #[arg(long, default_value_t = 10_000)]
     reach: usize,
@@ -278,43 +282,41 @@ async fn memory(args: &MemoryArgs, report: &mut Report) -> Result<(), String> {
 }
 
 async fn fanout(args: &FanoutArgs, report: &mut Report) -> Result<(), String> {
-    let mut baselines = None;
+    // Each figure: (shape, unit, lower is better, how to measure it).
+    let shapes = [
+        format!("{} broadcasts to {}", args.rounds, args.receivers),
+        format!("{} sends to a user's {} devices", args.rounds, args.devices),
+        format!("1 broadcast to {}", args.reach),
+    ];
+    let mut baselines: Vec<f64> = Vec::new();
     for (target, hello, name) in [
         (Target::Fanout, Hello::None, "raw broadcast"),
-        (Target::Wse, Hello::Wse, "wse-rs broadcast"),
+        (Target::Wse, Hello::Wse, "wse-rs"),
     ] {
-        let server = Spawned::start(target).await?;
-        let d = dial(server.url(), Codec::Json, hello);
-        let throughput = load::fanout(&d, args.receivers, args.rounds).await?;
-        let per_second = (args.receivers * args.rounds) as f64 / throughput.as_secs_f64();
-        drop(server);
-        let server = Spawned::start(target).await?;
-        let d = dial(server.url(), Codec::Json, hello);
-        let reach = load::fanout(&d, args.reach, 1).await?.as_secs_f64() * 1000.0;
-        let throughput_row = Row::new(
-            "fanout",
-            name,
-            &format!("{} broadcasts to {}", args.rounds, args.receivers),
-            "messages/s",
-            per_second,
-        );
-        let reach_row = Row::new(
-            "fanout",
-            name,
-            &format!("1 broadcast to {}", args.reach),
-            "ms to the last",
-            reach,
-        )
-        .lower_is_better();
-        match baselines {
-            None => {
-                report.push(throughput_row);
-                report.push(reach_row);
-                baselines = Some((per_second, reach));
-            }
-            Some((per_second, reach)) => {
-                report.push(throughput_row.against(per_second));
-                report.push(reach_row.against(reach));
+        let runs = [
+            (args.receivers, args.rounds, Audience::Everyone),
+            (args.devices, args.rounds, Audience::OneUser),
+            (args.reach, 1, Audience::Everyone),
+        ];
+        for (index, (receivers, rounds, audience)) in runs.into_iter().enumerate() {
+            // A fresh server for each figure: no run inherits another's connections.
+            let server = Spawned::start(target).await?;
+            let d = dial(server.url(), Codec::Json, hello);
+            let elapsed = load::fanout(&d, receivers, rounds, audience).await?;
+            drop(server);
+            let row = if rounds == 1 {
+                let ms = elapsed.as_secs_f64() * 1000.0;
+                Row::new("fanout", name, &shapes[index], "ms to the last", ms).lower_is_better()
+            } else {
+                let rate = (receivers * rounds) as f64 / elapsed.as_secs_f64();
+                Row::new("fanout", name, &shapes[index], "messages/s", rate)
+            };
+            match baselines.get(index) {
+                Some(&baseline) => report.push(row.against(baseline)),
+                None => {
+                    baselines.push(row.value);
+                    report.push(row);
+                }
             }
         }
     }
@@ -358,6 +360,7 @@ async fn run(cli: Cli) -> Result<Report, String> {
                 &FanoutArgs {
                     receivers: 50,
                     rounds: 100,
+                    devices: 10,
                     reach: 10_000,
                 },
                 &mut report,

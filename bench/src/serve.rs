@@ -61,13 +61,22 @@ struct Add {
 }
 
 #[derive(Deserialize)]
+struct ToUser {
+    user: String,
+    #[serde(rename = "type")]
+    kind: String,
+    payload: Value,
+}
+
+#[derive(Deserialize)]
 struct Broadcast {
     #[serde(rename = "type")]
     kind: String,
     payload: Value,
 }
 
-/// The wse-rs application under test: `add {a, b}`, `broadcast {type, payload}`; any
+/// The wse-rs application under test: `add {a, b}`, `broadcast {type, payload}`,
+/// `send_to_user {user, type, payload}`; any
 /// string identity is accepted as that user. Limits meant for the internet (rate limit,
 /// connections per address) are lifted: the load generator is one address sending flat out.
 pub(crate) fn application(hmac: bool) -> Server {
@@ -94,6 +103,14 @@ pub(crate) fn application(hmac: bool) -> Server {
             "broadcast",
             |conn: Connection, args: Broadcast| async move {
                 Ok(conn.server().broadcast(&args.kind, &args.payload)?)
+            },
+        ),
+        server.register(
+            "send_to_user",
+            |conn: Connection, args: ToUser| async move {
+                Ok(conn
+                    .server()
+                    .send_to_user(&args.user, &args.kind, &args.payload)?)
             },
         ),
     ];
