@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wse_core::outbox::{Outbox, outbox};
 use wse_core::transport::{
     Close, CloseSignal, HEARTBEAT_TIMEOUT, Heartbeat, Liveness, Pulse, close_for_read_error,
-    close_requested, message_data, pulse, write_loop,
+    message_data, pulse, write_loop,
 };
 use wse_core::{
     CallError, CloseReason, Context, ErrorCode, HmacQuest, Json, Protocol, ProtocolViolation,
@@ -733,7 +733,7 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
     let close = Arc::new(CloseSignal::new());
     let ping = Arc::new(Notify::new());
     let mut writer = tokio::spawn({
-        let (close, kind) = (close.subscribe(), inner.protocol.message_kind());
+        let (close, kind) = (Arc::clone(&close), inner.protocol.message_kind());
         let ping = Arc::clone(&ping);
         async move {
             let _ = write_loop(sink, queue, close, ping, kind).await;
@@ -960,10 +960,9 @@ async fn serve(
     peer_close: &mut Option<Close>,
 ) -> bool {
     let Link { close, ping } = link;
-    let mut requested = close.subscribe();
     let mut liveness = client.0.config.heartbeat.map(Liveness::new);
     // Made once, not per message: it resolves at most once, and then the loop ends.
-    let mut closing = std::pin::pin!(close_requested(&mut requested));
+    let mut closing = std::pin::pin!(close.wait());
     loop {
         // Every arm is cancel-safe: the stream, the watch and the ticker lose nothing.
         tokio::select! {

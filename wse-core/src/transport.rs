@@ -5,12 +5,12 @@
 //! No sockets are opened here: the writer is generic over any `Sink` of tungstenite messages.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -44,17 +44,15 @@ impl fmt::Display for Close {
     }
 }
 
-/// Asks a connection's writer to close the socket. The first request wins.
+/// Asks a connection to close its socket. The first request wins.
 ///
 /// A separate signal, not a message in the outbound queue, so a close is never stuck behind a
-/// full queue.
-#[derive(Debug)]
-pub struct CloseSignal(watch::Sender<Option<Close>>);
-
-impl Default for CloseSignal {
-    fn default() -> Self {
-        Self(watch::Sender::new(None))
-    }
+/// full queue. A mutex and a notifier: every connection has one, so it is kept small (a watch
+/// channel costs about half a KiB).
+#[derive(Debug, Default)]
+pub struct CloseSignal {
+    requested: Mutex<Option<Close>>,
+    asked: Notify,
 }
 
 impl CloseSignal {
@@ -63,35 +61,47 @@ impl CloseSignal {
         Self::default()
     }
 
+    fn lock(&self) -> MutexGuard<'_, Option<Close>> {
+        // Only an assignment runs under this lock: a poisoned lock still holds a valid value.
+        self.requested
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Requests a close; returns false when one was already requested.
     pub fn request(&self, close: Close) -> bool {
-        self.0.send_if_modified(|current| {
-            if current.is_some() {
+        {
+            let mut requested = self.lock();
+            if requested.is_some() {
                 return false;
             }
-            *current = Some(close);
-            true
-        })
+            *requested = Some(close);
+        }
+        self.asked.notify_waiters();
+        true
     }
 
     /// The close requested so far, if any.
     pub fn requested(&self) -> Option<Close> {
-        self.0.borrow().clone()
+        self.lock().clone()
     }
 
-    /// A receiver for the writer and anyone else who waits for the request.
-    pub fn subscribe(&self) -> watch::Receiver<Option<Close>> {
-        self.0.subscribe()
+    /// Waits until a close is requested (at once if one already was).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads the signal.
+    pub async fn wait(&self) -> Close {
+        loop {
+            // Registered before looking, so a request in between is not missed.
+            let asked = self.asked.notified();
+            let mut asked = std::pin::pin!(asked);
+            asked.as_mut().enable();
+            if let Some(close) = self.requested() {
+                return close;
+            }
+            asked.await;
+        }
     }
-}
-
-/// Waits until a close is requested; `None` if the signal is gone without one.
-pub async fn close_requested(rx: &mut watch::Receiver<Option<Close>>) -> Option<Close> {
-    // Clone out of the guard at once: the guard must not live across an await.
-    rx.wait_for(Option::is_some)
-        .await
-        .ok()
-        .and_then(|close| close.clone())
 }
 
 /// Close code and reason for a message over the size limit.
@@ -258,19 +268,17 @@ pub fn close_frame(close: &Close) -> CloseFrame {
 pub async fn write_loop<S>(
     mut sink: S,
     mut frames: Drain,
-    close: watch::Receiver<Option<Close>>,
+    close: Arc<CloseSignal>,
     ping: Arc<Notify>,
     kind: MessageKind,
 ) -> Result<(), S::Error>
 where
     S: Sink<Message> + Unpin,
 {
-    // Frames come first (`biased`), so a busy connection polls nothing else; a cheap probe of
-    // the close signal after each batch keeps a close from waiting behind steady traffic.
-    let mut probe = close.clone();
-    let mut watched = close;
+    // Frames come first (`biased`), so a busy connection polls nothing else; a look at the
+    // close signal after each batch keeps a close from waiting behind steady traffic.
     // Made once: resolves once, and then the loop ends.
-    let mut closing = std::pin::pin!(close_requested(&mut watched));
+    let mut closing = std::pin::pin!(close.wait());
     // Armed once and again after each ping: a fresh `Notified` per loop would join and leave
     // the notifier's waiter list (a lock) for every batch of frames.
     let mut pinged = std::pin::pin!(ping.notified());
@@ -283,18 +291,18 @@ where
             batch = frames.next_batch() => {
                 // Every sender gone: the connection is over, but a close asked for just
                 // before must still go out.
-                let Some(batch) = batch else { break probe.borrow_and_update().clone() };
+                let Some(batch) = batch else { break close.requested() };
                 for frame in batch {
                     if let Some(message) = to_message(kind, frame) {
                         sink.feed(message).await?;
                     }
                 }
                 sink.flush().await?;
-                if probe.has_changed().unwrap_or(true) {
-                    break probe.borrow_and_update().clone();
+                if let Some(requested) = close.requested() {
+                    break Some(requested);
                 }
             }
-            requested = &mut closing => break requested,
+            requested = &mut closing => break Some(requested),
             () = &mut pinged => {
                 pinged.set(ping.notified());
                 sink.send(Message::Ping(Bytes::new())).await?;

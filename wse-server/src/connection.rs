@@ -37,7 +37,7 @@ use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use wse_core::outbox::{Drain, Outbox, outbox};
 use wse_core::transport::{
     Close, CloseSignal, HEARTBEAT_TIMEOUT, Liveness, Pulse, close_for_read_error, close_frame,
-    close_requested, message_data, pulse, to_message,
+    message_data, pulse, to_message,
 };
 use wse_core::{
     CallError, CloseReason, Context, ErrorCode, MessageKind, Protocol, Report, SendError, Session,
@@ -316,8 +316,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// Writes `frames` and flushes once, within the write timeout. A close asked for while the
     /// write waits for the peer (its queue overflowed, say) ends the wait at once.
     async fn write(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Result<(), WriteFailed> {
-        // A fresh subscription sees only closes asked for from now on.
-        let mut asked = self.close.subscribe();
+        // Only a close asked for from now on cuts the write short.
+        let close = Arc::clone(&self.close);
+        let already_closing = close.requested().is_some();
         let (sink, kind) = (&mut self.sink, self.kind);
         let written = async {
             for frame in frames {
@@ -333,7 +334,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
                 Ok(Ok(())) => Ok(()),
                 _ => Err(WriteFailed),
             },
-            _ = asked.changed() => Err(WriteFailed),
+            _ = close.wait(), if !already_closing => Err(WriteFailed),
         }
     }
 
@@ -809,7 +810,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
     link: &mut Link<S>,
     mut stop: watch::Receiver<bool>,
 ) -> Ended {
-    let mut close = link.close.subscribe();
+    let close = Arc::clone(&link.close);
     let mut liveness = connection
         .server()
         .shared()
@@ -824,7 +825,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
         .map(|limit| TokenBucket::new(limit, Instant::now()));
     let mut reads_since_write = 0;
     // Made once, not per message: each resolves at most once, and then the loop ends.
-    let mut closing = std::pin::pin!(close_requested(&mut close));
+    let mut closing = std::pin::pin!(close.wait());
     let mut stopping = std::pin::pin!(stopped(&mut stop));
     loop {
         // All arms are cancel-safe: `next` on the stream, `next_batch` on the outbox, the
