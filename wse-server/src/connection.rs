@@ -810,6 +810,8 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
     link: &mut Link<S>,
     mut stop: watch::Receiver<bool>,
 ) -> Ended {
+    // The writes below are boxed: they live only while a write waits, and inline they would
+    // add half a KiB to every idle connection's task.
     let close = Arc::clone(&link.close);
     let mut liveness = connection
         .server()
@@ -847,7 +849,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
                         reads_since_write += 1;
                         if reads_since_write >= READS_PER_WRITE {
                             reads_since_write = 0;
-                            if link.write_queued().await.is_err() {
+                            if Box::pin(link.write_queued()).await.is_err() {
                                 return stuck(connection);
                             }
                         }
@@ -875,7 +877,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
             batch = link.queued.next_batch() => {
                 reads_since_write = 0;
                 let Some(batch) = batch else { return Ended::Otherwise };
-                if link.write(batch).await.is_err() {
+                if Box::pin(link.write(batch)).await.is_err() {
                     return stuck(connection);
                 }
             }
@@ -883,7 +885,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
             beat = pulse(&mut liveness) => match beat {
                 Pulse::Alive => {}
                 Pulse::Ping => {
-                    if link.send_control(Message::Ping(Bytes::new())).await.is_err() {
+                    if Box::pin(link.send_control(Message::Ping(Bytes::new()))).await.is_err() {
                         return Ended::Silent;
                     }
                 }
