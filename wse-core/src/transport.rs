@@ -263,8 +263,9 @@ pub fn close_frame(close: &Close) -> CloseFrame {
 
 /// The writer task: drains the bounded outbound queue into the socket, feeding every frame it
 /// can take at once and flushing once per batch; sends a ping when `ping` is notified; sends
-/// the close frame when one is requested (after the frames already queued). Returns when the socket is closed or fails, or when
-/// every sender of the queue is gone.
+/// the close frame when one is requested (after the frames already queued). Returns when the
+/// socket is closed or fails, or when every sender of the queue is gone. The client's writer;
+/// the server's connection loop reads and writes itself.
 pub async fn write_loop<S>(
     mut sink: S,
     mut frames: Drain,
@@ -283,9 +284,9 @@ where
     // the notifier's waiter list (a lock) for every batch of frames.
     let mut pinged = std::pin::pin!(ping.notified());
     let requested = loop {
-        // Every arm is cancel-safe: `next_batch` loses nothing when another arm wins, the close arm
-        // only reads the watch, and a `Notify` keeps its permit for the next round. Writes
-        // happen in the arm bodies, never in a race.
+        // Every arm is cancel-safe: `next_batch` loses nothing when another arm wins, the
+        // close arm only reads the signal, and a `Notify` keeps its permit for the next round.
+        // Writes happen in the arm bodies, never in a race.
         tokio::select! {
             biased;
             batch = frames.next_batch() => {
