@@ -181,8 +181,9 @@ impl Builder {
         self
     }
 
-    /// How many of the server's calls to this client's procedures may run at once; past it a
-    /// call is refused with `wse.server.rp.too-many-calls`. Default: 1024.
+    /// How many of the server's calls to this client's procedures may be waiting at once (one
+    /// that finishes without waiting never counts); past it a call is refused with
+    /// `wse.server.rp.too-many-calls`. Default: 1024.
     ///
     /// # Panics
     /// If `max` is zero.

@@ -134,7 +134,8 @@ pub enum SendError {
 pub struct SessionConfig {
     /// How long a call from this side waits for its response.
     pub call_timeout: Duration,
-    /// How many calls from the other side may run at once; past it a call is refused with
+    /// How many calls from the other side may be waiting at once (a call whose procedure
+    /// finishes without waiting never counts); past it a call is refused with
     /// `wse.server.rp.too-many-calls` and the connection stays.
     pub max_running_calls: usize,
     /// How many calls from this side may wait for an answer at once; past it a new call

@@ -169,8 +169,9 @@ impl Builder {
         self
     }
 
-    /// How many client calls may run at once on one connection; past it a call is refused
-    /// with `wse.server.rp.too-many-calls` and the connection stays. Default: 1024.
+    /// How many client calls may be waiting at once on one connection (a procedure that
+    /// finishes without waiting never counts); past it a call is refused with
+    /// `wse.server.rp.too-many-calls` and the connection stays. Default: 1024.
     ///
     /// # Panics
     /// If `max` is zero.
