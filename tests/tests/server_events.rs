@@ -211,3 +211,32 @@ async fn refusals_and_broken_handshakes_are_reported_as_rejections() {
     let reason = next_event(&mut events, "rejection", pick::rejected).await;
     assert!(matches!(reason, Rejection::ProtocolError(_)), "{reason:?}");
 }
+
+#[tokio::test]
+async fn a_listeners_shutdown_closes_its_connections_with_1012_and_no_others() {
+    let server = app();
+    let first = server.bind("127.0.0.1:0").await.unwrap();
+    let second = server.bind("127.0.0.1:0").await.unwrap();
+    let mut ann = Raw::login_identity(first.local_addr(), Codec::Json, "ann").await;
+    let mut bob = Raw::login_identity(second.local_addr(), Codec::Json, "bob").await;
+    // Upgraded but not yet welcomed when the stop comes.
+    let mut late = Raw::connect(first.local_addr(), Codec::Json).await;
+
+    let shutdown = tokio::spawn(first.shutdown());
+    ann.expect_close(1012, "wse.by-server").await;
+    late.expect_reply(
+        &json!(["~wse:hi", {"identity": "cat"}, null]),
+        &json!(["~wse:welcome", null, null]),
+    )
+    .await;
+    late.expect_close(1012, "wse.by-server").await;
+    wse_tests::within("shutdown", shutdown).await.unwrap();
+
+    // The other listener's connection is still served.
+    bob.expect_reply(
+        &json!(["no-such-procedure", null, "s1"]),
+        &json!(["~wse:response-err", {"code": "wse.server.rp.not-registered"}, "s1"]),
+    )
+    .await;
+    second.shutdown().await;
+}

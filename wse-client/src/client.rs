@@ -18,10 +18,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use wse_core::outbox::{Outbox, outbox};
+use wse_core::outbox::{Close, Closer, Outbox, outbox};
 use wse_core::transport::{
-    Close, CloseSignal, HEARTBEAT_TIMEOUT, Heartbeat, Liveness, Pulse, close_for_read_error,
-    message_data, pulse, write_loop,
+    HEARTBEAT_TIMEOUT, Heartbeat, Liveness, Pulse, close_for_read_error, message_data, pulse,
+    write_loop,
 };
 use wse_core::{
     CallError, CloseReason, Context, ErrorCode, HmacQuest, Json, Protocol, ProtocolViolation,
@@ -320,8 +320,8 @@ struct State {
     login: Option<(Value, Value)>,
     /// The engine of the live connection, while ready.
     session: Option<Session<Client>>,
-    /// The live socket's close signal, from upgrade to end.
-    close: Option<Arc<CloseSignal>>,
+    /// Closes the live socket, from upgrade to end.
+    close: Option<Closer>,
     /// Whether a driver task runs (from connect until it gives up).
     driving: bool,
     intent: Intent,
@@ -731,13 +731,13 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
 
     let (sink, mut stream) = ws.split();
     let (outbound, queue) = outbox(config.outbound_queue);
-    let close = Arc::new(CloseSignal::new());
+    let close = outbound.closer();
     let ping = Arc::new(Notify::new());
     let mut writer = tokio::spawn({
-        let (close, kind) = (Arc::clone(&close), inner.protocol.message_kind());
+        let kind = inner.protocol.message_kind();
         let ping = Arc::clone(&ping);
         async move {
-            let _ = write_loop(sink, queue, close, ping, kind).await;
+            let _ = write_loop(sink, queue, ping, kind).await;
         }
     });
     {
@@ -745,7 +745,7 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
         if state.intent == Intent::Close {
             close.request(Close::new(close_code::NORMAL, CloseReason::ByClient));
         }
-        state.close = Some(Arc::clone(&close));
+        state.close = Some(close.clone());
     }
 
     let mut peer_close = None;
@@ -776,6 +776,7 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
             let link = Link {
                 close: &close,
                 ping: &ping,
+                writer: &mut writer,
             };
             silent = serve(client, &session, &mut stream, link, &mut peer_close).await;
             session.close();
@@ -807,8 +808,9 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
             peer_close.get_or_insert(received_close(frame));
         }
     }
-    // A close we asked for may still be on its way out: let the writer send it.
-    if close.requested().is_some() {
+    // A close we asked for may still be on its way out: let the writer send it. (A finished
+    // writer may have been awaited already, and must not be again.)
+    if close.requested().is_some() && !writer.is_finished() {
         let _ = tokio::time::timeout_at(until, &mut writer).await;
     }
     writer.abort();
@@ -870,7 +872,7 @@ async fn handshake(
     client: &Client,
     stream: &mut Stream,
     outbound: &Outbox,
-    close: &CloseSignal,
+    close: &Closer,
     peer_close: &mut Option<Close>,
     hello: Value,
     deadline: Instant,
@@ -945,10 +947,12 @@ async fn handshake(
     }
 }
 
-/// How the read loop reaches the writer: the close signal and the heartbeat's pings.
+/// How the read loop reaches the writer: the close request, the heartbeat's pings, and the
+/// writer task itself, which ends once it has sent a close frame.
 struct Link<'a> {
-    close: &'a CloseSignal,
+    close: &'a Closer,
     ping: &'a Notify,
+    writer: &'a mut tokio::task::JoinHandle<()>,
 }
 
 /// Routes the server's frames until the connection ends or a close is requested; true when
@@ -960,12 +964,14 @@ async fn serve(
     link: Link<'_>,
     peer_close: &mut Option<Close>,
 ) -> bool {
-    let Link { close, ping } = link;
+    let Link {
+        close,
+        ping,
+        writer,
+    } = link;
     let mut liveness = client.0.config.heartbeat.map(Liveness::new);
-    // Made once, not per message: it resolves at most once, and then the loop ends.
-    let mut closing = std::pin::pin!(close.wait());
     loop {
-        // Every arm is cancel-safe: the stream, the watch and the ticker lose nothing.
+        // Every arm is cancel-safe: the stream, the task and the ticker lose nothing.
         tokio::select! {
             biased;
             message = stream.next() => {
@@ -993,7 +999,9 @@ async fn serve(
                 None => return false,
             }
             }
-            _ = &mut closing => return false,
+            // The writer ends when it has sent the close frame asked for (or the socket
+            // failed): nothing more is read here, the closing handshake is finished after.
+            _ = &mut *writer => return false,
             beat = pulse(&mut liveness) => match beat {
                 Pulse::Alive => {}
                 Pulse::Ping => ping.notify_one(),

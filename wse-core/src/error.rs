@@ -394,10 +394,13 @@ impl From<CloseReason> for String {
 pub mod close_code {
     /// Normal closure: every WSE close reason travels with it.
     pub const NORMAL: u16 = 1000;
+    /// The server is restarting (a server shutting down closes with it, reason
+    /// `wse.by-server`): clients with reconnect enabled come back.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// A client leaving for another server (reason `jump`).
     pub const JUMP: u16 = 4000;
     /// The codes after which a client with reconnect enabled reconnects.
-    pub const RECONNECT_ON: [u16; 7] = [1005, 1006, 1011, 1012, 1013, 1014, JUMP];
+    pub const RECONNECT_ON: [u16; 7] = [1005, 1006, 1011, SERVICE_RESTART, 1013, 1014, JUMP];
 }
 
 #[cfg(test)]

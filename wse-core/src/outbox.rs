@@ -1,9 +1,14 @@
-//! A connection's outbound queue: bounded, and holding no memory while empty.
+//! A connection's outbound queue: bounded, and holding no memory while empty; and the close
+//! its writer is asked to end with.
 //!
 //! Everyone who sends to a connection holds an [`Outbox`]; its writer holds the [`Drain`] and
 //! takes every queued frame at once. Unlike a channel that allocates its first block of slots
 //! up front, the queue allocates when frames come and gives the memory back once they are
 //! written, so the thousands of idle connections of a server cost nothing here.
+//!
+//! A close is asked for through a [`Closer`], apart from the frames so that a full queue
+//! cannot delay it, and it wakes the writer the same way frames do: the writer waits on one
+//! thing, not two (every connection has one of these, so it is kept small).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -25,6 +30,31 @@ pub enum TrySendError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
 
+/// A close frame to send: code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    /// The close code (1000 for every WSE reason).
+    pub code: u16,
+    /// The reason, e.g. `wse.by-server`.
+    pub reason: String,
+}
+
+impl Close {
+    /// A close frame with `code` and `reason`.
+    pub fn new(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Close {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?}", self.code, self.reason)
+    }
+}
+
 /// Creates a queue of at most `capacity` frames.
 ///
 /// # Panics
@@ -36,6 +66,7 @@ pub fn outbox(capacity: usize) -> (Outbox, Drain) {
             frames: VecDeque::new(),
             senders: 1,
             drained: false,
+            close: None,
         }),
         capacity,
         filled: Notify::new(),
@@ -47,7 +78,7 @@ pub fn outbox(capacity: usize) -> (Outbox, Drain) {
 struct Shared {
     state: Mutex<State>,
     capacity: usize,
-    /// Wakes the writer: frames were queued, or the last sender left.
+    /// Wakes the writer: frames were queued, a close was asked for, or the last sender left.
     filled: Notify,
     /// Wakes senders waiting for room: the writer took the queue, or left.
     emptied: Notify,
@@ -58,12 +89,18 @@ struct State {
     senders: usize,
     /// The writer is gone.
     drained: bool,
+    /// The close the writer is asked to end with; the first request wins.
+    close: Option<Close>,
 }
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // Only queue operations run under this lock: a poisoned lock still holds a valid queue.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn close_requested(&self) -> Option<Close> {
+        self.state().close.clone()
     }
 }
 
@@ -119,6 +156,11 @@ impl Outbox {
         Ok(())
     }
 
+    /// A handle that asks the writer to close, without counting as a sender.
+    pub fn closer(&self) -> Closer {
+        Closer(Arc::clone(&self.0))
+    }
+
     /// Queues `frame`, waiting for room.
     ///
     /// # Errors
@@ -142,6 +184,50 @@ impl Outbox {
     }
 }
 
+/// Asks a connection's writer to close its socket. The first request wins. Holding one does
+/// not keep the queue open: it is not a sender.
+#[derive(Clone)]
+pub struct Closer(Arc<Shared>);
+
+impl fmt::Debug for Closer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Closer")
+            .field("requested", &self.requested())
+            .finish()
+    }
+}
+
+impl Closer {
+    /// Asks for `close`; returns false when a close was already asked for.
+    pub fn request(&self, close: Close) -> bool {
+        {
+            let mut state = self.0.state();
+            if state.close.is_some() {
+                return false;
+            }
+            state.close = Some(close);
+        }
+        self.0.filled.notify_one();
+        true
+    }
+
+    /// The close asked for so far, if any.
+    pub fn requested(&self) -> Option<Close> {
+        self.0.close_requested()
+    }
+}
+
+/// What the writer has to do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Write these frames, in order.
+    Frames(VecDeque<Bytes>),
+    /// Close with this (frames still queued go out before the close frame).
+    Close(Close),
+    /// Every sender is gone and nothing is queued: the connection is over.
+    Gone,
+}
+
 /// The writer's side of a connection's queue.
 pub struct Drain(Arc<Shared>);
 
@@ -163,21 +249,55 @@ impl Drop for Drain {
 }
 
 impl Drain {
-    /// Takes every queued frame, waiting for one if none is queued; `None` once every sender
-    /// is gone and nothing is left.
+    /// Waits for something to do: a close asked for comes first, then every queued frame at
+    /// once; [`Next::Gone`] once every sender is gone and nothing is left.
     ///
     /// # Cancel safety
     /// Cancel-safe: frames are taken only when the call returns them.
-    pub async fn next_batch(&mut self) -> Option<VecDeque<Bytes>> {
+    pub async fn next(&mut self) -> Next {
         loop {
-            if let Some(batch) = self.try_batch() {
-                return Some(batch);
+            {
+                let mut state = self.0.state();
+                if let Some(close) = &state.close {
+                    return Next::Close(close.clone());
+                }
+                if !state.frames.is_empty() {
+                    let batch = std::mem::take(&mut state.frames);
+                    drop(state);
+                    self.0.emptied.notify_waiters();
+                    return Next::Frames(batch);
+                }
+                if state.senders == 0 {
+                    return Next::Gone;
+                }
             }
-            if self.0.state().senders == 0 {
-                return None;
+            // A wake-up between the look and this wait is kept as the notifier's permit.
+            self.0.filled.notified().await;
+        }
+    }
+
+    /// Waits until a close is asked for (at once if one was): what cuts short a write that
+    /// waits for the peer. Only one of this and [`Drain::next`] may wait at a time.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads the request.
+    pub async fn closing(&self) -> Close {
+        loop {
+            if let Some(close) = self.0.close_requested() {
+                return close;
             }
             self.0.filled.notified().await;
         }
+    }
+
+    /// The close asked for so far, if any.
+    pub fn close_requested(&self) -> Option<Close> {
+        self.0.close_requested()
+    }
+
+    /// A handle that asks this writer to close.
+    pub fn closer(&self) -> Closer {
+        Closer(Arc::clone(&self.0))
     }
 
     /// Takes every queued frame without waiting; `None` if none is queued.
@@ -205,7 +325,10 @@ mod tests {
         for n in 0..3u8 {
             outbox.try_send(Bytes::from(vec![n])).unwrap();
         }
-        let batch: Vec<_> = drain.next_batch().await.unwrap().into_iter().collect();
+        let Next::Frames(batch) = drain.next().await else {
+            panic!("frames were queued")
+        };
+        let batch: Vec<_> = batch.into_iter().collect();
         assert_eq!(
             batch,
             [
@@ -230,12 +353,9 @@ mod tests {
             async move { outbox.send(Bytes::from_static(b"c")).await }
         });
         tokio::task::yield_now().await;
-        assert_eq!(drain.next_batch().await.unwrap().len(), 1);
+        assert_eq!(frames(drain.next().await).len(), 1);
         assert_eq!(waiting.await.unwrap(), Ok(()));
-        assert_eq!(
-            drain.next_batch().await.unwrap()[0],
-            Bytes::from_static(b"c")
-        );
+        assert_eq!(frames(drain.next().await)[0], Bytes::from_static(b"c"));
     }
 
     #[tokio::test]
@@ -245,12 +365,51 @@ mod tests {
         second.try_send(Bytes::from_static(b"last")).unwrap();
         drop(outbox);
         drop(second);
-        assert_eq!(drain.next_batch().await.unwrap().len(), 1);
-        assert!(drain.next_batch().await.is_none());
+        assert_eq!(frames(drain.next().await).len(), 1);
+        assert_eq!(drain.next().await, Next::Gone);
 
         let (outbox, drain) = outbox_pair();
         drop(drain);
         assert_eq!(outbox.send(Bytes::new()).await, Err(Closed));
+    }
+
+    #[tokio::test]
+    async fn a_close_wakes_the_writer_comes_first_and_the_first_request_wins() {
+        let (outbox, mut drain) = outbox(4);
+        let closer = outbox.closer();
+        let writer = tokio::spawn(async move {
+            let next = drain.next().await;
+            (next, drain)
+        });
+        tokio::task::yield_now().await;
+        outbox.try_send(Bytes::from_static(b"queued")).unwrap();
+        let (next, mut drain) = writer.await.unwrap();
+        assert_eq!(frames(next).len(), 1);
+
+        outbox
+            .try_send(Bytes::from_static(b"before the close"))
+            .unwrap();
+        assert!(closer.request(Close::new(1000, "first")));
+        assert!(!closer.request(Close::new(1001, "second")));
+        assert_eq!(drain.next().await, Next::Close(Close::new(1000, "first")));
+        assert_eq!(drain.closing().await, Close::new(1000, "first"));
+        assert_eq!(drain.try_batch().map(|batch| batch.len()), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_closer_is_not_a_sender() {
+        let (outbox, mut drain) = outbox(1);
+        let closer = outbox.closer();
+        drop(outbox);
+        assert_eq!(drain.next().await, Next::Gone);
+        assert_eq!(closer.requested(), None);
+    }
+
+    fn frames(next: Next) -> VecDeque<Bytes> {
+        match next {
+            Next::Frames(frames) => frames,
+            other => panic!("expected frames, got {other:?}"),
+        }
     }
 
     fn outbox_pair() -> (Outbox, Drain) {

@@ -4,8 +4,7 @@
 //!
 //! No sockets are opened here: the writer is generic over any `Sink` of tungstenite messages.
 
-use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,93 +15,8 @@ use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use crate::outbox::Drain;
+use crate::outbox::{Close, Drain, Next};
 use crate::protocol::MessageKind;
-
-/// A close frame to send: code and reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Close {
-    /// The close code (1000 for every WSE reason).
-    pub code: u16,
-    /// The reason, e.g. `wse.by-server`.
-    pub reason: String,
-}
-
-impl Close {
-    /// A close frame with `code` and `reason`.
-    pub fn new(code: u16, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl fmt::Display for Close {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {:?}", self.code, self.reason)
-    }
-}
-
-/// Asks a connection to close its socket. The first request wins.
-///
-/// A separate signal, not a message in the outbound queue, so a close is never stuck behind a
-/// full queue. A mutex and a notifier: every connection has one, so it is kept small (a watch
-/// channel costs about half a KiB).
-#[derive(Debug, Default)]
-pub struct CloseSignal {
-    requested: Mutex<Option<Close>>,
-    asked: Notify,
-}
-
-impl CloseSignal {
-    /// A signal nobody has pulled yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Close>> {
-        // Only an assignment runs under this lock: a poisoned lock still holds a valid value.
-        self.requested
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Requests a close; returns false when one was already requested.
-    pub fn request(&self, close: Close) -> bool {
-        {
-            let mut requested = self.lock();
-            if requested.is_some() {
-                return false;
-            }
-            *requested = Some(close);
-        }
-        self.asked.notify_waiters();
-        true
-    }
-
-    /// The close requested so far, if any.
-    pub fn requested(&self) -> Option<Close> {
-        self.lock().clone()
-    }
-
-    /// Waits until a close is requested (at once if one already was).
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: it only reads the signal.
-    pub async fn wait(&self) -> Close {
-        loop {
-            // Registered before looking, so a request in between is not missed.
-            let asked = self.asked.notified();
-            let mut asked = std::pin::pin!(asked);
-            asked.as_mut().enable();
-            if let Some(close) = self.requested() {
-                return close;
-            }
-            asked.await;
-        }
-    }
-}
 
 /// Close code and reason for a message over the size limit.
 pub const MESSAGE_TOO_BIG: (u16, &str) = (1009, "wse.message-too-big");
@@ -263,47 +177,39 @@ pub fn close_frame(close: &Close) -> CloseFrame {
 
 /// The writer task: drains the bounded outbound queue into the socket, feeding every frame it
 /// can take at once and flushing once per batch; sends a ping when `ping` is notified; sends
-/// the close frame when one is requested (after the frames already queued). Returns when the
-/// socket is closed or fails, or when every sender of the queue is gone. The client's writer;
-/// the server's connection loop reads and writes itself.
+/// the close frame when the queue's closer asks for one (after the frames already queued).
+/// Returns when the socket is closed or fails, or when every sender of the queue is gone. The
+/// client's writer; the server's connection loop reads and writes itself.
 pub async fn write_loop<S>(
     mut sink: S,
     mut frames: Drain,
-    close: Arc<CloseSignal>,
     ping: Arc<Notify>,
     kind: MessageKind,
 ) -> Result<(), S::Error>
 where
     S: Sink<Message> + Unpin,
 {
-    // Frames come first (`biased`), so a busy connection polls nothing else; a look at the
-    // close signal after each batch keeps a close from waiting behind steady traffic.
-    // Made once: resolves once, and then the loop ends.
-    let mut closing = std::pin::pin!(close.wait());
     // Armed once and again after each ping: a fresh `Notified` per loop would join and leave
     // the notifier's waiter list (a lock) for every batch of frames.
     let mut pinged = std::pin::pin!(ping.notified());
     let requested = loop {
-        // Every arm is cancel-safe: `next_batch` loses nothing when another arm wins, the
-        // close arm only reads the signal, and a `Notify` keeps its permit for the next round.
-        // Writes happen in the arm bodies, never in a race.
+        // Both arms are cancel-safe: `next` loses nothing when the other arm wins, and a
+        // `Notify` keeps its permit for the next round. Writes happen in the arm bodies, never
+        // in a race.
         tokio::select! {
             biased;
-            batch = frames.next_batch() => {
-                // Every sender gone: the connection is over, but a close asked for just
-                // before must still go out.
-                let Some(batch) = batch else { break close.requested() };
-                for frame in batch {
-                    if let Some(message) = to_message(kind, frame) {
-                        sink.feed(message).await?;
+            next = frames.next() => match next {
+                Next::Frames(batch) => {
+                    for frame in batch {
+                        if let Some(message) = to_message(kind, frame) {
+                            sink.feed(message).await?;
+                        }
                     }
+                    sink.flush().await?;
                 }
-                sink.flush().await?;
-                if let Some(requested) = close.requested() {
-                    break Some(requested);
-                }
-            }
-            requested = &mut closing => break Some(requested),
+                Next::Close(requested) => break Some(requested),
+                Next::Gone => break None,
+            },
             () = &mut pinged => {
                 pinged.set(ping.notified());
                 sink.send(Message::Ping(Bytes::new())).await?;

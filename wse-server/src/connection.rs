@@ -21,23 +21,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
-use wse_core::outbox::{Drain, Outbox, outbox};
+use wse_core::outbox::{Close, Closer, Drain, Next as Queued, Outbox, outbox};
 use wse_core::transport::{
-    Close, CloseSignal, HEARTBEAT_TIMEOUT, Liveness, Pulse, close_for_read_error, close_frame,
-    message_data, pulse, to_message,
+    HEARTBEAT_TIMEOUT, Liveness, Pulse, close_for_read_error, close_frame, message_data, pulse,
+    to_message,
 };
 use wse_core::{
     CallError, CloseReason, Context, ErrorCode, MessageKind, Protocol, Report, SendError, Session,
@@ -47,8 +45,8 @@ use wse_core::{
 use crate::auth::{Answered, Decision, Handshake};
 use crate::delivery::Packed;
 use crate::events::{Event, Rejection, ServerError};
-use crate::limits::{RATE_LIMITED, TokenBucket, Verdict};
-use crate::server::{Server, Shared};
+use crate::limits::{RATE_LIMITED, Ticket, TokenBucket, Verdict};
+use crate::server::{Listener, Server, Shared};
 
 /// The id of a connection, unique on this server node; it carries no meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,10 +82,12 @@ struct Inner {
     /// Index of this connection's codec in the server's codec list.
     codec_index: usize,
     session: Session<Connection>,
-    /// Asks the writer to close the socket; apart from the queue so a full queue cannot
-    /// delay it.
-    close: Arc<CloseSignal>,
+    /// Asks the connection's task to close the socket; apart from the frames, so a full
+    /// queue cannot delay it.
+    close: Closer,
     server: Server,
+    /// The listener that accepted it (none for [`Server::serve_io`]).
+    listener: Option<Arc<Listener>>,
 }
 
 impl fmt::Debug for Connection {
@@ -145,6 +145,10 @@ impl Connection {
     /// The server this connection belongs to.
     pub fn server(&self) -> &Server {
         &self.0.server
+    }
+
+    pub(crate) fn listener(&self) -> Option<&Arc<Listener>> {
+        self.0.listener.as_ref()
     }
 
     /// Whether the connection is closing or closed.
@@ -267,14 +271,15 @@ fn fit_close_reason(mut reason: String) -> String {
 /// calls is read go out in one write right after, with no hand-off to another task. A write
 /// is bounded by the write timeout, so a peer that stops reading cannot stall the loop.
 struct Link<S> {
-    stream: SplitStream<WebSocketStream<S>>,
-    sink: SplitSink<WebSocketStream<S>, Message>,
+    /// Not split into halves: one task owns both, and a split costs a lock per poll and a
+    /// shared allocation per connection.
+    ws: WebSocketStream<S>,
     /// Where everyone else queues frames for this connection.
     outbound: Outbox,
-    /// The same queue, as the loop takes it.
+    /// The same queue, as the loop takes it, with the close asked for.
     queued: Drain,
     kind: MessageKind,
-    close: Arc<CloseSignal>,
+    close: Closer,
     write_timeout: Duration,
     /// The close frame the peer sent, if it sent one.
     peer_close: Option<Close>,
@@ -299,15 +304,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
         capacity: usize,
         write_timeout: Duration,
     ) -> Self {
-        let (sink, stream) = ws.split();
         let (outbound, queued) = outbox(capacity);
         Self {
-            stream,
-            sink,
+            ws,
+            close: outbound.closer(),
             outbound,
             queued,
             kind,
-            close: Arc::new(CloseSignal::new()),
             write_timeout,
             peer_close: None,
         }
@@ -317,9 +320,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// write waits for the peer (its queue overflowed, say) ends the wait at once.
     async fn write(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Result<(), WriteFailed> {
         // Only a close asked for from now on cuts the write short.
-        let close = Arc::clone(&self.close);
-        let already_closing = close.requested().is_some();
-        let (sink, kind) = (&mut self.sink, self.kind);
+        let already_closing = self.close.requested().is_some();
+        let (sink, kind, queued) = (&mut self.ws, self.kind, &self.queued);
         let written = async {
             for frame in frames {
                 if let Some(message) = to_message(kind, frame) {
@@ -334,7 +336,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
                 Ok(Ok(())) => Ok(()),
                 _ => Err(WriteFailed),
             },
-            _ = close.wait(), if !already_closing => Err(WriteFailed),
+            _ = queued.closing(), if !already_closing => Err(WriteFailed),
         }
     }
 
@@ -348,7 +350,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
 
     /// Sends a control frame (a ping, a close), within the write timeout.
     async fn send_control(&mut self, message: Message) -> Result<(), WriteFailed> {
-        match tokio::time::timeout(self.write_timeout, self.sink.send(message)).await {
+        match tokio::time::timeout(self.write_timeout, self.ws.send(message)).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(WriteFailed),
         }
@@ -358,7 +360,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// tungstenite and skipped. Cancel-safe: nothing but control frames is consumed.
     async fn next(&mut self, deadline: Instant) -> Next {
         loop {
-            let message = match tokio::time::timeout_at(deadline, self.stream.next()).await {
+            let message = match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return Next::TimedOut,
                 Ok(None) => return Next::Closed,
                 Ok(Some(Err(error))) => {
@@ -408,7 +410,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// socket ends (this sends tungstenite's echo of the peer's close frame, and receives the
     /// peer's answer to ours); all within `timeout`. Returns the close that ended the
     /// connection: ours if we asked, else the peer's, else 1006.
-    async fn finish(mut self, timeout: Duration) -> Close {
+    async fn finish(&mut self, timeout: Duration) -> Close {
         let deadline = Instant::now() + timeout;
         if let Some(close) = self.close.requested() {
             let goodbye = async {
@@ -422,7 +424,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
         // The deadline is checked before each read: `timeout_at` returns a ready message even
         // past its deadline, and a peer that keeps sending would keep this loop going.
         while Instant::now() < deadline {
-            let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, self.stream.next()).await
+            let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, self.ws.next()).await
             else {
                 break;
             };
@@ -432,7 +434,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
         }
         self.close
             .requested()
-            .or(self.peer_close)
+            .or(self.peer_close.take())
             .unwrap_or_else(|| Close::new(1006, ""))
     }
 }
@@ -456,24 +458,90 @@ fn negotiate(codecs: &[Arc<dyn Protocol>], request: &Request) -> Option<usize> {
         .find_map(|offered| codecs.iter().position(|codec| codec.name() == offered))
 }
 
-/// Serves one accepted stream (TCP, TLS, in memory) to its end.
-pub(crate) async fn run<S>(
+/// Serves one accepted stream (TCP, TLS, in memory) to its end. `listener` is the listener
+/// that accepted it, whose shutdown closes it.
+pub(crate) fn run<S>(
     server: Server,
     io: S,
     remote_addr: SocketAddr,
-    stop: watch::Receiver<bool>,
-) where
+    listener: Option<Arc<Listener>>,
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Boxed, and made here rather than in the task's future: the upgrade and the handshake
+    // are large and over at the welcome, and the task, which lives as long as the
+    // connection, keeps only what an open connection needs.
+    let establishing = Box::pin(establish(server, io, remote_addr, listener));
+    async move {
+        // A statement of its own: the finished handshake's box is freed at its end.
+        let Some(mut open) = establishing.await else {
+            return;
+        };
+        open.serve().await;
+    }
+}
+
+/// An accepted connection and its socket, from the welcome to the end.
+struct Open<S> {
+    connection: Connection,
+    link: Link<S>,
+    /// This connection's place within the server's limits, held to the end.
+    _ticket: Ticket,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Open<S> {
+    // By reference: moved into the future, the connection's state would take its room twice.
+    async fn serve(&mut self) {
+        let (connection, link) = (&self.connection, &mut self.link);
+        let ended = read_loop(connection, link).await;
+
+        // Calls waiting on this device fail now, and sends to its user skip it, rather than
+        // after the closing handshake.
+        connection.0.session.close();
+        let server = connection.server();
+        let left = server.shared().users.remove(connection);
+        // A peer that stopped answering will not answer our close frame either.
+        let patience = match ended {
+            Ended::Silent => Duration::ZERO,
+            Ended::Otherwise => server.shared().config.close_timeout,
+        };
+        // Boxed: the closing handshake is brief, and large.
+        let close = Box::pin(link.finish(patience)).await;
+        server.emit(Event::Disconnected {
+            connection: connection.clone(),
+            code: close.code,
+            reason: close.reason,
+        });
+        if left == Some(true) {
+            server.emit(Event::Left {
+                user_id: Arc::clone(connection.user_arc()),
+            });
+        }
+    }
+}
+
+/// Upgrades, runs the handshake, welcomes and lists the connection: the connection, open;
+/// `None` when it was refused (and is closed by now).
+async fn establish<S>(
+    server: Server,
+    io: S,
+    remote_addr: SocketAddr,
+    listener: Option<Arc<Listener>>,
+) -> Option<Open<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let server = &server;
     let shared = server.shared();
-    // Held to the end: this connection's place within the server's limits.
-    let _ticket = match shared.admission.admit(remote_addr.ip()) {
+    let ticket = match shared.admission.admit(remote_addr.ip()) {
         Ok(ticket) => ticket,
         Err(reason) => {
-            return server.emit(Event::Rejected {
+            server.emit(Event::Rejected {
                 remote_addr,
                 reason,
             });
+            return None;
         }
     };
     let deadline = Instant::now() + shared.config.handshake_timeout;
@@ -491,21 +559,21 @@ pub(crate) async fn run<S>(
     };
     let upgrade =
         tokio_tungstenite::accept_hdr_async_with_config(io, pick, Some(shared.config.websocket()));
-    // Boxed, as is the handshake below: they are large and only live until the welcome, so
-    // they must not size the task that lives as long as the connection.
-    let ws = match Box::pin(tokio::time::timeout_at(deadline, upgrade)).await {
+    let ws = match tokio::time::timeout_at(deadline, upgrade).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => {
-            return server.emit(Event::Rejected {
+            server.emit(Event::Rejected {
                 remote_addr,
                 reason: Rejection::Upgrade(error.to_string()),
             });
+            return None;
         }
         Err(_) => {
-            return server.emit(Event::Rejected {
+            server.emit(Event::Rejected {
                 remote_addr,
                 reason: Rejection::HandshakeTimeout,
             });
+            return None;
         }
     };
 
@@ -523,17 +591,7 @@ pub(crate) async fn run<S>(
     let id = shared.next_connection_id();
     let outcome = match &codec {
         None => Err(Rejection::NoCommonProtocol),
-        Some((_, codec)) => {
-            Box::pin(handshake(
-                shared,
-                &mut link,
-                codec,
-                id,
-                remote_addr,
-                deadline,
-            ))
-            .await
-        }
+        Some((_, codec)) => handshake(shared, &mut link, codec, id, remote_addr, deadline).await,
     };
     let (index, codec, handshake, user_id, welcome) = match (codec, outcome) {
         (Some((index, codec)), Ok((handshake, user_id, welcome))) => {
@@ -541,7 +599,8 @@ pub(crate) async fn run<S>(
         }
         (_, outcome) => {
             let reason = outcome.err().unwrap_or(Rejection::Gone);
-            return Box::pin(reject(&server, link, remote_addr, reason)).await;
+            reject(server, link, remote_addr, reason).await;
+            return None;
         }
     };
 
@@ -559,8 +618,9 @@ pub(crate) async fn run<S>(
         remote_addr,
         codec_index: index,
         session,
-        close: Arc::clone(&link.close),
+        close: link.close.clone(),
         server: server.clone(),
+        listener,
     }));
     // Welcome goes first: whatever is sent to the user once the connection is listed queues
     // behind it.
@@ -569,7 +629,8 @@ pub(crate) async fn run<S>(
         .is_ok_and(|frame| link.queue(frame));
     if !welcomed {
         let reason = Rejection::ProtocolError("welcome payload cannot be encoded".into());
-        return Box::pin(reject(&server, link, remote_addr, reason)).await;
+        reject(server, link, remote_addr, reason).await;
+        return None;
     }
     let added = shared.users.add(&connection, shared.config.conn_per_user);
     for old in &added.evicted {
@@ -583,35 +644,25 @@ pub(crate) async fn run<S>(
     server.emit(Event::Connected {
         connection: connection.clone(),
     });
-
-    let ended = read_loop(&connection, &mut link, stop).await;
-
-    // Calls waiting on this device fail now, and sends to its user skip it, rather than
-    // after the closing handshake.
-    connection.0.session.close();
-    let left = shared.users.remove(&connection);
-    // A peer that stopped answering will not answer our close frame either.
-    let patience = match ended {
-        Ended::Silent => Duration::ZERO,
-        Ended::Otherwise => shared.config.close_timeout,
-    };
-    let close = link.finish(patience).await;
-    server.emit(Event::Disconnected {
-        connection: connection.clone(),
-        code: close.code,
-        reason: close.reason,
-    });
-    if left == Some(true) {
-        server.emit(Event::Left {
-            user_id: Arc::clone(connection.user_arc()),
-        });
+    // The listener may have stopped while this connection was being accepted: its shutdown
+    // found every connection listed before this one, and this one sees the flag.
+    if connection
+        .listener()
+        .is_some_and(|listener| listener.stopping())
+    {
+        connection.close_with(close_code::SERVICE_RESTART, CloseReason::ByServer);
     }
+    Some(Open {
+        connection,
+        link,
+        _ticket: ticket,
+    })
 }
 
 /// Closes a connection that was not accepted, with the close reason its rejection calls for.
 async fn reject<S: AsyncRead + AsyncWrite + Unpin>(
     server: &Server,
-    link: Link<S>,
+    mut link: Link<S>,
     remote_addr: SocketAddr,
     reason: Rejection,
 ) {
@@ -808,11 +859,9 @@ enum Ended {
 async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
     connection: &Connection,
     link: &mut Link<S>,
-    mut stop: watch::Receiver<bool>,
 ) -> Ended {
     // The writes below are boxed: they live only while a write waits, and inline they would
     // add half a KiB to every idle connection's task.
-    let close = Arc::clone(&link.close);
     let mut liveness = connection
         .server()
         .shared()
@@ -826,15 +875,12 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
         .rate_limit
         .map(|limit| TokenBucket::new(limit, Instant::now()));
     let mut reads_since_write = 0;
-    // Made once, not per message: each resolves at most once, and then the loop ends.
-    let mut closing = std::pin::pin!(close.wait());
-    let mut stopping = std::pin::pin!(stopped(&mut stop));
     loop {
-        // All arms are cancel-safe: `next` on the stream, `next_batch` on the outbox, the
-        // ticker and the watches lose nothing when another arm wins.
+        // All arms are cancel-safe: `next` on the stream and on the outbox and the ticker lose
+        // nothing when another arm wins.
         tokio::select! {
             biased;
-            message = link.stream.next() => {
+            message = link.ws.next() => {
                 if let (Some(Ok(_)), Some(liveness)) = (&message, liveness.as_mut()) {
                     liveness.heard();
                 }
@@ -874,14 +920,16 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 None => return Ended::Otherwise,
             }
             }
-            batch = link.queued.next_batch() => {
-                reads_since_write = 0;
-                let Some(batch) = batch else { return Ended::Otherwise };
-                if Box::pin(link.write(batch)).await.is_err() {
-                    return stuck(connection);
+            queued = link.queued.next() => match queued {
+                Queued::Frames(batch) => {
+                    reads_since_write = 0;
+                    if Box::pin(link.write(batch)).await.is_err() {
+                        return stuck(connection);
+                    }
                 }
-            }
-            _ = &mut closing => return Ended::Otherwise,
+                // The close frame goes out after what is queued, in `finish`.
+                Queued::Close(_) | Queued::Gone => return Ended::Otherwise,
+            },
             beat = pulse(&mut liveness) => match beat {
                 Pulse::Alive => {}
                 Pulse::Ping => {
@@ -894,19 +942,7 @@ async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
                     return Ended::Silent;
                 }
             },
-            () = &mut stopping => {
-                // 1012 (service restart): clients with reconnect enabled come back.
-                connection.close_with(1012, CloseReason::ByServer);
-                return Ended::Otherwise;
-            }
         }
-    }
-}
-
-/// Resolves when the server is told to stop; never if the stop handle is gone.
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    if stop.wait_for(|stop| *stop).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
 

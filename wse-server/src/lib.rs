@@ -68,7 +68,8 @@ pub use server::{Builder, Server, Serving};
 
 #[cfg(feature = "msgpack")]
 pub use wse_core::MsgPack;
-pub use wse_core::transport::{Close, Heartbeat};
+pub use wse_core::outbox::Close;
+pub use wse_core::transport::Heartbeat;
 pub use wse_core::{
     CallError, CloseReason, ErrorCode, ErrorObject, Json, Protocol, RegisterError, RpcError,
     SendError,

@@ -5,9 +5,10 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::{TcpListener, ToSocketAddrs};
@@ -15,7 +16,10 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wse_core::transport::Heartbeat;
-use wse_core::{Json, Protocol, RegisterError, Registry, RpcError, SendError, SessionConfig};
+use wse_core::{
+    CloseReason, Json, Protocol, RegisterError, Registry, RpcError, SendError, SessionConfig,
+    close_code,
+};
 
 use crate::auth::{Challenge, Decision, Handshake, Identify};
 use crate::connection::{self, Connection, ConnectionId};
@@ -576,9 +580,8 @@ impl Server {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        // No listener's shutdown reaches this connection: its stop signal never fires.
-        let (_, never) = watch::channel(false);
-        connection::run(self.clone(), io, remote_addr, never).await;
+        // No listener's shutdown reaches this connection.
+        connection::run(self.clone(), io, remote_addr, None).await;
     }
 
     /// Serves on `listener` in a background task.
@@ -625,22 +628,45 @@ impl Serving {
     }
 }
 
+/// Resolves when the listener is told to stop; never if its [`Serving`] is dropped (which
+/// leaves it running).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A listener's stop flag, held by the connections it accepted.
+#[derive(Debug, Default)]
+pub(crate) struct Listener {
+    stopping: AtomicBool,
+}
+
+impl Listener {
+    /// Whether the listener is shutting down.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
 async fn accept_loop(server: Server, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     // Each connection task holds a clone of `done`; when the last is dropped, they are all over.
     let (done, mut all_done) = mpsc::channel::<()>(1);
+    let this = Arc::new(Listener::default());
     loop {
         tokio::select! {
-            _ = connection::stopped(&mut stop) => break,
+            () = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote_addr)) => {
                     // Replies are small and latency matters more than packet count; the
                     // writer batches what is queued.
                     let _ = tcp.set_nodelay(true);
-                    let (server, stop, done) = (server.clone(), stop.clone(), done.clone());
-                    tokio::spawn(async move {
-                        connection::run(server, tcp, remote_addr, stop).await;
-                        drop(done);
-                    });
+                    let done = done.clone();
+                    let serving =
+                        connection::run(server.clone(), tcp, remote_addr, Some(Arc::clone(&this)));
+                    // `map`, not an `async` block around it, which would hold the connection's
+                    // future twice.
+                    tokio::spawn(serving.map(move |()| drop(done)));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -651,6 +677,17 @@ async fn accept_loop(server: Server, listener: TcpListener, mut stop: watch::Rec
         }
     }
     drop(listener);
+    // The flag first, then the list: a connection listed after this look sees the flag (the
+    // registry's lock orders the two), and closes itself.
+    this.stopping.store(true, Ordering::SeqCst);
+    for connection in server.shared().users.all() {
+        if connection
+            .listener()
+            .is_some_and(|of| Arc::ptr_eq(of, &this))
+        {
+            connection.close_with(close_code::SERVICE_RESTART, CloseReason::ByServer);
+        }
+    }
     drop(done);
     let _ = all_done.recv().await;
 }
