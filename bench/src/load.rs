@@ -153,6 +153,15 @@ pub(crate) struct RpcRun {
     pub(crate) latency: Histogram<u64>,
 }
 
+impl RpcRun {
+    /// Adds another round of the same load.
+    pub(crate) fn merge(&mut self, other: Self) -> Result<(), Failure> {
+        self.calls += other.calls;
+        self.window += other.window;
+        self.latency.add(other.latency).map_err(|e| e.to_string())
+    }
+}
+
 /// `connections` × `in_flight` calls of `add {a: 1, b: 2}`, closed loop: each answer is
 /// checked and replaced by a new call at once. Measures for `duration` after `warmup`.
 pub(crate) async fn rpc(

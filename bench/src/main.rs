@@ -73,9 +73,13 @@ struct RpcArgs {
     /// Calls in flight per connection (K).
     #[arg(long, default_value_t = 16)]
     in_flight: usize,
-    /// Seconds measured, after a second of warm-up.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds measured for each server, after half a second of warm-up per round.
+    #[arg(long, default_value_t = 6)]
     duration: u64,
+    /// Rounds the measurement is split into, the servers taking turns, so that a change in
+    /// the machine's speed (shared cores) weighs on the baseline and wse-rs alike.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// A wse server to measure instead of starting wse-rs (e.g. the JS `wse` 4.x), which
     /// must serve `add {a, b}` and accept any identity.
     #[arg(long)]
@@ -90,6 +94,9 @@ struct HandshakeArgs {
     /// Cycles at a time (K).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Rounds the cycles are split into, the servers taking turns.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -172,20 +179,11 @@ fn dial(url: String, codec: Codec, hello: Hello) -> Dial {
 }
 
 async fn rpc(args: &RpcArgs, report: &mut Report) -> Result<(), String> {
-    let (warmup, duration) = (Duration::from_secs(1), Duration::from_secs(args.duration));
+    let rounds = args.rounds.max(1);
+    let warmup = Duration::from_millis(500);
+    let slice = Duration::from_secs(args.duration) / rounds;
     let (c, k) = (args.connections, args.in_flight);
     let echo = Spawned::start(Target::Echo).await?;
-    let baseline = load::rpc(
-        &dial(echo.url(), Codec::Json, Hello::None),
-        c,
-        k,
-        warmup,
-        duration,
-    )
-    .await?;
-    drop(echo);
-    let shape = format!("C={c} K={k}");
-    report.rpc("raw echo (JSON frames)", &shape, &baseline, None);
     let wse = match &args.url {
         Some(_) => None,
         None => Some(Spawned::start(Target::Wse).await?),
@@ -195,61 +193,80 @@ async fn rpc(args: &RpcArgs, report: &mut Report) -> Result<(), String> {
         .clone()
         .or_else(|| wse.as_ref().map(Spawned::url))
         .ok_or("no server")?;
+    let subject = if args.url.is_some() {
+        "server at --url"
+    } else {
+        "wse-rs"
+    };
+    // The baseline first, then each codec of the server under test.
+    let mut subjects = vec![(
+        "raw echo (JSON frames)".to_owned(),
+        dial(echo.url(), Codec::Json, Hello::None),
+    )];
     for codec in [Codec::Json, Codec::Msgpack] {
-        if args.url.is_some() && codec == Codec::Msgpack {
-            continue;
+        if args.url.is_none() || codec == Codec::Json {
+            subjects.push((
+                format!("{subject} ({codec:?})"),
+                dial(url.clone(), codec, Hello::Wse),
+            ));
         }
-        let run = load::rpc(
-            &dial(url.clone(), codec, Hello::Wse),
-            c,
-            k,
-            warmup,
-            duration,
-        )
-        .await?;
-        let subject = format!(
-            "{} ({codec:?})",
-            if args.url.is_some() {
-                "server at --url"
-            } else {
-                "wse-rs"
+    }
+    let mut runs: Vec<Option<load::RpcRun>> = subjects.iter().map(|_| None).collect();
+    for _ in 0..rounds {
+        for ((_, dial), total) in subjects.iter().zip(&mut runs) {
+            let run = load::rpc(dial, c, k, warmup, slice).await?;
+            match total {
+                Some(total) => total.merge(run)?,
+                None => *total = Some(run),
             }
-        );
-        report.rpc(&subject, &shape, &run, Some(&baseline));
+        }
+    }
+    let shape = format!("C={c} K={k}");
+    let mut runs = subjects.iter().zip(runs.iter().flatten());
+    let ((name, _), baseline) = runs.next().ok_or("no baseline run")?;
+    report.rpc(name, &shape, baseline, None);
+    for ((name, _), run) in runs {
+        report.rpc(name, &shape, run, Some(baseline));
     }
     Ok(())
 }
 
 async fn handshake(args: &HandshakeArgs, report: &mut Report) -> Result<(), String> {
     let (n, k) = (args.cycles, args.concurrency);
+    let rounds = args.rounds.max(1) as usize;
     let shape = format!("N={n} K={k}");
-    let echo = Spawned::start(Target::Echo).await?;
-    let baseline = load::handshakes(&dial(echo.url(), Codec::Json, Hello::None), n, k).await?;
-    drop(echo);
-    let per_second = |elapsed: Duration| n as f64 / elapsed.as_secs_f64();
-    report.push(Row::new(
-        "handshake",
-        "raw echo (connect, a frame each way, close)",
-        &shape,
-        "handshakes/s",
-        per_second(baseline),
-    ));
-    for (target, hello, name) in [
+    let subjects = [
+        (
+            Target::Echo,
+            Hello::None,
+            "raw echo (connect, a frame each way, close)",
+        ),
         (Target::Wse, Hello::Wse, "wse-rs"),
         (Target::WseHmac, Hello::WseHmac, "wse-rs + HMAC challenge"),
-    ] {
-        let server = Spawned::start(target).await?;
-        let elapsed = load::handshakes(&dial(server.url(), Codec::Json, hello), n, k).await?;
-        report.push(
-            Row::new(
-                "handshake",
-                name,
-                &shape,
-                "handshakes/s",
-                per_second(elapsed),
-            )
-            .against(per_second(baseline)),
-        );
+    ];
+    let mut servers = Vec::with_capacity(subjects.len());
+    for (target, _, _) in subjects {
+        servers.push(Spawned::start(target).await?);
+    }
+    // The servers take turns, each round a share of the cycles.
+    let mut elapsed = [Duration::ZERO; 3];
+    let mut done = [0; 3];
+    for round in 0..rounds {
+        let cycles = n / rounds + usize::from(round < n % rounds);
+        for (i, ((_, hello, _), server)) in subjects.iter().zip(&servers).enumerate() {
+            let d = dial(server.url(), Codec::Json, *hello);
+            elapsed[i] += load::handshakes(&d, cycles, k).await?;
+            done[i] += cycles;
+        }
+    }
+    let rates: Vec<f64> = elapsed
+        .iter()
+        .zip(done)
+        .map(|(elapsed, done)| done as f64 / elapsed.as_secs_f64())
+        .collect();
+    for (i, (_, _, name)) in subjects.iter().enumerate() {
+        let row = Row::new("handshake", name, &shape, "handshakes/s", rates[i]);
+        report.push(if i == 0 { row } else { row.against(rates[0]) });
     }
     Ok(())
 }
@@ -335,7 +352,8 @@ async fn run(cli: Cli) -> Result<Report, String> {
                 &RpcArgs {
                     connections: 50,
                     in_flight: 16,
-                    duration: 5,
+                    duration: 6,
+                    rounds: 3,
                     url: None,
                 },
                 &mut report,
@@ -345,6 +363,7 @@ async fn run(cli: Cli) -> Result<Report, String> {
                 &HandshakeArgs {
                     cycles: 5_000,
                     concurrency: 16,
+                    rounds: 3,
                 },
                 &mut report,
             )
