@@ -400,14 +400,15 @@ pub(crate) async fn fanout(
             for _ in 0..rounds {
                 match ws.next().await {
                     Some(Ok(_)) => {}
-                    _ => return Err::<(), Failure>("receiver closed".into()),
+                    _ => return Err("receiver closed".into()),
                 }
                 if delivered.fetch_add(1, Ordering::AcqRel) + 1 == receivers * rounds {
                     everyone.notify_one();
                 }
             }
-            close(ws).await;
-            Ok(())
+            // Closed after the measurement: closing handshakes of the first receivers would
+            // compete with the delivery to the last.
+            Ok::<_, Failure>(ws)
         }));
     }
     let mut control = open(dial, "control").await?;
@@ -443,9 +444,11 @@ pub(crate) async fn fanout(
         .await
         .map_err(|_| "the rounds never reached everyone")?;
     let elapsed = started.elapsed();
+    let mut received = Vec::with_capacity(receivers);
     for task in tasks {
-        task.await.map_err(|e| e.to_string())??;
+        received.push(task.await.map_err(|e| e.to_string())??);
     }
+    futures_util::future::join_all(received.into_iter().map(close)).await;
     drop(control);
     Ok(elapsed)
 }
