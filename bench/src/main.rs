@@ -120,6 +120,10 @@ struct FanoutArgs {
     /// Receivers of the reach run (one broadcast).
     #[arg(long, default_value_t = 10_000)]
     reach: usize,
+    /// Times each figure is measured, the servers taking turns: throughput adds them up, the
+    /// reach takes the median (one run takes milliseconds, and the shared machine jitters).
+    #[arg(long, default_value_t = 5)]
+    repeat: u32,
 }
 
 /// A server under test in a process of its own; killed on drop.
@@ -299,42 +303,58 @@ async fn memory(args: &MemoryArgs, report: &mut Report) -> Result<(), String> {
 }
 
 async fn fanout(args: &FanoutArgs, report: &mut Report) -> Result<(), String> {
-    // Each figure: (shape, unit, lower is better, how to measure it).
-    let shapes = [
-        format!("{} broadcasts to {}", args.rounds, args.receivers),
-        format!("{} sends to a user's {} devices", args.rounds, args.devices),
-        format!("1 broadcast to {}", args.reach),
+    let figures = [
+        (
+            format!("{} broadcasts to {}", args.rounds, args.receivers),
+            args.receivers,
+            args.rounds,
+            Audience::Everyone,
+        ),
+        (
+            format!("{} sends to a user's {} devices", args.rounds, args.devices),
+            args.devices,
+            args.rounds,
+            Audience::OneUser,
+        ),
+        (
+            format!("1 broadcast to {}", args.reach),
+            args.reach,
+            1,
+            Audience::Everyone,
+        ),
     ];
-    let mut baselines: Vec<f64> = Vec::new();
-    for (target, hello, name) in [
+    let subjects = [
         (Target::Fanout, Hello::None, "raw broadcast"),
         (Target::Wse, Hello::Wse, "wse-rs"),
-    ] {
-        let runs = [
-            (args.receivers, args.rounds, Audience::Everyone),
-            (args.devices, args.rounds, Audience::OneUser),
-            (args.reach, 1, Audience::Everyone),
-        ];
-        for (index, (receivers, rounds, audience)) in runs.into_iter().enumerate() {
-            // A fresh server for each figure: no run inherits another's connections.
-            let server = Spawned::start(target).await?;
-            let d = dial(server.url(), Codec::Json, hello);
-            let elapsed = load::fanout(&d, receivers, rounds, audience).await?;
-            drop(server);
-            let row = if rounds == 1 {
-                let ms = elapsed.as_secs_f64() * 1000.0;
-                Row::new("fanout", name, &shapes[index], "ms to the last", ms).lower_is_better()
-            } else {
-                let rate = (receivers * rounds) as f64 / elapsed.as_secs_f64();
-                Row::new("fanout", name, &shapes[index], "messages/s", rate)
-            };
-            match baselines.get(index) {
-                Some(&baseline) => report.push(row.against(baseline)),
-                None => {
-                    baselines.push(row.value);
-                    report.push(row);
-                }
+    ];
+    for (shape, receivers, rounds, audience) in figures {
+        // Each subject's time for every repetition.
+        let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..args.repeat.max(1) {
+            for ((target, hello, _), times) in subjects.iter().zip(&mut times) {
+                // A fresh server each time: no run inherits another's connections.
+                let server = Spawned::start(*target).await?;
+                let d = dial(server.url(), Codec::Json, *hello);
+                times.push(load::fanout(&d, receivers, rounds, audience).await?);
             }
+        }
+        let values = times.map(|mut times| {
+            if rounds == 1 {
+                times.sort();
+                times[times.len() / 2].as_secs_f64() * 1000.0
+            } else {
+                let total: Duration = times.iter().sum();
+                (receivers * rounds * times.len()) as f64 / total.as_secs_f64()
+            }
+        });
+        for (i, (_, _, name)) in subjects.iter().enumerate() {
+            let row = if rounds == 1 {
+                Row::new("fanout", name, &shape, "ms to the last (median)", values[i])
+                    .lower_is_better()
+            } else {
+                Row::new("fanout", name, &shape, "messages/s", values[i])
+            };
+            report.push(if i == 0 { row } else { row.against(values[0]) });
         }
     }
     Ok(())
@@ -381,6 +401,7 @@ async fn run(cli: Cli) -> Result<Report, String> {
                     rounds: 100,
                     devices: 10,
                     reach: 10_000,
+                    repeat: 5,
                 },
                 &mut report,
             )
