@@ -237,7 +237,8 @@ async fn rpc(args: &RpcArgs, report: &mut Report) -> Result<(), String> {
 
 async fn handshake(args: &HandshakeArgs, report: &mut Report) -> Result<(), String> {
     let (n, k) = (args.cycles, args.concurrency);
-    let rounds = args.rounds.max(1) as usize;
+    // Every round does at least one cycle.
+    let rounds = (args.rounds as usize).clamp(1, n.max(1));
     let shape = format!("N={n} K={k}");
     let subjects = [
         (
@@ -253,8 +254,8 @@ async fn handshake(args: &HandshakeArgs, report: &mut Report) -> Result<(), Stri
         servers.push(Spawned::start(target).await?);
     }
     // The servers take turns, each round a share of the cycles.
-    let mut elapsed = [Duration::ZERO; 3];
-    let mut done = [0; 3];
+    let mut elapsed = vec![Duration::ZERO; subjects.len()];
+    let mut done = vec![0; subjects.len()];
     for round in 0..rounds {
         let cycles = n / rounds + usize::from(round < n % rounds);
         for (i, ((_, hello, _), server)) in subjects.iter().zip(&servers).enumerate() {

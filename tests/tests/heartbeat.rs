@@ -115,3 +115,48 @@ async fn a_client_gives_up_a_silent_server() {
     assert_eq!((code, reason.as_str()), (1011, "wse.heartbeat-timeout"));
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn a_client_closes_in_bounded_time_when_the_server_stops_reading() {
+    // A server that welcomes, then holds the socket without ever reading from it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        #[allow(clippy::result_large_err)]
+        let select = |_: &Request, mut response: Response| {
+            response.headers_mut().insert(
+                "sec-websocket-protocol",
+                "wse-default-json".parse().unwrap(),
+            );
+            Ok(response)
+        };
+        let mut ws = tokio_tungstenite::accept_hdr_async(tcp, select)
+            .await
+            .unwrap();
+        let _hi = ws.next().await;
+        ws.send(Message::Text(r#"["~wse:welcome",null,null]"#.into()))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(ws);
+    });
+
+    let client = Client::builder(format!("ws://{addr}"))
+        .heartbeat(None)
+        .build();
+    within("connect", client.connect(json!("ann"), json!({})))
+        .await
+        .unwrap();
+    // More than the socket buffers hold: the client's writer is stuck in a write.
+    let big = "x".repeat(1 << 20);
+    for _ in 0..32 {
+        let _ = client.send("big", &big);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The close frame cannot get through; the close still ends within the close timeout.
+    tokio::time::timeout(Duration::from_secs(8), client.close("bye"))
+        .await
+        .expect("close waited for a writer the server never drains");
+    assert_eq!(client.status(), wse_client::Status::Idle);
+}

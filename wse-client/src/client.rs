@@ -314,6 +314,28 @@ struct Inner {
     wake: Notify,
 }
 
+/// Asks the live connection to close: its writer sends the close frame, and its reader stops
+/// at once rather than when the writer is done (a server that stopped reading could hold the
+/// writer, and the closing handshake is bounded by the close timeout only after the reader).
+#[derive(Clone)]
+struct CloseHandle {
+    closer: Closer,
+    asked: Arc<Notify>,
+}
+
+impl CloseHandle {
+    fn request(&self, close: Close) {
+        if self.closer.request(close) {
+            // A permit if the reader is not waiting yet: it is not lost.
+            self.asked.notify_one();
+        }
+    }
+
+    fn requested(&self) -> Option<Close> {
+        self.closer.requested()
+    }
+}
+
 struct State {
     url: String,
     /// Identity and meta of the last connect, sent again on every reconnect.
@@ -321,7 +343,7 @@ struct State {
     /// The engine of the live connection, while ready.
     session: Option<Session<Client>>,
     /// Closes the live socket, from upgrade to end.
-    close: Option<Closer>,
+    close: Option<CloseHandle>,
     /// Whether a driver task runs (from connect until it gives up).
     driving: bool,
     intent: Intent,
@@ -731,7 +753,10 @@ async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> E
 
     let (sink, mut stream) = ws.split();
     let (outbound, queue) = outbox(config.outbound_queue);
-    let close = outbound.closer();
+    let close = CloseHandle {
+        closer: outbound.closer(),
+        asked: Arc::new(Notify::new()),
+    };
     let ping = Arc::new(Notify::new());
     let mut writer = tokio::spawn({
         let kind = inner.protocol.message_kind();
@@ -872,7 +897,7 @@ async fn handshake(
     client: &Client,
     stream: &mut Stream,
     outbound: &Outbox,
-    close: &Closer,
+    close: &CloseHandle,
     peer_close: &mut Option<Close>,
     hello: Value,
     deadline: Instant,
@@ -948,15 +973,15 @@ async fn handshake(
 }
 
 /// How the read loop reaches the writer: the close request, the heartbeat's pings, and the
-/// writer task itself, which ends once it has sent a close frame.
+/// writer task itself, which ends once it has sent a close frame or the socket failed.
 struct Link<'a> {
-    close: &'a Closer,
+    close: &'a CloseHandle,
     ping: &'a Notify,
     writer: &'a mut tokio::task::JoinHandle<()>,
 }
 
-/// Routes the server's frames until the connection ends or a close is requested; true when
-/// the heartbeat gave a silent server up.
+/// Routes the server's frames until the connection ends, a close is requested, or the writer
+/// is done; true when the heartbeat gave a silent server up.
 async fn serve(
     client: &Client,
     session: &Session<Client>,
@@ -970,8 +995,11 @@ async fn serve(
         writer,
     } = link;
     let mut liveness = client.0.config.heartbeat.map(Liveness::new);
+    // Made once, not per message: it resolves at most once, and then the loop ends.
+    let mut asked = std::pin::pin!(close.asked.notified());
     loop {
-        // Every arm is cancel-safe: the stream, the task and the ticker lose nothing.
+        // Every arm is cancel-safe: the stream, the task, the notifier and the ticker lose
+        // nothing.
         tokio::select! {
             biased;
             message = stream.next() => {
@@ -999,8 +1027,9 @@ async fn serve(
                 None => return false,
             }
             }
-            // The writer ends when it has sent the close frame asked for (or the socket
-            // failed): nothing more is read here, the closing handshake is finished after.
+            // The closing handshake is finished after, bounded by the close timeout.
+            () = &mut asked => return false,
+            // The socket failed under the writer.
             _ = &mut *writer => return false,
             beat = pulse(&mut liveness) => match beat {
                 Pulse::Alive => {}

@@ -277,7 +277,8 @@ impl Drain {
     }
 
     /// Waits until a close is asked for (at once if one was): what cuts short a write that
-    /// waits for the peer. Only one of this and [`Drain::next`] may wait at a time.
+    /// waits for the peer. Frames queued meanwhile wake it too; it looks and waits again, and
+    /// [`Drain::next`] still finds them. Only one of the two may wait at a time.
     ///
     /// # Cancel safety
     /// Cancel-safe: it only reads the request.

@@ -855,7 +855,7 @@ enum Ended {
 }
 
 /// Reads and routes frames, and writes what is queued, until the peer closes, the socket
-/// fails, a close is requested, or the server stops.
+/// fails, or a close is requested (a listener's shutdown is one).
 async fn read_loop<S: AsyncRead + AsyncWrite + Unpin>(
     connection: &Connection,
     link: &mut Link<S>,
