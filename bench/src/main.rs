@@ -330,7 +330,7 @@ async fn fanout(args: &FanoutArgs, report: &mut Report) -> Result<(), String> {
     ];
     for (shape, receivers, rounds, audience) in figures {
         // Each subject's time for every repetition.
-        let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+        let mut times = subjects.map(|_| Vec::<Duration>::new());
         for _ in 0..args.repeat.max(1) {
             for ((target, hello, _), times) in subjects.iter().zip(&mut times) {
                 // A fresh server each time: no run inherits another's connections.

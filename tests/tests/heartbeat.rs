@@ -76,9 +76,9 @@ async fn a_peer_that_answers_nothing_is_closed_and_one_that_reads_stays() {
     assert_eq!(server.server.counts(), (1, 1));
 }
 
-#[tokio::test]
-async fn a_client_gives_up_a_silent_server() {
-    // A server that welcomes, then neither reads nor answers pings, then goes away.
+/// A server for one client: it welcomes the client's hi, then neither reads nor writes (nor
+/// answers pings) for `hold`, then drops the socket.
+async fn welcome_then_ignore(hold: Duration) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -99,9 +99,16 @@ async fn a_client_gives_up_a_silent_server() {
         ws.send(Message::Text(r#"["~wse:welcome",null,null]"#.into()))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(hold).await;
         drop(ws);
     });
+    addr
+}
+
+#[tokio::test]
+async fn a_client_gives_up_a_silent_server() {
+    // A server that welcomes, then neither reads nor answers pings, then goes away.
+    let addr = welcome_then_ignore(Duration::from_secs(1)).await;
 
     let client = Client::builder(format!("ws://{addr}"))
         .heartbeat(Some(FAST))
@@ -119,28 +126,7 @@ async fn a_client_gives_up_a_silent_server() {
 #[tokio::test]
 async fn a_client_closes_in_bounded_time_when_the_server_stops_reading() {
     // A server that welcomes, then holds the socket without ever reading from it.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        #[allow(clippy::result_large_err)]
-        let select = |_: &Request, mut response: Response| {
-            response.headers_mut().insert(
-                "sec-websocket-protocol",
-                "wse-default-json".parse().unwrap(),
-            );
-            Ok(response)
-        };
-        let mut ws = tokio_tungstenite::accept_hdr_async(tcp, select)
-            .await
-            .unwrap();
-        let _hi = ws.next().await;
-        ws.send(Message::Text(r#"["~wse:welcome",null,null]"#.into()))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        drop(ws);
-    });
+    let addr = welcome_then_ignore(Duration::from_secs(60)).await;
 
     let client = Client::builder(format!("ws://{addr}"))
         .heartbeat(None)

@@ -25,7 +25,8 @@
 //! - `cra`: the standard HMAC challenge, [`HmacQuest`].
 //! - `registry`: procedures and message handlers by name, [`Registry`].
 //! - `session`: the RPC engine of one connection, [`Session`].
-//! - [`outbox`]: a connection's bounded outbound queue, free while empty.
+//! - [`outbox`]: a connection's bounded outbound queue, free while empty, and the close asked
+//!   of its writer.
 //! - `transport` (feature `transport`): messages to frames and back, close codes, the
 //!   heartbeat, the writer task.
 //!

@@ -279,7 +279,6 @@ struct Link<S> {
     /// The same queue, as the loop takes it, with the close asked for.
     queued: Drain,
     kind: MessageKind,
-    close: Closer,
     write_timeout: Duration,
     /// The close frame the peer sent, if it sent one.
     peer_close: Option<Close>,
@@ -307,7 +306,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
         let (outbound, queued) = outbox(capacity);
         Self {
             ws,
-            close: outbound.closer(),
             outbound,
             queued,
             kind,
@@ -320,7 +318,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// write waits for the peer (its queue overflowed, say) ends the wait at once.
     async fn write(&mut self, frames: impl IntoIterator<Item = Bytes>) -> Result<(), WriteFailed> {
         // Only a close asked for from now on cuts the write short.
-        let already_closing = self.close.requested().is_some();
+        let already_closing = self.queued.close_requested().is_some();
         let (sink, kind, queued) = (&mut self.ws, self.kind, &self.queued);
         let written = async {
             for frame in frames {
@@ -365,7 +363,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
                 Ok(None) => return Next::Closed,
                 Ok(Some(Err(error))) => {
                     if let Some(close) = close_for_read_error(&error) {
-                        self.close.request(close);
+                        self.queued.closer().request(close);
                     }
                     return Next::Closed;
                 }
@@ -412,7 +410,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// connection: ours if we asked, else the peer's, else 1006.
     async fn finish(&mut self, timeout: Duration) -> Close {
         let deadline = Instant::now() + timeout;
-        if let Some(close) = self.close.requested() {
+        if let Some(close) = self.queued.close_requested() {
             let goodbye = async {
                 let _ = self.write_queued().await;
                 let _ = self
@@ -432,8 +430,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
                 self.peer_close.get_or_insert(peer_close(frame));
             }
         }
-        self.close
-            .requested()
+        self.queued
+            .close_requested()
             .or(self.peer_close.take())
             .unwrap_or_else(|| Close::new(1006, ""))
     }
@@ -618,7 +616,7 @@ where
         remote_addr,
         codec_index: index,
         session,
-        close: link.close.clone(),
+        close: link.queued.closer(),
         server: server.clone(),
         listener,
     }));
@@ -681,7 +679,8 @@ async fn reject<S: AsyncRead + AsyncWrite + Unpin>(
         | Rejection::AuthThrottled => None,
     };
     if let Some(close_reason) = close_reason {
-        link.close
+        link.queued
+            .closer()
             .request(Close::new(close_code::NORMAL, close_reason));
     }
     // Reported now: the closing handshake may take up to the close timeout.
