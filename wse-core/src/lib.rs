@@ -19,7 +19,7 @@
 //! # Layout
 //!
 //! - [`frame`]: the frame `[type, payload, stamp]` ([`RawFrame`]) and the reserved type names.
-//! - `protocol`: the [`Protocol`] trait and its codecs, [`Json`] and [`MsgPack`].
+//! - `protocol`: the [`Protocol`] trait; `protocol/json.rs` ([`Json`]) and `protocol/msgpack.rs` ([`MsgPack`]).
 //! - `error`: [`ErrorCode`], the wire [`ErrorObject`], [`CallError`], [`RpcError`],
 //!   [`CloseReason`] and [`close_code`].
 //! - `cra`: the standard HMAC challenge, [`HmacQuest`].
