@@ -203,7 +203,7 @@ async fn a_flooder_and_a_slow_consumer_do_not_disturb_a_hundred_clients() {
         }
     })
     .await;
-    assert_eq!(closed["slow"], (1013, SLOW_CONSUMER.to_owned()));
+    assert_eq!(closed["slow"], (1013, SLOW_CONSUMER.1.to_owned()));
     assert!(
         [1008, 1013].contains(&closed["flooder"].0),
         "{:?}",

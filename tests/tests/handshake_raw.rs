@@ -83,6 +83,24 @@ async fn a_frame_other_than_hi_from_a_stranger_is_a_protocol_error() {
 }
 
 #[tokio::test]
+async fn a_hi_payload_that_is_not_an_object_is_a_protocol_error() {
+    let server = start_demo(Auth::Plain).await;
+    // PROTOCOL.md defines the payload as an object: not the array `[identity, meta]`, which a
+    // derived struct decoder would take for one, nor any other value.
+    let his = [
+        json!(["~wse:hi", ["secret", {"user_id": "ann"}], null]),
+        json!(["~wse:hi", "secret", null]),
+        json!(["~wse:hi", 7, null]),
+    ];
+    expect_each_first_frame_closes(&server, &his, "wse.protocol-error").await;
+    // The same object is accepted.
+    let mut raw = Raw::connect(server.addr(), Codec::Json).await;
+    raw.send(&json!(["~wse:hi", {"identity": "secret", "meta": {"user_id": "ann"}}, null]))
+        .await;
+    assert_eq!(raw.frame().await[0], "~wse:welcome");
+}
+
+#[tokio::test]
 async fn a_connection_without_the_servers_codec_is_closed_with_protocol_error() {
     let server = start_demo(Auth::Plain).await;
     for offer in [&[][..], &["wse-other"][..]] {

@@ -1,38 +1,23 @@
-//! The client: connect (hi, challenge, welcome), call, send, procedures the server calls,
-//! status, close, jump, and the driver task that reconnects.
+//! The [`Client`] handle: connect, call, send, register procedures the server calls,
+//! status, events, close and jump. The connection it drives lives in `driver.rs`.
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Notify, broadcast, oneshot, watch};
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use wse_core::outbox::{Close, Closer, Outbox, outbox};
-use wse_core::transport::{
-    HEARTBEAT_TIMEOUT, Heartbeat, Liveness, Pulse, close_for_read_error, message_data, pulse,
-    write_loop,
-};
+use wse_core::outbox::{Close, Closer};
 use wse_core::{
-    CallError, CloseReason, Context, ErrorCode, HmacQuest, Json, Protocol, ProtocolViolation,
-    RegisterError, Registry, Report, RpcError, SendError, Session, SessionConfig, close_code,
-    frame,
+    CallError, Context, ErrorCode, Protocol, ProtocolViolation, RegisterError, Registry, Report,
+    RpcError, SendError, Session, close_code,
 };
 
-use crate::reconnect::Reconnect;
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Solver = Arc<dyn Fn(Value) -> BoxFuture<Result<Value, String>> + Send + Sync>;
+use crate::builder::{Builder, Config, Solver};
+use crate::driver::drive;
 
 /// Where the client is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,234 +110,47 @@ pub enum ClientEvent {
     Report(Report),
 }
 
-/// Builds a [`Client`].
-#[must_use]
-pub struct Builder {
-    url: String,
-    protocol: Arc<dyn Protocol>,
-    solver: Option<Solver>,
-    config: Config,
-    #[cfg(feature = "rustls")]
-    tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl fmt::Debug for Builder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
-            .field("url", &self.url)
-            .field("protocol", &self.protocol.name())
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Config {
-    session: SessionConfig,
-    handshake_timeout: Duration,
-    close_timeout: Duration,
-    outbound_queue: usize,
-    max_message_size: usize,
-    reconnect: Option<Reconnect>,
-    heartbeat: Option<Heartbeat>,
-}
-
-impl Builder {
-    /// Speak `protocol` (default [`Json`]); the server must offer it.
-    pub fn protocol(mut self, protocol: impl Protocol) -> Self {
-        self.protocol = Arc::new(protocol);
-        self
-    }
-
-    /// How long a call waits for its answer unless the call says otherwise. Default: 20 s.
-    pub fn call_timeout(mut self, timeout: Duration) -> Self {
-        self.config.session.call_timeout = timeout;
-        self
-    }
-
-    /// How many calls of this client may wait for an answer at once; past it a call fails
-    /// with `wse.client.rp.too-many-pending`. Default: 1024.
-    ///
-    /// # Panics
-    /// If `max` is zero.
-    pub fn max_pending_calls(mut self, max: usize) -> Self {
-        assert!(max > 0, "max_pending_calls must be at least 1");
-        self.config.session.max_pending_calls = max;
-        self
-    }
-
-    /// How many of the server's calls to this client's procedures may be waiting at once (one
-    /// that finishes without waiting never counts); past it a call is refused with
-    /// `wse.server.rp.too-many-calls`. Default: 1024.
-    ///
-    /// # Panics
-    /// If `max` is zero.
-    pub fn max_running_calls(mut self, max: usize) -> Self {
-        assert!(max > 0, "max_running_calls must be at least 1");
-        self.config.session.max_running_calls = max;
-        self
-    }
-
-    /// How long connect → welcome may take (including the challenge). Default: 10 s.
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.config.handshake_timeout = timeout;
-        self
-    }
-
-    /// How many frames may wait to be written; a full queue fails `send` with
-    /// [`SendError::Full`] and makes calls wait. Default: 1024.
-    ///
-    /// # Panics
-    /// If `frames` is zero.
-    pub fn outbound_queue(mut self, frames: usize) -> Self {
-        assert!(frames > 0, "the outbound queue needs room for one frame");
-        self.config.outbound_queue = frames;
-        self
-    }
-
-    /// The largest message the server may send. Default: 16 MiB.
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.config.max_message_size = bytes;
-        self
-    }
-
-    /// Reconnect automatically after the close codes of the protocol, with `policy`'s backoff.
-    /// Default: off (a jump, close code 4000, reconnects anyway).
-    pub fn reconnect(mut self, policy: Reconnect) -> Self {
-        self.config.reconnect = Some(policy);
-        self
-    }
-
-    /// Ping a server that has been quiet, and close (1011 `wse.heartbeat-timeout`, which
-    /// reconnects when enabled) one silent past the timeout, or `None` for no heartbeat.
-    /// Default: ping after 25 s of quiet, give up after 60 s of silence.
-    ///
-    /// # Panics
-    /// If the interval is zero or longer than the timeout.
-    pub fn heartbeat(mut self, heartbeat: Option<Heartbeat>) -> Self {
-        self.config.heartbeat = heartbeat.map(Heartbeat::checked);
-        self
-    }
-
-    /// Answer the server's challenge with `solver(quest)`. An `Err` closes the connection and
-    /// fails the connect with [`ConnectError::Challenge`].
-    pub fn challenge<F, Fut>(mut self, solver: F) -> Self
-    where
-        F: Fn(Value) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Value, String>> + Send + 'static,
-    {
-        self.solver = Some(Arc::new(move |quest| Box::pin(solver(quest))));
-        self
-    }
-
-    /// Use `config` for `wss://` URLs (e.g. to trust a private certificate authority).
-    /// Default: the webpki roots.
-    #[cfg(feature = "rustls")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
-    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
-        self.tls = Some(config);
-        self
-    }
-
-    /// Answer the standard HMAC challenge with `secret`.
-    pub fn hmac_secret(self, secret: impl Into<Vec<u8>>) -> Self {
-        let secret: Arc<[u8]> = Arc::from(secret.into());
-        self.challenge(move |quest| {
-            let secret = Arc::clone(&secret);
-            async move {
-                let quest: HmacQuest =
-                    serde_json::from_value(quest).map_err(|e| format!("not an HMAC quest: {e}"))?;
-                Ok(Value::String(quest.solve(&secret)))
-            }
-        })
-    }
-
-    /// The client (not connected yet).
-    pub fn build(self) -> Client {
-        Client(Arc::new(Inner {
-            #[cfg(feature = "rustls")]
-            tls: self.tls,
-            protocol: self.protocol,
-            registry: Arc::new(Registry::new()),
-            solver: self.solver,
-            config: self.config,
-            state: Mutex::new(State {
-                url: self.url,
-                login: None,
-                session: None,
-                close: None,
-                driving: false,
-                intent: Intent::Stay,
-                waiters: Vec::new(),
-            }),
-            status: watch::Sender::new(Status::Idle),
-            events: broadcast::Sender::new(256),
-            wake: Notify::new(),
-        }))
-    }
-}
-
 /// A WSE client. A cheap handle: clone it into tasks and handlers.
 ///
 /// Procedures and message handlers registered on it survive reconnects.
 #[derive(Clone)]
-pub struct Client(Arc<Inner>);
+pub struct Client(pub(crate) Arc<Inner>);
 
-struct Inner {
+pub(crate) struct Inner {
     /// The TLS configuration of `wss://` connections, when set.
     #[cfg(feature = "rustls")]
-    tls: Option<Arc<rustls::ClientConfig>>,
-    protocol: Arc<dyn Protocol>,
-    registry: Arc<Registry<Client>>,
-    solver: Option<Solver>,
-    config: Config,
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) protocol: Arc<dyn Protocol>,
+    pub(crate) registry: Arc<Registry<Client>>,
+    pub(crate) solver: Option<Solver>,
+    pub(crate) config: Config,
     state: Mutex<State>,
     status: watch::Sender<Status>,
     /// Bounded: a subscriber that lags loses the oldest events.
     events: broadcast::Sender<ClientEvent>,
     /// Wakes a driver waiting to reconnect when the client is closed or jumps.
-    wake: Notify,
+    pub(crate) wake: Notify,
 }
 
-/// Asks the live connection to close: its writer sends the close frame, and its reader stops
-/// at once rather than when the writer is done (a server that stopped reading could hold the
-/// writer, and the closing handshake is bounded by the close timeout only after the reader).
-#[derive(Clone)]
-struct CloseHandle {
-    closer: Closer,
-    asked: Arc<Notify>,
-}
-
-impl CloseHandle {
-    fn request(&self, close: Close) {
-        if self.closer.request(close) {
-            // A permit if the reader is not waiting yet: it is not lost.
-            self.asked.notify_one();
-        }
-    }
-
-    fn requested(&self) -> Option<Close> {
-        self.closer.requested()
-    }
-}
-
-struct State {
-    url: String,
+pub(crate) struct State {
+    pub(crate) url: String,
     /// Identity and meta of the last connect, sent again on every reconnect.
-    login: Option<(Value, Value)>,
+    pub(crate) login: Option<(Value, Value)>,
     /// The engine of the live connection, while ready.
-    session: Option<Session<Client>>,
-    /// Closes the live socket, from upgrade to end.
-    close: Option<CloseHandle>,
+    pub(crate) session: Option<Session<Client>>,
+    /// Closes the live socket, from upgrade to end; the close wakes the connection's loop,
+    /// and cuts short a write the server does not take.
+    pub(crate) close: Option<Closer>,
     /// Whether a driver task runs (from connect until it gives up).
-    driving: bool,
-    intent: Intent,
+    pub(crate) driving: bool,
+    pub(crate) intent: Intent,
     /// Callers of connect and jump waiting for the next welcome.
     waiters: Vec<oneshot::Sender<Result<Value, ConnectError>>>,
 }
 
+/// What the application asked of the live connection, which the driver acts on when it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Intent {
+pub(crate) enum Intent {
     Stay,
     Close,
     Jump,
@@ -381,34 +179,42 @@ impl Context for Client {
 impl Client {
     /// A builder for a client of the server at `url` (`ws://host:port/path`).
     pub fn builder(url: impl Into<String>) -> Builder {
-        Builder {
-            url: url.into(),
-            protocol: Arc::new(Json),
-            solver: None,
-            #[cfg(feature = "rustls")]
-            tls: None,
-            config: Config {
-                session: SessionConfig::default(),
-                handshake_timeout: Duration::from_secs(10),
-                close_timeout: Duration::from_secs(5),
-                outbound_queue: 1024,
-                max_message_size: 16 << 20,
-                reconnect: None,
-                heartbeat: Some(Heartbeat::default()),
-            },
-        }
+        Builder::new(url.into())
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(crate) fn new(builder: Builder) -> Self {
+        Self(Arc::new(Inner {
+            #[cfg(feature = "rustls")]
+            tls: builder.tls,
+            protocol: builder.protocol,
+            registry: Arc::new(Registry::new()),
+            solver: builder.solver,
+            config: builder.config,
+            state: Mutex::new(State {
+                url: builder.url,
+                login: None,
+                session: None,
+                close: None,
+                driving: false,
+                intent: Intent::Stay,
+                waiters: Vec::new(),
+            }),
+            status: watch::Sender::new(Status::Idle),
+            events: broadcast::Sender::new(256),
+            wake: Notify::new(),
+        }))
+    }
+
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // Only plain field updates run under this lock: a poisoned lock still holds valid state.
         self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn emit(&self, event: ClientEvent) {
+    pub(crate) fn emit(&self, event: ClientEvent) {
         let _ = self.0.events.send(event);
     }
 
-    fn set_status(&self, status: Status) {
+    pub(crate) fn set_status(&self, status: Status) {
         self.0.status.send_replace(status);
     }
 
@@ -502,7 +308,7 @@ impl Client {
         }
     }
 
-    /// Closes the connection with 1000 and `reason` (e.g. [`CloseReason::ByClient`]), stops
+    /// Closes the connection with 1000 and `reason` (e.g. [`CloseReason::ByClient`](crate::CloseReason::ByClient)), stops
     /// reconnecting, and waits until the socket is closed.
     ///
     /// # Cancel safety
@@ -640,405 +446,10 @@ impl Client {
         self.0.registry.off(kind)
     }
 
-    fn settle_waiters(&self, result: &Result<Value, ConnectError>) {
+    pub(crate) fn settle_waiters(&self, result: &Result<Value, ConnectError>) {
         let waiters = std::mem::take(&mut self.state().waiters);
         for waiter in waiters {
             let _ = waiter.send(result.clone());
-        }
-    }
-}
-
-/// How one connection ended.
-struct Ended {
-    close: Close,
-    /// Set when the connection ended before the welcome.
-    failure: Option<ConnectError>,
-}
-
-/// The driver: connects, serves the connection, and reconnects as the policy says, until it
-/// gives up or the client is closed.
-async fn drive(client: Client) {
-    let mut attempt = 0u32;
-    loop {
-        let (url, login) = {
-            let state = client.state();
-            (state.url.clone(), state.login.clone())
-        };
-        let (identity, meta) = login.unwrap_or_default();
-        client.set_status(Status::Connecting);
-        let ended = run_once(&client, &url, identity, meta).await;
-        let code = ended.close.code;
-        client.emit(ClientEvent::Closed {
-            code,
-            reason: ended.close.reason.clone(),
-        });
-        if ended.failure.is_none() {
-            attempt = 0;
-        }
-
-        let intent = std::mem::replace(&mut client.state().intent, Intent::Stay);
-        let refused = ended.failure == Some(ConnectError::NotAuthorized);
-        let retry = match intent {
-            Intent::Close => None,
-            Intent::Jump => Some(Duration::ZERO),
-            Intent::Stay if refused => None,
-            Intent::Stay if code == close_code::JUMP => Some(Duration::ZERO),
-            Intent::Stay => client
-                .0
-                .config
-                .reconnect
-                .filter(|_| Reconnect::retries_after(code))
-                .map(|policy| policy.delay(attempt)),
-        };
-        let Some(delay) = retry else {
-            let failure = match intent {
-                Intent::Close => ConnectError::ClientClosed,
-                _ => ended.failure.unwrap_or(ConnectError::Closed {
-                    code,
-                    reason: ended.close.reason,
-                }),
-            };
-            client.settle_waiters(&Err(failure));
-            client.state().driving = false;
-            client.set_status(if intent == Intent::Close {
-                Status::Idle
-            } else {
-                Status::Offline
-            });
-            return;
-        };
-        client.set_status(Status::Reconnecting);
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = client.0.wake.notified() => {}
-        }
-        if client.state().intent == Intent::Close {
-            client.settle_waiters(&Err(ConnectError::ClientClosed));
-            client.state().driving = false;
-            client.set_status(Status::Idle);
-            return;
-        }
-        attempt = attempt.saturating_add(1);
-    }
-}
-
-/// One connection: open, handshake, serve until it ends.
-async fn run_once(client: &Client, url: &str, identity: Value, meta: Value) -> Ended {
-    let inner = &client.0;
-    let config = &inner.config;
-    let deadline = Instant::now() + config.handshake_timeout;
-    let failed = |failure: ConnectError| Ended {
-        close: Close::new(1006, ""),
-        failure: Some(failure),
-    };
-
-    let mut request = match url.into_client_request() {
-        Ok(request) => request,
-        Err(error) => return failed(ConnectError::Transport(error.to_string())),
-    };
-    match HeaderValue::from_str(inner.protocol.name()) {
-        Ok(name) => request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, name),
-        Err(error) => return failed(ConnectError::Transport(error.to_string())),
-    };
-    let websocket = WebSocketConfig::default()
-        .read_buffer_size(8 << 10)
-        .max_message_size(Some(config.max_message_size))
-        .max_frame_size(Some(config.max_message_size));
-    let opened = tokio::time::timeout_at(deadline, open(inner, request, websocket)).await;
-    let ws = match opened {
-        Ok(Ok((ws, _))) => ws,
-        Ok(Err(error)) => return failed(ConnectError::Transport(error.to_string())),
-        Err(_) => return failed(ConnectError::Timeout),
-    };
-
-    let (sink, mut stream) = ws.split();
-    let (outbound, queue) = outbox(config.outbound_queue);
-    let close = CloseHandle {
-        closer: outbound.closer(),
-        asked: Arc::new(Notify::new()),
-    };
-    let ping = Arc::new(Notify::new());
-    let mut writer = tokio::spawn({
-        let kind = inner.protocol.message_kind();
-        let ping = Arc::clone(&ping);
-        async move {
-            let _ = write_loop(sink, queue, ping, kind).await;
-        }
-    });
-    {
-        let mut state = client.state();
-        if state.intent == Intent::Close {
-            close.request(Close::new(close_code::NORMAL, CloseReason::ByClient));
-        }
-        state.close = Some(close.clone());
-    }
-
-    let mut peer_close = None;
-    let welcome = handshake(
-        client,
-        &mut stream,
-        &outbound,
-        &close,
-        &mut peer_close,
-        json!({"identity": identity, "meta": meta}),
-        deadline,
-    )
-    .await;
-
-    let mut silent = false;
-    let failure = match welcome {
-        Ok(welcome) => {
-            let session = Session::new(
-                Arc::clone(&inner.protocol),
-                outbound,
-                Arc::clone(&inner.registry),
-                config.session,
-            );
-            client.state().session = Some(session.clone());
-            client.set_status(Status::Ready);
-            client.settle_waiters(&Ok(welcome.clone()));
-            client.emit(ClientEvent::Ready { welcome });
-            let link = Link {
-                close: &close,
-                ping: &ping,
-                writer: &mut writer,
-            };
-            silent = serve(client, &session, &mut stream, link, &mut peer_close).await;
-            session.close();
-            client.state().session = None;
-            None
-        }
-        Err(failure) => {
-            drop(outbound);
-            Some(failure)
-        }
-    };
-
-    // Read to the end: this sends tungstenite's echo of the server's close frame and receives
-    // the server's answer to ours. Bounded, so a silent server cannot hold the client.
-    // A server that stopped answering will not answer our close frame either.
-    let patience = if silent {
-        Duration::ZERO
-    } else {
-        config.close_timeout
-    };
-    let until = Instant::now() + patience;
-    // The deadline is checked before each read: `timeout_at` returns a ready message even past
-    // its deadline, and a server that keeps sending would keep this loop going.
-    while Instant::now() < until {
-        let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, stream.next()).await else {
-            break;
-        };
-        if let Message::Close(frame) = message {
-            peer_close.get_or_insert(received_close(frame));
-        }
-    }
-    // A close we asked for may still be on its way out: let the writer send it. (A finished
-    // writer may have been awaited already, and must not be again.)
-    if close.requested().is_some() && !writer.is_finished() {
-        let _ = tokio::time::timeout_at(until, &mut writer).await;
-    }
-    writer.abort();
-    client.state().close = None;
-    // As the JS client, judge by the code the server sent (or echoed).
-    let close = peer_close
-        .or_else(|| close.requested())
-        .unwrap_or_else(|| Close::new(1006, ""));
-    let failure = failure.map(|failure| match failure {
-        ConnectError::Transport(_) if close.reason == CloseReason::NotAuthorized.as_str() => {
-            ConnectError::NotAuthorized
-        }
-        other => other,
-    });
-    Ended { close, failure }
-}
-
-/// Opens the WebSocket, over TLS for `wss://` when the `rustls` feature is on.
-async fn open(
-    inner: &Inner,
-    request: tokio_tungstenite::tungstenite::handshake::client::Request,
-    websocket: WebSocketConfig,
-) -> Result<
-    (
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-        tokio_tungstenite::tungstenite::handshake::client::Response,
-    ),
-    tokio_tungstenite::tungstenite::Error,
-> {
-    #[cfg(feature = "rustls")]
-    {
-        let connector = inner.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-        tokio_tungstenite::connect_async_tls_with_config(request, Some(websocket), true, connector)
-            .await
-    }
-    #[cfg(not(feature = "rustls"))]
-    {
-        let _ = inner;
-        tokio_tungstenite::connect_async_with_config(request, Some(websocket), true).await
-    }
-}
-
-type Stream = futures_util::stream::SplitStream<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
->;
-
-fn received_close(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> Close {
-    frame.map_or_else(
-        || Close::new(1005, ""),
-        |frame| Close::new(frame.code.into(), frame.reason.as_str()),
-    )
-}
-
-/// hi → [challenge → solution] → welcome. Other frames before the welcome are ignored, as
-/// the JS client does.
-async fn handshake(
-    client: &Client,
-    stream: &mut Stream,
-    outbound: &Outbox,
-    close: &CloseHandle,
-    peer_close: &mut Option<Close>,
-    hello: Value,
-    deadline: Instant,
-) -> Result<Value, ConnectError> {
-    let protocol = &client.0.protocol;
-    let hi = protocol
-        .encode(frame::HI, &hello, None)
-        .map_err(|e| ConnectError::Transport(e.to_string()))?;
-    outbound
-        .try_send(hi.into())
-        .map_err(|_| ConnectError::Transport("cannot queue hi".into()))?;
-    loop {
-        let message = match tokio::time::timeout_at(deadline, stream.next()).await {
-            Err(_) => {
-                close.request(Close::new(close_code::NORMAL, CloseReason::ByClient));
-                return Err(ConnectError::Timeout);
-            }
-            Ok(None) => return Err(ConnectError::Transport("connection closed".into())),
-            Ok(Some(Err(error))) => return Err(ConnectError::Transport(error.to_string())),
-            Ok(Some(Ok(message))) => message,
-        };
-        if let Message::Close(frame) = message {
-            let received = received_close(frame);
-            let failure = if received.reason == CloseReason::NotAuthorized.as_str() {
-                ConnectError::NotAuthorized
-            } else {
-                ConnectError::Closed {
-                    code: received.code,
-                    reason: received.reason.clone(),
-                }
-            };
-            *peer_close = Some(received);
-            return Err(failure);
-        }
-        let Some((_, data)) = message_data(&message) else {
-            continue;
-        };
-        let Ok(frame) = protocol.unpack(data) else {
-            continue;
-        };
-        match frame.kind.as_ref() {
-            frame::WELCOME => {
-                return protocol
-                    .decode::<Value>(frame.payload)
-                    .map_err(|e| ConnectError::Transport(format!("malformed welcome: {e}")));
-            }
-            frame::CHALLENGE => {
-                let quest: Value = protocol
-                    .decode(frame.payload)
-                    .map_err(|e| ConnectError::Transport(format!("malformed quest: {e}")))?;
-                let solution = match &client.0.solver {
-                    None => Err("the server sent a challenge and no solver is set".to_owned()),
-                    Some(solver) => solver(quest).await,
-                };
-                let answer = solution.and_then(|solution| {
-                    protocol
-                        .encode(frame::CHALLENGE, &solution, None)
-                        .map_err(|e| e.to_string())
-                });
-                match answer {
-                    Ok(answer) => {
-                        let _ = outbound.try_send(answer.into());
-                    }
-                    Err(error) => {
-                        close.request(Close::new(close_code::NORMAL, CloseReason::ByClient));
-                        return Err(ConnectError::Challenge(error));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// How the read loop reaches the writer: the close request, the heartbeat's pings, and the
-/// writer task itself, which ends once it has sent a close frame or the socket failed.
-struct Link<'a> {
-    close: &'a CloseHandle,
-    ping: &'a Notify,
-    writer: &'a mut tokio::task::JoinHandle<()>,
-}
-
-/// Routes the server's frames until the connection ends, a close is requested, or the writer
-/// is done; true when the heartbeat gave a silent server up.
-async fn serve(
-    client: &Client,
-    session: &Session<Client>,
-    stream: &mut Stream,
-    link: Link<'_>,
-    peer_close: &mut Option<Close>,
-) -> bool {
-    let Link {
-        close,
-        ping,
-        writer,
-    } = link;
-    let mut liveness = client.0.config.heartbeat.map(Liveness::new);
-    // Made once, not per message: it resolves at most once, and then the loop ends.
-    let mut asked = std::pin::pin!(close.asked.notified());
-    loop {
-        // Every arm is cancel-safe: the stream, the task, the notifier and the ticker lose
-        // nothing.
-        tokio::select! {
-            biased;
-            message = stream.next() => {
-                if let (Some(Ok(_)), Some(liveness)) = (&message, liveness.as_mut()) {
-                    liveness.heard();
-                }
-                match message {
-                Some(Ok(Message::Close(frame))) => {
-                    *peer_close = Some(received_close(frame));
-                    return false;
-                }
-                Some(Ok(message)) => {
-                    if let Some((kind, data)) = message_data(&message) {
-                        if let Err(violation) = session.dispatch(client, data, kind) {
-                            client.emit(ClientEvent::ProtocolViolation(violation));
-                        }
-                    }
-                }
-                Some(Err(error)) => {
-                    if let Some(answer) = close_for_read_error(&error) {
-                        close.request(answer);
-                    }
-                    return false;
-                }
-                None => return false,
-            }
-            }
-            // The closing handshake is finished after, bounded by the close timeout.
-            () = &mut asked => return false,
-            // The socket failed under the writer.
-            _ = &mut *writer => return false,
-            beat = pulse(&mut liveness) => match beat {
-                Pulse::Alive => {}
-                Pulse::Ping => ping.notify_one(),
-                Pulse::Dead => {
-                    close.request(Close::new(HEARTBEAT_TIMEOUT.0, HEARTBEAT_TIMEOUT.1));
-                    return true;
-                }
-            },
         }
     }
 }

@@ -23,11 +23,15 @@
 //!
 //! # Layout
 //!
-//! - `client`: [`Client`], its [`Builder`], [`Status`], [`ClientEvent`], [`ConnectError`];
-//!   the connection task and the driver that reconnects.
+//! - `client`: the [`Client`] handle (connect, call, send, register, close, jump),
+//!   [`Status`], [`ClientEvent`], [`ConnectError`].
+//! - `builder`: [`Builder`], every setting with its default.
+//! - `driver`: the task that connects, serves and reconnects.
+//! - `handshake`: opening the socket, `~wse:hi`, the challenge, the welcome.
 //! - `reconnect`: the [`Reconnect`] policy (backoff with jitter, which close codes retry).
 //!
-//! The RPC engine itself is `wse_core::Session`, which the server runs too.
+//! The RPC engine (`wse_core::Session`) and the socket driver (`wse_core::transport::Link`)
+//! are the server's too.
 //!
 //! # Features
 //!
@@ -38,10 +42,14 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod builder;
 mod client;
+mod driver;
+mod handshake;
 mod reconnect;
 
-pub use client::{Builder, Client, ClientEvent, ConnectError, Status};
+pub use builder::Builder;
+pub use client::{Client, ClientEvent, ConnectError, Status};
 pub use reconnect::Reconnect;
 
 #[cfg(feature = "msgpack")]

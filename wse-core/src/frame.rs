@@ -43,3 +43,82 @@ impl RawFrame<'_> {
         self.stamp.as_deref()
     }
 }
+
+/// The payload of `~wse:hi`: `{"identity": I, "meta": M}`, the first frame a client sends.
+///
+/// `identity` is whatever the application authenticates with; `meta` is data passed forward
+/// and not used to authenticate. Only an object (a map) is a hi payload: an array such as
+/// `[identity, meta]`, which a derived `Deserialize` would take for the same struct, is
+/// refused, as are other values. A missing `identity` is null; a missing or null `meta` is `{}`;
+/// other keys are ignored.
+///
+/// ```
+/// use serde_json::json;
+/// use wse_core::{Json, Protocol, frame::Hi};
+///
+/// let json: &dyn Protocol = &Json;
+/// let hi: Hi = json.decode(br#"{"identity": "token"}"#).unwrap();
+/// assert_eq!((hi.identity, hi.meta), (json!("token"), json!({})));
+/// assert!(json.decode::<Hi>(br#"["token", {}]"#).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Hi {
+    /// What the client authenticates with (a token, a user name, a ticket).
+    pub identity: serde_json::Value,
+    /// Data passed forward, not used to authenticate (`{}` when absent).
+    pub meta: serde_json::Value,
+}
+
+impl Hi {
+    /// A hi with `identity` and `meta` (null `meta` becomes `{}`).
+    pub fn new(identity: serde_json::Value, meta: serde_json::Value) -> Self {
+        Self {
+            identity,
+            meta: object_or_empty(meta),
+        }
+    }
+}
+
+fn object_or_empty(meta: serde_json::Value) -> serde_json::Value {
+    if meta.is_null() {
+        serde_json::Value::Object(serde_json::Map::new())
+    } else {
+        meta
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hi {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HiVisitor)
+    }
+}
+
+struct HiVisitor;
+
+impl<'de> serde::de::Visitor<'de> for HiVisitor {
+    type Value = Hi;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(r#"a hi object {"identity": …, "meta": …}"#)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Hi, A::Error> {
+        let (mut identity, mut meta) = (None, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "identity" if identity.is_none() => identity = Some(map.next_value()?),
+                "meta" if meta.is_none() => meta = Some(map.next_value()?),
+                "identity" | "meta" => {
+                    return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Hi::new(
+            identity.unwrap_or_default(),
+            meta.unwrap_or_default(),
+        ))
+    }
+}

@@ -18,24 +18,26 @@
 //!
 //! # Layout
 //!
-//! - [`frame`]: the frame `[type, payload, stamp]` ([`RawFrame`]) and the reserved type names.
-//! - `protocol`: the [`Protocol`] trait; `protocol/json.rs` ([`Json`]) and `protocol/msgpack.rs` ([`MsgPack`]).
+//! - [`frame`]: the frame `[type, payload, stamp]` ([`RawFrame`]), the reserved type names,
+//!   and [`Hi`], the payload of `~wse:hi`.
+//! - `protocol/`: the [`Protocol`] trait (`mod.rs`), [`Json`] (`json.rs`) and [`MsgPack`]
+//!   (`msgpack.rs`).
 //! - `error`: [`ErrorCode`], the wire [`ErrorObject`], [`CallError`], [`RpcError`],
 //!   [`CloseReason`] and [`close_code`].
 //! - `cra`: the standard HMAC challenge, [`HmacQuest`].
 //! - `registry`: procedures and message handlers by name, [`Registry`].
 //! - `session`: the RPC engine of one connection, [`Session`].
 //! - [`outbox`]: a connection's bounded outbound queue, free while empty, and the close asked
-//!   of its writer.
-//! - `transport` (feature `transport`): messages to frames and back, close codes, the
-//!   heartbeat, the writer task.
+//!   of it.
+//! - `transport/` (feature `transport`): the socket driver both ends run, `Link` (`link.rs`),
+//!   the heartbeat (`heartbeat.rs`), frames to messages and the close codes (`mod.rs`).
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! | --- | --- | --- |
 //! | `msgpack` | yes | the [`MsgPack`] codec (`wse-msgpack`) |
-//! | `transport` | no | `transport`: the WebSocket plumbing shared by server and client |
+//! | `transport` | no | `transport`: the socket driver shared by server and client |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -51,7 +53,7 @@ pub mod transport;
 
 pub use cra::{HmacQuest, now_millis};
 pub use error::{CallError, CloseReason, ErrorCode, ErrorObject, RpcError, close_code};
-pub use frame::RawFrame;
+pub use frame::{Hi, RawFrame};
 #[cfg(feature = "msgpack")]
 pub use protocol::MsgPack;
 pub use protocol::{

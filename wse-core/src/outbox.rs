@@ -219,7 +219,7 @@ impl Closer {
 
 /// What the writer has to do next.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Next {
+pub enum Outgoing {
     /// Write these frames, in order.
     Frames(VecDeque<Bytes>),
     /// Close with this (frames still queued go out before the close frame).
@@ -250,25 +250,25 @@ impl Drop for Drain {
 
 impl Drain {
     /// Waits for something to do: a close asked for comes first, then every queued frame at
-    /// once; [`Next::Gone`] once every sender is gone and nothing is left.
+    /// once; [`Outgoing::Gone`] once every sender is gone and nothing is left.
     ///
     /// # Cancel safety
     /// Cancel-safe: frames are taken only when the call returns them.
-    pub async fn next(&mut self) -> Next {
+    pub async fn next(&mut self) -> Outgoing {
         loop {
             {
                 let mut state = self.0.state();
                 if let Some(close) = &state.close {
-                    return Next::Close(close.clone());
+                    return Outgoing::Close(close.clone());
                 }
                 if !state.frames.is_empty() {
                     let batch = std::mem::take(&mut state.frames);
                     drop(state);
                     self.0.emptied.notify_waiters();
-                    return Next::Frames(batch);
+                    return Outgoing::Frames(batch);
                 }
                 if state.senders == 0 {
-                    return Next::Gone;
+                    return Outgoing::Gone;
                 }
             }
             // A wake-up between the look and this wait is kept as the notifier's permit.
@@ -326,7 +326,7 @@ mod tests {
         for n in 0..3u8 {
             outbox.try_send(Bytes::from(vec![n])).unwrap();
         }
-        let Next::Frames(batch) = drain.next().await else {
+        let Outgoing::Frames(batch) = drain.next().await else {
             panic!("frames were queued")
         };
         let batch: Vec<_> = batch.into_iter().collect();
@@ -367,7 +367,7 @@ mod tests {
         drop(outbox);
         drop(second);
         assert_eq!(frames(drain.next().await).len(), 1);
-        assert_eq!(drain.next().await, Next::Gone);
+        assert_eq!(drain.next().await, Outgoing::Gone);
 
         let (outbox, drain) = outbox_pair();
         drop(drain);
@@ -392,7 +392,10 @@ mod tests {
             .unwrap();
         assert!(closer.request(Close::new(1000, "first")));
         assert!(!closer.request(Close::new(1001, "second")));
-        assert_eq!(drain.next().await, Next::Close(Close::new(1000, "first")));
+        assert_eq!(
+            drain.next().await,
+            Outgoing::Close(Close::new(1000, "first"))
+        );
         assert_eq!(drain.closing().await, Close::new(1000, "first"));
         assert_eq!(drain.try_batch().map(|batch| batch.len()), Some(1));
     }
@@ -402,13 +405,13 @@ mod tests {
         let (outbox, mut drain) = outbox(1);
         let closer = outbox.closer();
         drop(outbox);
-        assert_eq!(drain.next().await, Next::Gone);
+        assert_eq!(drain.next().await, Outgoing::Gone);
         assert_eq!(closer.requested(), None);
     }
 
-    fn frames(next: Next) -> VecDeque<Bytes> {
+    fn frames(next: Outgoing) -> VecDeque<Bytes> {
         match next {
-            Next::Frames(frames) => frames,
+            Outgoing::Frames(frames) => frames,
             other => panic!("expected frames, got {other:?}"),
         }
     }

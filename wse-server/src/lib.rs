@@ -33,8 +33,11 @@
 //! # Layout
 //!
 //! - `server`: [`Server`] (the handle), its [`Builder`] with every limit, [`Serving`].
-//! - `connection`: the task that owns one socket (upgrade, handshake, read loop, close) and
-//!   the [`Connection`] handle.
+//! - `connection`: the [`Connection`] handle and its [`ConnectionId`].
+//! - `handshake`: admission, upgrade and codec negotiation, `~wse:hi`, the challenge,
+//!   identify, the welcome.
+//! - `task`: the connection task, from the handshake through serving to the closing
+//!   handshake; the socket itself is driven by `wse_core::transport::Link`, as on the client.
 //! - `auth`: [`Handshake`], [`Decision`], the [`Challenge`] hook and [`HmacChallenge`].
 //! - `users`: user id → connections, with the `conn_per_user` eviction.
 //! - `delivery`: the seam for sends to a connection, a user or everyone ([`Delivery`]).
@@ -55,12 +58,14 @@ mod auth;
 mod connection;
 mod delivery;
 mod events;
+mod handshake;
 mod limits;
 mod server;
+mod task;
 mod users;
 
 pub use auth::{Answered, Challenge, Decision, Handshake, HmacChallenge};
-pub use connection::{Connection, ConnectionId, SLOW_CONSUMER};
+pub use connection::{Connection, ConnectionId};
 pub use delivery::{Delivery, LocalDelivery, Packed};
 pub use events::{Event, Rejection, ServerError};
 pub use limits::{AuthFailureLimit, RATE_LIMITED, RateLimit};
@@ -69,7 +74,7 @@ pub use server::{Builder, Server, Serving};
 #[cfg(feature = "msgpack")]
 pub use wse_core::MsgPack;
 pub use wse_core::outbox::Close;
-pub use wse_core::transport::Heartbeat;
+pub use wse_core::transport::{Heartbeat, SLOW_CONSUMER};
 pub use wse_core::{
     CallError, CloseReason, ErrorCode, ErrorObject, Json, Protocol, RegisterError, RpcError,
     SendError,

@@ -22,10 +22,11 @@ use wse_core::{
 };
 
 use crate::auth::{Challenge, Decision, Handshake, Identify};
-use crate::connection::{self, Connection, ConnectionId};
+use crate::connection::{Connection, ConnectionId};
 use crate::delivery::{Delivery, LocalDelivery, Packed};
 use crate::events::Event;
 use crate::limits::{Admission, AuthFailureLimit, RateLimit};
+use crate::task;
 use crate::users::Users;
 
 /// A WSE server: procedures, message handlers, users and their connections. A cheap handle:
@@ -581,7 +582,7 @@ impl Server {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         // No listener's shutdown reaches this connection.
-        connection::run(self.clone(), io, remote_addr, None).await;
+        task::run(self.clone(), io, remote_addr, None).await;
     }
 
     /// Serves on `listener` in a background task.
@@ -663,7 +664,7 @@ async fn accept_loop(server: Server, listener: TcpListener, mut stop: watch::Rec
                     let _ = tcp.set_nodelay(true);
                     let done = done.clone();
                     let serving =
-                        connection::run(server.clone(), tcp, remote_addr, Some(Arc::clone(&this)));
+                        task::run(server.clone(), tcp, remote_addr, Some(Arc::clone(&this)));
                     // `map`, not an `async` block around it, which would hold the connection's
                     // future twice.
                     tokio::spawn(serving.map(move |()| drop(done)));

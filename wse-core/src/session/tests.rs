@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::outbox::{Drain, Next, outbox};
+use crate::outbox::{Drain, Outgoing, outbox};
 use crate::protocol::Json;
 
 #[derive(Clone, Default)]
@@ -49,7 +49,7 @@ fn pair(registry: Registry<Peer>, config: SessionConfig) -> Pair {
 
 fn pump(mut rx: Drain, to: Session<Peer>, peer: Peer) {
     tokio::spawn(async move {
-        while let Next::Frames(batch) = rx.next().await {
+        while let Outgoing::Frames(batch) = rx.next().await {
             for frame in batch {
                 to.dispatch(&peer, &frame, MessageKind::Text)
                     .expect("valid frame");

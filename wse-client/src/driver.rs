@@ -1,0 +1,175 @@
+//! The driver task: connects, serves the connection on the shared socket driver, and
+//! reconnects as the policy says, until it gives up or the client is closed.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+use wse_core::frame::Hi;
+use wse_core::outbox::Close;
+use wse_core::transport::{Dispatch, Ended};
+use wse_core::{CloseReason, MessageKind, Session, close_code};
+
+use crate::client::{Client, ClientEvent, ConnectError, Intent, Status};
+use crate::handshake::{greet, open};
+use crate::reconnect::Reconnect;
+
+/// How one connection attempt ended.
+struct Attempt {
+    close: Close,
+    /// Set when the connection ended before the welcome.
+    failure: Option<ConnectError>,
+}
+
+/// Connects, serves, and reconnects as the policy says, until it gives up or the client is
+/// closed.
+pub(crate) async fn drive(client: Client) {
+    let mut attempt = 0u32;
+    loop {
+        let (url, login) = {
+            let state = client.state();
+            (state.url.clone(), state.login.clone())
+        };
+        let (identity, meta) = login.unwrap_or_default();
+        client.set_status(Status::Connecting);
+        let ended = connect_once(&client, &url, identity, meta).await;
+        let code = ended.close.code;
+        client.emit(ClientEvent::Closed {
+            code,
+            reason: ended.close.reason.clone(),
+        });
+        if ended.failure.is_none() {
+            attempt = 0;
+        }
+
+        let intent = std::mem::replace(&mut client.state().intent, Intent::Stay);
+        let refused = ended.failure == Some(ConnectError::NotAuthorized);
+        let retry = match intent {
+            Intent::Close => None,
+            Intent::Jump => Some(Duration::ZERO),
+            Intent::Stay if refused => None,
+            Intent::Stay if code == close_code::JUMP => Some(Duration::ZERO),
+            Intent::Stay => client
+                .0
+                .config
+                .reconnect
+                .filter(|_| Reconnect::retries_after(code))
+                .map(|policy| policy.delay(attempt)),
+        };
+        let Some(delay) = retry else {
+            let failure = match intent {
+                Intent::Close => ConnectError::ClientClosed,
+                _ => ended.failure.unwrap_or(ConnectError::Closed {
+                    code,
+                    reason: ended.close.reason,
+                }),
+            };
+            client.settle_waiters(&Err(failure));
+            client.state().driving = false;
+            client.set_status(if intent == Intent::Close {
+                Status::Idle
+            } else {
+                Status::Offline
+            });
+            return;
+        };
+        client.set_status(Status::Reconnecting);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = client.0.wake.notified() => {}
+        }
+        if client.state().intent == Intent::Close {
+            client.settle_waiters(&Err(ConnectError::ClientClosed));
+            client.state().driving = false;
+            client.set_status(Status::Idle);
+            return;
+        }
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// One connection: open, handshake, serve until it ends, close.
+async fn connect_once(client: &Client, url: &str, identity: Value, meta: Value) -> Attempt {
+    let inner = &client.0;
+    let config = &inner.config;
+    let deadline = Instant::now() + config.handshake_timeout;
+    let mut link = match tokio::time::timeout_at(deadline, open(client, url)).await {
+        Ok(Ok(link)) => link,
+        Ok(Err(failure)) => return Attempt::failed(failure),
+        Err(_) => return Attempt::failed(ConnectError::Timeout),
+    };
+    {
+        let mut state = client.state();
+        let closer = link.closer();
+        if state.intent == Intent::Close {
+            closer.request(Close::new(close_code::NORMAL, CloseReason::ByClient));
+        }
+        state.close = Some(closer);
+    }
+
+    let welcome = greet(client, &mut link, &Hi::new(identity, meta), deadline).await;
+    let mut ended = Ended::Closed;
+    let failure = match welcome {
+        Ok(welcome) => {
+            let session = Session::new(
+                Arc::clone(&inner.protocol),
+                link.outbox().clone(),
+                Arc::clone(&inner.registry),
+                config.session,
+            );
+            client.state().session = Some(session.clone());
+            client.set_status(Status::Ready);
+            client.settle_waiters(&Ok(welcome.clone()));
+            client.emit(ClientEvent::Ready { welcome });
+            let mut routing = Routing {
+                client,
+                session: &session,
+            };
+            ended = link.serve(&mut routing, config.heartbeat).await;
+            session.close();
+            client.state().session = None;
+            None
+        }
+        Err(failure) => Some(failure),
+    };
+
+    let closes = link.finish(ended.patience(config.close_timeout)).await;
+    client.state().close = None;
+    // As the JS client, judge by the code the server sent (or echoed).
+    let close = closes.theirs_first();
+    let failure = failure.map(|failure| match failure {
+        ConnectError::Transport(_) if close.reason == CloseReason::NotAuthorized.as_str() => {
+            ConnectError::NotAuthorized
+        }
+        other => other,
+    });
+    Attempt { close, failure }
+}
+
+impl Attempt {
+    /// An attempt that failed before there was a socket to close.
+    fn failed(failure: ConnectError) -> Self {
+        Self {
+            close: Close::new(1006, ""),
+            failure: Some(failure),
+        }
+    }
+}
+
+/// What the client does with each message of a served connection: route it through the
+/// engine; a frame that breaks the protocol is reported and skipped.
+struct Routing<'a> {
+    client: &'a Client,
+    session: &'a Session<Client>,
+}
+
+impl Dispatch for Routing<'_> {
+    fn message(&mut self, kind: MessageKind, data: &[u8]) -> ControlFlow<()> {
+        if let Err(violation) = self.session.dispatch(self.client, data, kind) {
+            self.client.emit(ClientEvent::ProtocolViolation(violation));
+        }
+        ControlFlow::Continue(())
+    }
+}

@@ -1,0 +1,351 @@
+//! From an accepted socket to an accepted connection: the admission limits, the WebSocket
+//! upgrade with its codec negotiation, `~wse:hi`, the challenge, identify, the welcome, and
+//! the user registry; or the refusal and its close.
+//!
+//! ```text
+//! socket ─► admit ─► upgrade (pick a codec) ─► ~wse:hi ─► [challenge] ─► identify
+//!                                                                          │
+//!                              listed under its user ◄─ ~wse:welcome ◄─────┘
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
+use wse_core::frame::{self, Hi};
+use wse_core::outbox::Close;
+use wse_core::transport::{Incoming, Link, message_data};
+use wse_core::{CloseReason, MessageKind, Protocol, Session, close_code};
+
+use crate::auth::{Answered, Decision, Handshake};
+use crate::connection::{Connection, ConnectionId, Inner};
+use crate::events::{Event, Rejection};
+use crate::limits::Ticket;
+use crate::server::{Listener, Server, Shared};
+
+/// An accepted connection and its socket, from the welcome to the end.
+pub(crate) struct Open<S> {
+    pub(crate) connection: Connection,
+    pub(crate) link: Link<S>,
+    /// This connection's place within the server's limits, held to the end.
+    pub(crate) _ticket: Ticket,
+}
+
+/// The first codec the client offers that the server speaks.
+fn negotiate(codecs: &[Arc<dyn Protocol>], request: &Request) -> Option<usize> {
+    request
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .find_map(|offered| codecs.iter().position(|codec| codec.name() == offered))
+}
+
+/// Upgrades, runs the handshake, welcomes and lists the connection: the connection, open;
+/// `None` when it was refused (and is closed by now).
+pub(crate) async fn establish<S>(
+    server: Server,
+    io: S,
+    remote_addr: SocketAddr,
+    listener: Option<Arc<Listener>>,
+) -> Option<Open<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let server = &server;
+    let shared = server.shared();
+    let ticket = match shared.admission.admit(remote_addr.ip()) {
+        Ok(ticket) => ticket,
+        Err(reason) => {
+            server.emit(Event::Rejected {
+                remote_addr,
+                reason,
+            });
+            return None;
+        }
+    };
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let mut chosen = None;
+    // The error type is tungstenite's handshake response; this callback never returns it.
+    #[allow(clippy::result_large_err)]
+    let pick = |request: &Request, mut response: Response| {
+        chosen = negotiate(&shared.codecs, request);
+        if let Some(index) = chosen {
+            if let Ok(name) = HeaderValue::from_str(shared.codecs[index].name()) {
+                response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, name);
+            }
+        }
+        Ok(response)
+    };
+    let upgrade =
+        tokio_tungstenite::accept_hdr_async_with_config(io, pick, Some(shared.config.websocket()));
+    let ws = match tokio::time::timeout_at(deadline, upgrade).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(error)) => {
+            server.emit(Event::Rejected {
+                remote_addr,
+                reason: Rejection::Upgrade(error.to_string()),
+            });
+            return None;
+        }
+        Err(_) => {
+            server.emit(Event::Rejected {
+                remote_addr,
+                reason: Rejection::HandshakeTimeout,
+            });
+            return None;
+        }
+    };
+
+    let codec = chosen.map(|index| (index, Arc::clone(&shared.codecs[index])));
+    let kind = codec
+        .as_ref()
+        .map_or(MessageKind::Text, |(_, c)| c.message_kind());
+    let mut link = Link::new(
+        ws,
+        kind,
+        shared.config.outbound_queue,
+        shared.config.close_timeout,
+    );
+
+    let id = shared.next_connection_id();
+    let outcome = match &codec {
+        None => Err(Rejection::NoCommonProtocol),
+        Some((_, codec)) => handshake(shared, &mut link, codec, id, remote_addr, deadline).await,
+    };
+    let (index, codec, handshake, user_id, welcome) = match (codec, outcome) {
+        (Some((index, codec)), Ok((handshake, user_id, welcome))) => {
+            (index, codec, handshake, user_id, welcome)
+        }
+        (_, outcome) => {
+            let reason = outcome.err().unwrap_or(Rejection::Gone);
+            reject(server, link, remote_addr, reason).await;
+            return None;
+        }
+    };
+
+    let session = Session::new(
+        codec.clone(),
+        link.outbox().clone(),
+        Arc::clone(&shared.registry),
+        shared.config.session,
+    );
+    let connection = Connection(Arc::new(Inner {
+        id,
+        user_id: Arc::from(user_id),
+        identity: handshake.identity,
+        meta: handshake.meta,
+        remote_addr,
+        codec_index: index,
+        session,
+        close: link.closer(),
+        server: server.clone(),
+        listener,
+    }));
+    // Welcome goes first: whatever is sent to the user once the connection is listed queues
+    // behind it.
+    let welcomed = codec
+        .encode(frame::WELCOME, &welcome, None)
+        .is_ok_and(|frame| link.outbox().try_send(frame.into()).is_ok());
+    if !welcomed {
+        let reason = Rejection::ProtocolError("welcome payload cannot be encoded".into());
+        reject(server, link, remote_addr, reason).await;
+        return None;
+    }
+    let added = shared.users.add(&connection, shared.config.conn_per_user);
+    for old in &added.evicted {
+        old.close(CloseReason::ClientsConcurrency);
+    }
+    if added.joined {
+        server.emit(Event::Joined {
+            user_id: Arc::clone(connection.user_arc()),
+        });
+    }
+    server.emit(Event::Connected {
+        connection: connection.clone(),
+    });
+    // The listener may have stopped while this connection was being accepted: its shutdown
+    // found every connection listed before this one, and this one sees the flag.
+    if connection
+        .listener()
+        .is_some_and(|listener| listener.stopping())
+    {
+        connection.close_with(close_code::SERVICE_RESTART, CloseReason::ByServer);
+    }
+    Some(Open {
+        connection,
+        link,
+        _ticket: ticket,
+    })
+}
+
+/// Closes a connection that was not accepted, with the close reason its rejection calls for.
+async fn reject<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &Server,
+    mut link: Link<S>,
+    remote_addr: SocketAddr,
+    reason: Rejection,
+) {
+    let close_reason = match reason {
+        Rejection::NotAuthorized => {
+            server.shared().admission.record_failure(remote_addr.ip());
+            Some(CloseReason::NotAuthorized)
+        }
+        Rejection::NoCommonProtocol | Rejection::ProtocolError(_) | Rejection::HandshakeTimeout => {
+            Some(CloseReason::ProtocolError)
+        }
+        Rejection::Upgrade(_)
+        | Rejection::Gone
+        | Rejection::TooManyConnections
+        | Rejection::TooManyFromAddress
+        | Rejection::AuthThrottled => None,
+    };
+    if let Some(close_reason) = close_reason {
+        link.closer()
+            .request(Close::new(close_code::NORMAL, close_reason));
+    }
+    // Reported now: the closing handshake may take up to the close timeout.
+    server.emit(Event::Rejected {
+        remote_addr,
+        reason,
+    });
+    link.finish(server.shared().config.close_timeout).await;
+}
+
+/// Why the wait for a frame or a hook ended early.
+fn interrupted(incoming: Incoming) -> Rejection {
+    match incoming {
+        Incoming::TimedOut => Rejection::HandshakeTimeout,
+        Incoming::Data(_) | Incoming::Closed | Incoming::Failed(_) | Incoming::Closing => {
+            Rejection::Gone
+        }
+    }
+}
+
+/// hi → [challenge] → identify. Returns what identify accepted.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    link: &mut Link<S>,
+    codec: &Arc<dyn Protocol>,
+    connection_id: ConnectionId,
+    remote_addr: SocketAddr,
+    deadline: Instant,
+) -> Result<(Handshake, String, Value), Rejection> {
+    let hi = expect_frame(link, codec, frame::HI, deadline).await?;
+    let hi: Hi = codec
+        .decode(&hi)
+        .map_err(|e| Rejection::ProtocolError(format!("malformed ~wse:hi: {e}")))?;
+    let mut handshake = Handshake {
+        identity: hi.identity,
+        meta: hi.meta,
+        connection_id,
+        remote_addr,
+        challenge: None,
+    };
+
+    if let Some(challenge) = &shared.challenge {
+        let quest = link
+            .while_validating(challenge.quest(&handshake), deadline)
+            .await
+            .map_err(interrupted)?
+            .ok_or(Rejection::NotAuthorized)?;
+        let sent = match codec.encode(frame::CHALLENGE, &quest, None) {
+            Ok(frame) => link.write([frame.into()]).await.is_ok(),
+            Err(_) => return Err(Rejection::ProtocolError("quest cannot be encoded".into())),
+        };
+        if !sent {
+            return Err(Rejection::Gone);
+        }
+        let response = expect_frame(link, codec, frame::CHALLENGE, deadline).await?;
+        let response: Value = codec
+            .decode(&response)
+            .map_err(|e| Rejection::ProtocolError(format!("malformed challenge response: {e}")))?;
+        let verified = link
+            .while_validating(challenge.verify(&handshake, &quest, &response), deadline)
+            .await
+            .map_err(interrupted)?;
+        if !verified {
+            return Err(Rejection::NotAuthorized);
+        }
+        handshake.challenge = Some(Answered { quest, response });
+    }
+
+    match link
+        .while_validating((shared.identify)(handshake.clone()), deadline)
+        .await
+        .map_err(interrupted)?
+    {
+        Decision::Accept { user_id, welcome } if !user_id.is_empty() => {
+            Ok((handshake, user_id, welcome))
+        }
+        _ => Err(Rejection::NotAuthorized),
+    }
+}
+
+/// The next frame, which must be of type `expected`; returns its encoded payload.
+async fn expect_frame<S: AsyncRead + AsyncWrite + Unpin>(
+    link: &mut Link<S>,
+    codec: &Arc<dyn Protocol>,
+    expected: &str,
+    deadline: Instant,
+) -> Result<Vec<u8>, Rejection> {
+    let message = match link.next(deadline).await {
+        Incoming::Data(message) => message,
+        other => return Err(interrupted(other)),
+    };
+    let Some((kind, data)) = message_data(&message) else {
+        return Err(Rejection::Gone);
+    };
+    if kind != codec.message_kind() {
+        return Err(Rejection::ProtocolError(format!(
+            "{kind:?} message on {}",
+            codec.name()
+        )));
+    }
+    let frame = codec
+        .unpack(data)
+        .map_err(|e| Rejection::ProtocolError(e.to_string()))?;
+    if frame.kind != expected {
+        return Err(Rejection::ProtocolError(format!(
+            "expected {expected}, got {:?}",
+            frame.kind
+        )));
+    }
+    Ok(frame.payload.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wse_core::{Json, MsgPack};
+
+    fn offering(header: Option<&str>) -> Request {
+        let mut request = Request::builder().uri("/");
+        if let Some(header) = header {
+            request = request.header(SEC_WEBSOCKET_PROTOCOL, header);
+        }
+        request.body(()).unwrap()
+    }
+
+    #[test]
+    fn negotiation_takes_the_clients_first_offer_the_server_speaks() {
+        let codecs: Vec<Arc<dyn Protocol>> = vec![Arc::new(Json), Arc::new(MsgPack)];
+        assert_eq!(
+            negotiate(&codecs, &offering(Some("wse-msgpack, wse-default-json"))),
+            Some(1)
+        );
+        assert_eq!(
+            negotiate(&codecs, &offering(Some("x,wse-default-json"))),
+            Some(0)
+        );
+        assert_eq!(negotiate(&codecs, &offering(None)), None);
+        assert_eq!(negotiate(&codecs, &offering(Some("x, y"))), None);
+    }
+}

@@ -1,0 +1,131 @@
+//! The connection task: one per accepted socket, from the upgrade to the last close frame.
+//!
+//! ```text
+//! establish (handshake.rs) ─► Link::serve, routing each message through the rate limit
+//!                             and the engine ─► out of the user registry ─► Link::finish
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use wse_core::transport::{Dispatch, Ended};
+use wse_core::{CloseReason, ErrorCode, MessageKind};
+
+use crate::connection::Connection;
+use crate::events::{Event, ServerError};
+use crate::handshake::{Open, establish};
+use crate::limits::{RATE_LIMITED, TokenBucket, Verdict};
+use crate::server::{Listener, Server};
+
+/// Serves one accepted stream (TCP, TLS, in memory) to its end. `listener` is the listener
+/// that accepted it, whose shutdown closes it.
+pub(crate) fn run<S>(
+    server: Server,
+    io: S,
+    remote_addr: SocketAddr,
+    listener: Option<Arc<Listener>>,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Boxed, and made here rather than in the task's future: the upgrade and the handshake
+    // are large and over at the welcome, and the task, which lives as long as the
+    // connection, keeps only what an open connection needs.
+    let establishing = Box::pin(establish(server, io, remote_addr, listener));
+    async move {
+        // A statement of its own: the finished handshake's box is freed at its end.
+        let Some(mut open) = establishing.await else {
+            return;
+        };
+        open.serve().await;
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Open<S> {
+    // By reference: moved into the future, the connection's state would take its room twice.
+    async fn serve(&mut self) {
+        let (connection, link) = (&self.connection, &mut self.link);
+        let server = connection.server();
+        let config = &server.shared().config;
+        let mut dispatch = Routing {
+            connection,
+            bucket: config
+                .rate_limit
+                .map(|limit| TokenBucket::new(limit, Instant::now())),
+        };
+        let ended = link.serve(&mut dispatch, config.heartbeat).await;
+        if ended == Ended::Stuck {
+            server.emit(Event::Error {
+                connection_id: Some(connection.id()),
+                error: ServerError::SlowConsumer,
+            });
+        }
+
+        // Calls waiting on this device fail now, and sends to its user skip it, rather than
+        // after the closing handshake.
+        connection.session().close();
+        let left = server.shared().users.remove(connection);
+        // Boxed: the closing handshake is brief, and large.
+        let closes = Box::pin(link.finish(ended.patience(config.close_timeout))).await;
+        let close = closes.ours_first();
+        server.emit(Event::Disconnected {
+            connection: connection.clone(),
+            code: close.code,
+            reason: close.reason,
+        });
+        if left == Some(true) {
+            server.emit(Event::Left {
+                user_id: Arc::clone(connection.user_arc()),
+            });
+        }
+    }
+}
+
+/// What a served connection does with each message: the rate limit, then the engine.
+struct Routing<'a> {
+    connection: &'a Connection,
+    /// The connection's inbound rate limit, when the server has one.
+    bucket: Option<TokenBucket>,
+}
+
+impl Dispatch for Routing<'_> {
+    fn message(&mut self, kind: MessageKind, data: &[u8]) -> ControlFlow<()> {
+        let connection = self.connection;
+        let session = connection.session();
+        let verdict = self
+            .bucket
+            .as_mut()
+            .map_or(Verdict::Admit, |bucket| bucket.take(Instant::now()));
+        let routed = match verdict {
+            Verdict::Admit => session.dispatch(connection, data, kind),
+            Verdict::Refuse | Verdict::Abuse => {
+                session.refuse(connection, data, kind, ErrorCode::RateLimited)
+            }
+        };
+        if let Err(violation) = routed {
+            connection.close(CloseReason::ProtocolError);
+            connection.server().emit(Event::Error {
+                connection_id: Some(connection.id()),
+                error: ServerError::ProtocolViolation(violation),
+            });
+            return ControlFlow::Break(());
+        }
+        if verdict == Verdict::Abuse {
+            connection.close_with(RATE_LIMITED.0, RATE_LIMITED.1);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn read_failed(&mut self, error: &WsError) {
+        self.connection.server().emit(Event::Error {
+            connection_id: Some(self.connection.id()),
+            error: ServerError::Transport(error.to_string()),
+        });
+    }
+}
