@@ -49,16 +49,35 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+/// A stream of events a test waits on: a client's (`broadcast::Receiver`) or a server's
+/// (`wse_server::Events`).
+pub trait EventStream<E> {
+    /// The next event; lagging or a closed stream fails the test.
+    fn next(&mut self) -> impl Future<Output = E> + Send;
+}
+
+impl<E: Clone + Send> EventStream<E> for broadcast::Receiver<E> {
+    async fn next(&mut self) -> E {
+        self.recv().await.expect("event stream open, not lagging")
+    }
+}
+
+impl EventStream<wse_server::Event> for wse_server::Events {
+    async fn next(&mut self) -> wse_server::Event {
+        self.recv().await.expect("event stream open, not lagging")
+    }
+}
+
 /// The next event on `events` that `pick` maps to `Some`, skipping the others; fails the test
 /// if none comes within [`PATIENCE`] or the stream closes or lags.
-pub async fn next_event<E: Clone, T>(
-    events: &mut broadcast::Receiver<E>,
+pub async fn next_event<E, T>(
+    events: &mut impl EventStream<E>,
     what: &str,
     mut pick: impl FnMut(&E) -> Option<T>,
 ) -> T {
     within(what, async {
         loop {
-            let event = events.recv().await.expect("event stream open, not lagging");
+            let event = events.next().await;
             if let Some(found) = pick(&event) {
                 return found;
             }

@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 use wse_examples::Auth;
 use wse_server::{Connection, Decision, Event, Handshake, Server};
 use wse_tests::{Codec, QUIET, Raw, Seen, TestServer, next_event, start, start_demo};
@@ -175,7 +174,7 @@ async fn broadcast_reaches_every_connection_of_every_user_once_on_both_codecs() 
 }
 
 /// The next user event (Joined, Left, Connected, Disconnected); others are skipped.
-async fn next_user_event(events: &mut broadcast::Receiver<Event>) -> Event {
+async fn next_user_event(events: &mut wse_server::Events) -> Event {
     next_event(events, "a user event", |event| {
         matches!(
             event,
@@ -190,30 +189,26 @@ async fn next_user_event(events: &mut broadcast::Receiver<Event>) -> Event {
 }
 
 /// Expects no further user event for [`QUIET`].
-async fn expect_no_user_event(events: &mut broadcast::Receiver<Event>) {
+async fn expect_no_user_event(events: &mut wse_server::Events) {
     let more = tokio::time::timeout(QUIET, next_user_event(events)).await;
     assert!(more.is_err(), "unexpected event {more:?}");
 }
 
-async fn expect_joined(events: &mut broadcast::Receiver<Event>, user: &str) {
+async fn expect_joined(events: &mut wse_server::Events, user: &str) {
     match next_user_event(events).await {
         Event::Joined { user_id } => assert_eq!(&*user_id, user),
         other => panic!("expected Joined {user}, got {other:?}"),
     }
 }
 
-async fn expect_left(events: &mut broadcast::Receiver<Event>, user: &str) {
+async fn expect_left(events: &mut wse_server::Events, user: &str) {
     match next_user_event(events).await {
         Event::Left { user_id } => assert_eq!(&*user_id, user),
         other => panic!("expected Left {user}, got {other:?}"),
     }
 }
 
-async fn expect_connected(
-    events: &mut broadcast::Receiver<Event>,
-    user: &str,
-    raw: &Raw,
-) -> Connection {
+async fn expect_connected(events: &mut wse_server::Events, user: &str, raw: &Raw) -> Connection {
     match next_user_event(events).await {
         Event::Connected { connection } => {
             assert_eq!(connection.user_id(), user);
@@ -227,7 +222,7 @@ async fn expect_connected(
 }
 
 async fn expect_disconnected(
-    events: &mut broadcast::Receiver<Event>,
+    events: &mut wse_server::Events,
     which: &Connection,
     code: u16,
     reason: &str,

@@ -107,7 +107,7 @@ pub enum ClientEvent {
     /// The server sent a frame that breaks the protocol; it was skipped.
     ProtocolViolation(ProtocolViolation),
     /// Anything else the RPC engine noticed (a failed procedure, a stale response, …).
-    Report(Report),
+    Report(Report<'static>),
 }
 
 /// A WSE client. A cheap handle: clone it into tasks and handlers.
@@ -167,10 +167,12 @@ impl fmt::Debug for Client {
 }
 
 impl Context for Client {
-    fn report(&self, report: Report) {
+    fn report(&self, report: Report<'_>) {
         let event = match report {
-            Report::Ignored { kind } => ClientEvent::Ignored { kind },
-            other => ClientEvent::Report(other),
+            Report::Ignored { kind } => ClientEvent::Ignored {
+                kind: kind.into_owned(),
+            },
+            other => ClientEvent::Report(other.into_owned()),
         };
         self.emit(event);
     }

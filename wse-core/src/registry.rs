@@ -9,7 +9,9 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::{ArcSwap, Guard};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -97,26 +99,58 @@ pub enum RegisterError {
 
 /// Procedures and message handlers by name.
 ///
-/// Registering takes a short write lock; dispatch clones an `Arc` out under a read lock, so
-/// no handler ever runs while a lock is held.
+/// Dispatch reads a snapshot without taking any lock (it runs for every frame of every
+/// connection); a change copies the snapshot, edits the copy and swaps it in, one change at a
+/// time. No handler ever runs while a lock is held.
 pub struct Registry<C> {
-    procedures: RwLock<HashMap<String, Arc<dyn Procedure<C>>>>,
-    handlers: RwLock<HashMap<String, Arc<dyn Handler<C>>>>,
+    /// What dispatch reads, swapped whole on every change.
+    current: ArcSwap<Entries<C>>,
+    /// Serialises changes, so that two made at once cannot lose one.
+    changing: Mutex<()>,
+}
+
+/// One snapshot of the registry.
+pub(crate) struct Entries<C> {
+    procedures: HashMap<String, Arc<dyn Procedure<C>>>,
+    handlers: HashMap<String, Arc<dyn Handler<C>>>,
+}
+
+impl<C> Clone for Entries<C> {
+    fn clone(&self) -> Self {
+        Self {
+            procedures: self.procedures.clone(),
+            handlers: self.handlers.clone(),
+        }
+    }
+}
+
+impl<C> Entries<C> {
+    pub(crate) fn procedure(&self, name: &str) -> Option<&dyn Procedure<C>> {
+        self.procedures.get(name).map(|procedure| &**procedure)
+    }
+
+    pub(crate) fn handler(&self, kind: &str) -> Option<&dyn Handler<C>> {
+        self.handlers.get(kind).map(|handler| &**handler)
+    }
 }
 
 impl<C> Default for Registry<C> {
     fn default() -> Self {
         Self {
-            procedures: RwLock::default(),
-            handlers: RwLock::default(),
+            current: ArcSwap::from_pointee(Entries {
+                procedures: HashMap::new(),
+                handlers: HashMap::new(),
+            }),
+            changing: Mutex::new(()),
         }
     }
 }
 
 impl<C> fmt::Debug for Registry<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut procedures: Vec<String> = read(&self.procedures).keys().cloned().collect();
-        let mut handlers: Vec<String> = read(&self.handlers).keys().cloned().collect();
+        let entries = self.current.load();
+        let mut procedures: Vec<&String> = entries.procedures.keys().collect();
+        let mut handlers: Vec<&String> = entries.handlers.keys().collect();
         procedures.sort();
         handlers.sort();
         f.debug_struct("Registry")
@@ -124,15 +158,6 @@ impl<C> fmt::Debug for Registry<C> {
             .field("handlers", &handlers)
             .finish()
     }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    // No user code runs under these locks, so a poisoned lock still holds consistent data.
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn check_name(name: &str) -> Result<(), RegisterError> {
@@ -167,12 +192,14 @@ impl<C: Send + 'static> Registry<C> {
     {
         let name = name.into();
         check_name(&name)?;
-        let mut procedures = write(&self.procedures);
-        if procedures.contains_key(&name) {
-            return Err(RegisterError::AlreadyRegistered(name));
-        }
-        procedures.insert(name, Arc::new(TypedProcedure(procedure, PhantomData)));
-        Ok(())
+        self.change(|entries| {
+            if entries.procedures.contains_key(&name) {
+                return Err(RegisterError::AlreadyRegistered(name));
+            }
+            let procedure = Arc::new(TypedProcedure(procedure, PhantomData));
+            entries.procedures.insert(name, procedure);
+            Ok(())
+        })
     }
 
     /// Removes the procedure `name`; calls already running finish.
@@ -180,15 +207,15 @@ impl<C: Send + 'static> Registry<C> {
     /// # Errors
     /// [`RegisterError::NotRegistered`] if there is no such procedure.
     pub fn unregister(&self, name: &str) -> Result<(), RegisterError> {
-        match write(&self.procedures).remove(name) {
+        self.change(|entries| match entries.procedures.remove(name) {
             Some(_) => Ok(()),
             None => Err(RegisterError::NotRegistered(name.to_owned())),
-        }
+        })
     }
 
     /// Whether a procedure called `name` is registered.
     pub fn has_procedure(&self, name: &str) -> bool {
-        read(&self.procedures).contains_key(name)
+        self.current.load().procedures.contains_key(name)
     }
 
     /// Sets the handler of one-way messages of type `kind`, replacing any previous one.
@@ -205,21 +232,33 @@ impl<C: Send + 'static> Registry<C> {
     {
         let kind = kind.into();
         check_name(&kind)?;
-        write(&self.handlers).insert(kind, Arc::new(TypedHandler(handler, PhantomData)));
-        Ok(())
+        self.change(|entries| {
+            let handler = Arc::new(TypedHandler(handler, PhantomData));
+            entries.handlers.insert(kind, handler);
+            Ok(())
+        })
     }
 
     /// Removes the handler of `kind`; returns whether there was one.
     pub fn off(&self, kind: &str) -> bool {
-        write(&self.handlers).remove(kind).is_some()
+        self.change(|entries| Ok::<_, ()>(entries.handlers.remove(kind).is_some()))
+            .unwrap_or(false)
     }
 
-    pub(crate) fn procedure(&self, name: &str) -> Option<Arc<dyn Procedure<C>>> {
-        read(&self.procedures).get(name).cloned()
+    /// The current snapshot, read without a lock; it stays valid while held, whatever
+    /// changes meanwhile.
+    pub(crate) fn entries(&self) -> Guard<Arc<Entries<C>>> {
+        self.current.load()
     }
 
-    pub(crate) fn handler(&self, kind: &str) -> Option<Arc<dyn Handler<C>>> {
-        read(&self.handlers).get(kind).cloned()
+    /// Applies `edit` to a copy of the snapshot and swaps the copy in when `edit` succeeds.
+    fn change<T, E>(&self, edit: impl FnOnce(&mut Entries<C>) -> Result<T, E>) -> Result<T, E> {
+        // Only the swap runs under this lock: a poisoned lock guards nothing broken.
+        let _changing = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut entries = Entries::clone(&self.current.load());
+        let done = edit(&mut entries)?;
+        self.current.store(Arc::new(entries));
+        Ok(done)
     }
 }
 

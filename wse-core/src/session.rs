@@ -7,6 +7,7 @@
 //! frames to the connection's writer through a bounded queue and is fed the messages the
 //! connection reads.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -31,29 +32,32 @@ use crate::registry::Registry;
 /// The context handlers receive, and where the engine reports what it does not act on.
 pub trait Context: Clone + Send + Sync + 'static {
     /// Called for everything worth knowing that is not an error of the caller's own call.
-    /// Must not block: it runs on the connection's read loop.
-    fn report(&self, report: Report);
+    /// Must not block: it runs on the connection's read loop, for every frame a peer may send.
+    /// The report borrows from the frame, so that a context nobody listens to costs nothing:
+    /// [`Report::into_owned`] keeps it.
+    fn report(&self, report: Report<'_>);
 }
 
-/// Something the engine noticed and did not turn into a reply.
+/// Something the engine noticed and did not turn into a reply. It borrows the frame's
+/// strings where it can.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub enum Report {
+pub enum Report<'a> {
     /// A one-way message of a type that has no handler.
     Ignored {
         /// The message's type.
-        kind: String,
+        kind: Cow<'a, str>,
     },
     /// A response whose stamp matches no pending call: dropped, never answered.
     UnmatchedResponse {
         /// The response's stamp.
-        stamp: String,
+        stamp: Cow<'a, str>,
     },
     /// A procedure failed unexpectedly (an error converted with `?`, or a panic); the caller
     /// got `wse.server.rp.failed` and nothing more.
     ProcedureFailed {
         /// The procedure.
-        procedure: String,
+        procedure: Cow<'a, str>,
         /// What went wrong, for this side's logs only.
         error: String,
     },
@@ -61,31 +65,58 @@ pub enum Report {
     /// `wse.server.rp.invalid-payload`; a message is skipped.
     InvalidPayload {
         /// The message type or procedure.
-        kind: String,
+        kind: Cow<'a, str>,
         /// Why it did not fit.
         error: PayloadError,
     },
     /// A message handler panicked; the connection goes on.
     HandlerPanicked {
         /// The message type.
-        kind: String,
+        kind: Cow<'a, str>,
     },
     /// A call was refused because the connection already runs the maximum number of calls.
     TooManyCalls {
         /// The procedure.
-        procedure: String,
+        procedure: Cow<'a, str>,
     },
     /// A frame was not processed because the connection was over its rate limit: a call was
     /// answered with `wse.server.rate-limited`, a message dropped.
     Throttled {
         /// The message type or procedure.
-        kind: String,
+        kind: Cow<'a, str>,
     },
     /// A reply could not be queued: the connection's outbound queue was full or closed.
     ReplyDropped {
         /// The stamp of the call that was not answered.
-        stamp: String,
+        stamp: Cow<'a, str>,
     },
+}
+
+impl Report<'_> {
+    /// The same report, owning its strings.
+    pub fn into_owned(self) -> Report<'static> {
+        fn own(text: Cow<'_, str>) -> Cow<'static, str> {
+            Cow::Owned(text.into_owned())
+        }
+        match self {
+            Self::Ignored { kind } => Report::Ignored { kind: own(kind) },
+            Self::UnmatchedResponse { stamp } => Report::UnmatchedResponse { stamp: own(stamp) },
+            Self::ProcedureFailed { procedure, error } => Report::ProcedureFailed {
+                procedure: own(procedure),
+                error,
+            },
+            Self::InvalidPayload { kind, error } => Report::InvalidPayload {
+                kind: own(kind),
+                error,
+            },
+            Self::HandlerPanicked { kind } => Report::HandlerPanicked { kind: own(kind) },
+            Self::TooManyCalls { procedure } => Report::TooManyCalls {
+                procedure: own(procedure),
+            },
+            Self::Throttled { kind } => Report::Throttled { kind: own(kind) },
+            Self::ReplyDropped { stamp } => Report::ReplyDropped { stamp: own(stamp) },
+        }
+    }
 }
 
 /// A frame broke the protocol: the connection it came from must be closed with
@@ -312,9 +343,7 @@ impl<C: Context> Session<C> {
                 Err(ProtocolViolation::ReservedType(kind.to_owned()))
             }
             (stamp, kind) if refusal.is_some() => {
-                ctx.report(Report::Throttled {
-                    kind: kind.to_owned(),
-                });
+                ctx.report(Report::Throttled { kind: kind.into() });
                 if let (Some(stamp), Some(code)) = (stamp, refusal) {
                     self.reply_now(ctx, stamp, &RpcError::code(code).to_object(kind));
                 }
@@ -334,7 +363,7 @@ impl<C: Context> Session<C> {
     fn resolve(&self, ctx: &C, stamp: &str, frame: &RawFrame<'_>) {
         let Some(waiter) = self.lock_pending().calls.remove(stamp) else {
             ctx.report(Report::UnmatchedResponse {
-                stamp: stamp.to_owned(),
+                stamp: stamp.into(),
             });
             return;
         };
@@ -356,15 +385,19 @@ impl<C: Context> Session<C> {
     }
 
     fn serve(&self, ctx: &C, procedure: &str, stamp: &str, payload: &[u8]) {
-        let Some(handler) = self.0.registry.procedure(procedure) else {
-            self.reply_now(ctx, stamp, &ErrorObject::from(ErrorCode::RpNotRegistered));
-            return;
+        // The snapshot is held only while the handler starts, not while it runs.
+        let started = match self.0.registry.entries().procedure(procedure) {
+            Some(handler) => handler.start(ctx.clone(), &self.0.protocol, payload, stamp),
+            None => {
+                self.reply_now(ctx, stamp, &ErrorObject::from(ErrorCode::RpNotRegistered));
+                return;
+            }
         };
-        let mut started = match handler.start(ctx.clone(), &self.0.protocol, payload, stamp) {
+        let mut started = match started {
             Ok(started) => started,
             Err(error) => {
                 ctx.report(Report::InvalidPayload {
-                    kind: procedure.to_owned(),
+                    kind: procedure.into(),
                     error: error.clone(),
                 });
                 let object = RpcError::code(ErrorCode::RpInvalidPayload)
@@ -395,14 +428,14 @@ impl<C: Context> Session<C> {
                 Ok(()) => {}
                 Err(TrySendError::Full(frame)) => self.send_later(ctx, stamp, frame),
                 Err(TrySendError::Closed(_)) => ctx.report(Report::ReplyDropped {
-                    stamp: stamp.to_owned(),
+                    stamp: stamp.into(),
                 }),
             }
             return;
         }
         let Ok(permit) = Arc::clone(&self.0.running).try_acquire_owned() else {
             ctx.report(Report::TooManyCalls {
-                procedure: procedure.to_owned(),
+                procedure: procedure.into(),
             });
             self.reply_now(
                 ctx,
@@ -423,7 +456,9 @@ impl<C: Context> Session<C> {
             };
             // Waiting here is bounded: this task holds one of `max_running_calls` permits.
             if outbound.send(frame).await.is_err() {
-                ctx.report(Report::ReplyDropped { stamp });
+                ctx.report(Report::ReplyDropped {
+                    stamp: stamp.into(),
+                });
             }
             drop(permit);
         });
@@ -434,14 +469,16 @@ impl<C: Context> Session<C> {
     fn send_later(&self, ctx: &C, stamp: &str, frame: Bytes) {
         let Ok(permit) = Arc::clone(&self.0.running).try_acquire_owned() else {
             ctx.report(Report::ReplyDropped {
-                stamp: stamp.to_owned(),
+                stamp: stamp.into(),
             });
             return;
         };
         let (ctx, stamp, outbound) = (ctx.clone(), stamp.to_owned(), self.0.outbound.clone());
         tokio::spawn(async move {
             if outbound.send(frame).await.is_err() {
-                ctx.report(Report::ReplyDropped { stamp });
+                ctx.report(Report::ReplyDropped {
+                    stamp: stamp.into(),
+                });
             }
             drop(permit);
         });
@@ -457,16 +494,15 @@ impl<C: Context> Session<C> {
             .is_some_and(|frame| self.0.outbound.try_send(Bytes::from(frame)).is_ok());
         if !sent {
             ctx.report(Report::ReplyDropped {
-                stamp: stamp.to_owned(),
+                stamp: stamp.into(),
             });
         }
     }
 
     fn deliver(&self, ctx: &C, kind: &str, payload: &[u8]) {
-        let Some(handler) = self.0.registry.handler(kind) else {
-            ctx.report(Report::Ignored {
-                kind: kind.to_owned(),
-            });
+        let entries = self.0.registry.entries();
+        let Some(handler) = entries.handler(kind) else {
+            ctx.report(Report::Ignored { kind: kind.into() });
             return;
         };
         let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -475,12 +511,10 @@ impl<C: Context> Session<C> {
         match handled {
             Ok(Ok(())) => {}
             Ok(Err(error)) => ctx.report(Report::InvalidPayload {
-                kind: kind.to_owned(),
+                kind: kind.into(),
                 error,
             }),
-            Err(_) => ctx.report(Report::HandlerPanicked {
-                kind: kind.to_owned(),
-            }),
+            Err(_) => ctx.report(Report::HandlerPanicked { kind: kind.into() }),
         }
     }
 
@@ -621,7 +655,7 @@ fn answer<C: Context>(
     };
     if error.is_unexpected() {
         ctx.report(Report::ProcedureFailed {
-            procedure: procedure.to_owned(),
+            procedure: procedure.into(),
             error: error.to_string(),
         });
     }
@@ -633,7 +667,7 @@ fn answer<C: Context>(
         Ok(frame) => Some(Bytes::from(frame)),
         Err(_) => {
             ctx.report(Report::ReplyDropped {
-                stamp: stamp.to_owned(),
+                stamp: stamp.into(),
             });
             None
         }

@@ -70,8 +70,14 @@ impl fmt::Debug for Connection {
 }
 
 impl Context for Connection {
-    fn report(&self, report: Report) {
-        self.0.server.emit(Event::from_report(self, report));
+    fn report(&self, report: Report<'_>) {
+        let server = &self.0.server;
+        if server.listening() {
+            server.emit(Event::from_report(self, report));
+        } else {
+            // Nobody listens: nothing is built, only what logs would show.
+            tracing::debug!(connection = %self.0.id, ?report, "wse report");
+        }
     }
 }
 

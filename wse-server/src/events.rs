@@ -3,7 +3,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use wse_core::{ErrorCode, PayloadError, ProtocolViolation, Report};
 
 use crate::connection::{Connection, ConnectionId};
@@ -172,28 +175,143 @@ impl ServerError {
 
 impl Event {
     /// The event for a report of the RPC engine about `connection`.
-    pub(crate) fn from_report(connection: &Connection, report: Report) -> Self {
+    pub(crate) fn from_report(connection: &Connection, report: Report<'_>) -> Self {
         let error = match report {
             Report::Ignored { kind } => {
                 return Self::Ignored {
                     connection: connection.clone(),
-                    kind,
+                    kind: kind.into_owned(),
                 };
             }
-            Report::UnmatchedResponse { stamp } => ServerError::UnmatchedResponse { stamp },
-            Report::ProcedureFailed { procedure, error } => {
-                ServerError::ProcedureFailed { procedure, error }
-            }
-            Report::InvalidPayload { kind, error } => ServerError::InvalidPayload { kind, error },
-            Report::HandlerPanicked { kind } => ServerError::HandlerPanicked { kind },
-            Report::TooManyCalls { procedure } => ServerError::TooManyCalls { procedure },
-            Report::ReplyDropped { stamp } => ServerError::ReplyDropped { stamp },
-            Report::Throttled { kind } => ServerError::RateLimited { kind },
+            Report::UnmatchedResponse { stamp } => ServerError::UnmatchedResponse {
+                stamp: stamp.into_owned(),
+            },
+            Report::ProcedureFailed { procedure, error } => ServerError::ProcedureFailed {
+                procedure: procedure.into_owned(),
+                error,
+            },
+            Report::InvalidPayload { kind, error } => ServerError::InvalidPayload {
+                kind: kind.into_owned(),
+                error,
+            },
+            Report::HandlerPanicked { kind } => ServerError::HandlerPanicked {
+                kind: kind.into_owned(),
+            },
+            Report::TooManyCalls { procedure } => ServerError::TooManyCalls {
+                procedure: procedure.into_owned(),
+            },
+            Report::ReplyDropped { stamp } => ServerError::ReplyDropped {
+                stamp: stamp.into_owned(),
+            },
+            Report::Throttled { kind } => ServerError::RateLimited {
+                kind: kind.into_owned(),
+            },
             other => ServerError::Other(format!("{other:?}")),
         };
         Self::Error {
             connection_id: Some(connection.id()),
             error,
         }
+    }
+}
+
+/// Where the server's events go: a bounded broadcast, and how many subscriptions are held, so
+/// that with none the server builds no event at all (most of them a peer can cause with
+/// every frame it sends).
+#[derive(Debug)]
+pub(crate) struct EventHub {
+    /// Bounded: a subscriber that lags loses the oldest events, never slows the server.
+    sender: broadcast::Sender<Event>,
+    /// [`Events`] held now.
+    subscribers: AtomicUsize,
+}
+
+impl EventHub {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            sender: broadcast::Sender::new(capacity),
+            subscribers: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether anyone holds a subscription: one atomic load, no lock.
+    pub(crate) fn listening(&self) -> bool {
+        self.subscribers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Sends `event` to every subscription.
+    pub(crate) fn send(&self, event: Event) {
+        // No subscriber is fine: events are for whoever listens.
+        let _ = self.sender.send(event);
+    }
+
+    pub(crate) fn subscribe(self: &Arc<Self>) -> Events {
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        Events {
+            receiver: self.sender.subscribe(),
+            hub: Arc::clone(self),
+        }
+    }
+}
+
+/// A subscription to a server's [`Event`]s, from [`Server::events`](crate::Server::events).
+///
+/// While no subscription is held, the server builds no events (it still logs errors through
+/// `tracing`). A subscriber that falls more than the events capacity behind loses the oldest
+/// ([`RecvError::Lagged`]).
+#[derive(Debug)]
+pub struct Events {
+    receiver: broadcast::Receiver<Event>,
+    hub: Arc<EventHub>,
+}
+
+impl Events {
+    /// The next event.
+    ///
+    /// # Errors
+    /// [`RecvError::Lagged`] with the number of events lost when this subscriber fell behind
+    /// (the next call returns the oldest event still held); [`RecvError::Closed`] once the
+    /// server is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: an event is taken only when the call returns it.
+    pub async fn recv(&mut self) -> Result<Event, RecvError> {
+        self.receiver.recv().await
+    }
+
+    /// The next event if one is waiting.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`] when none is waiting, and as [`Events::recv`].
+    pub fn try_recv(&mut self) -> Result<Event, TryRecvError> {
+        self.receiver.try_recv()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_hub_listens_while_a_subscription_is_held() {
+        let hub = Arc::new(EventHub::new(4));
+        assert!(!hub.listening());
+        let mut first = hub.subscribe();
+        let second = hub.subscribe();
+        assert!(hub.listening());
+        drop(second);
+        assert!(hub.listening());
+        hub.send(Event::Left {
+            user_id: Arc::from("ann"),
+        });
+        assert!(matches!(first.recv().await, Ok(Event::Left { .. })));
+        drop(first);
+        assert!(!hub.listening());
     }
 }

@@ -67,7 +67,7 @@ mod users;
 pub use auth::{Answered, Challenge, Decision, Handshake, HmacChallenge};
 pub use connection::{Connection, ConnectionId};
 pub use delivery::{Delivery, LocalDelivery, Packed};
-pub use events::{Event, Rejection, ServerError};
+pub use events::{Event, Events, Rejection, ServerError};
 pub use limits::{AuthFailureLimit, RATE_LIMITED, RateLimit};
 pub use server::{Builder, Server, Serving};
 

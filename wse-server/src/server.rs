@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wse_core::transport::Heartbeat;
@@ -24,7 +24,7 @@ use wse_core::{
 use crate::auth::{Challenge, Decision, Handshake, Identify};
 use crate::connection::{Connection, ConnectionId};
 use crate::delivery::{Delivery, LocalDelivery, Packed};
-use crate::events::Event;
+use crate::events::{Event, EventHub, Events};
 use crate::limits::{Admission, AuthFailureLimit, RateLimit};
 use crate::task;
 use crate::users::Users;
@@ -47,8 +47,7 @@ pub(crate) struct Shared {
     pub(crate) users: Arc<Users>,
     pub(crate) admission: Arc<Admission>,
     delivery: Box<dyn Delivery>,
-    /// Bounded: a subscriber that lags loses the oldest events, never slows the server.
-    events: broadcast::Sender<Event>,
+    events: Arc<EventHub>,
     next_id: AtomicU64,
 }
 
@@ -354,7 +353,7 @@ impl Builder {
                 self.config.auth_failure_limit,
             )),
             delivery,
-            events: broadcast::Sender::new(self.events_capacity),
+            events: Arc::new(EventHub::new(self.events_capacity)),
             next_id: AtomicU64::new(1),
         }))
     }
@@ -401,6 +400,11 @@ impl Server {
         &self.0
     }
 
+    /// Whether anyone subscribed to the events: when not, there is no event to build.
+    pub(crate) fn listening(&self) -> bool {
+        self.0.events.listening()
+    }
+
     pub(crate) fn emit(&self, event: Event) {
         if let Event::Error {
             connection_id,
@@ -409,13 +413,14 @@ impl Server {
         {
             tracing::debug!(connection = ?connection_id, code = %error.code(), %error, "wse connection error");
         }
-        // No subscriber is fine: events are for whoever listens.
-        let _ = self.0.events.send(event);
+        if self.listening() {
+            self.0.events.send(event);
+        }
     }
 
     /// Subscribes to [`Event`]s from now on. A subscriber that falls more than the events
-    /// capacity behind loses the oldest (`RecvError::Lagged`).
-    pub fn events(&self) -> broadcast::Receiver<Event> {
+    /// capacity behind loses the oldest.
+    pub fn events(&self) -> Events {
         self.0.events.subscribe()
     }
 

@@ -9,16 +9,16 @@ use crate::outbox::{Drain, Outgoing, outbox};
 use crate::protocol::Json;
 
 #[derive(Clone, Default)]
-struct Peer(Arc<Mutex<Vec<Report>>>);
+struct Peer(Arc<Mutex<Vec<Report<'static>>>>);
 
 impl Context for Peer {
-    fn report(&self, report: Report) {
-        self.0.lock().unwrap().push(report);
+    fn report(&self, report: Report<'_>) {
+        self.0.lock().unwrap().push(report.into_owned());
     }
 }
 
 impl Peer {
-    fn reports(&self) -> Vec<Report> {
+    fn reports(&self) -> Vec<Report<'static>> {
         self.0.lock().unwrap().clone()
     }
 }
