@@ -41,7 +41,9 @@ pub(crate) async fn run(target: Target, addr: SocketAddr) -> std::io::Result<()>
     println!("listening {}", listener.local_addr()?);
     match target {
         Target::Wse | Target::WseHmac => {
-            let serving = application(target == Target::WseHmac).serve(listener)?;
+            let serving = application(target == Target::WseHmac)
+                .serve(listener)
+                .await?;
             std::future::pending::<()>().await;
             drop(serving);
         }

@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let laptop = device(&url, "alice", "alice's laptop").await?;
     let bob = device(&url, "bob", "bob's phone").await?;
 
-    for connection in server.connections_of("alice") {
+    for connection in server.connections_of("alice").await? {
         println!(
             "alice is on {} ({})",
             connection.id(),

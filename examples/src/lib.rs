@@ -36,8 +36,8 @@ pub mod tls;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wse_server::{
-    CallError, Connection, Decision, ErrorCode, Handshake, HmacChallenge, Json, MsgPack, RpcError,
-    SendError, Server,
+    Connection, Decision, DeliveryError, ErrorCode, Handshake, HmacChallenge, Json, MsgPack,
+    RpcError, Server,
 };
 
 /// The identity the demo accepts.
@@ -130,9 +130,15 @@ fn add(a: &serde_json::Number, b: &serde_json::Number) -> Value {
 }
 
 /// A send the caller asked for that cannot be made (an empty or reserved type, say) is the
-/// caller's mistake: it gets `wse.server.rp.invalid-payload` and the reason.
-fn refused(error: SendError) -> RpcError {
-    RpcError::code(ErrorCode::RpInvalidPayload).with_message(error.to_string())
+/// caller's mistake: it gets `wse.server.rp.invalid-payload` and the reason. A delivery engine
+/// that failed is not: that is `wse.server.rp.failed`.
+fn refused(error: DeliveryError) -> RpcError {
+    match error {
+        DeliveryError::Message(error) => {
+            RpcError::code(ErrorCode::RpInvalidPayload).with_message(error.to_string())
+        }
+        other => RpcError::unexpected(other),
+    }
 }
 
 fn register(server: &Server) {
@@ -168,14 +174,10 @@ fn register(server: &Server) {
             Ok(true)
         }),
         server.register("ask_me", |conn: Connection, _: Value| async move {
-            match conn
-                .call::<Value, _>("client_sum", &json!({"a": 20, "b": 22}))
+            // The client's own error (or the call's failure) reaches the caller as it is.
+            conn.call::<Value, _>("client_sum", &json!({"a": 20, "b": 22}))
                 .await
-            {
-                Ok(answer) => Ok(answer),
-                Err(CallError::Remote(object)) => Err(RpcError::from_object(object)),
-                Err(other) => Err(RpcError::new(other.code())),
-            }
+                .map_err(RpcError::forward)
         }),
         server.register("drop_me", |conn: Connection, args: DropMe| async move {
             conn.close(args.reason);

@@ -752,7 +752,7 @@ async fn run(script: Script) {
         Ok(Err(e)) => panic!("serve_io failed: {e}"),
         Err(_) => panic!("serve_io still running {END_BOUND:?} after the client left"),
     }
-    assert_eq!(server.counts(), (0, 0), "users or connections left behind");
+    assert_eq!(server.counts().await.unwrap(), (0, 0), "users or connections left behind");
 }
 
 fuzz_target!(|script: Script| {

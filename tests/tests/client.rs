@@ -118,9 +118,9 @@ async fn connect_returns_the_welcome() {
     );
     assert_eq!(client.status(), Status::Ready);
     assert_eq!(client.protocol(), "wse-default-json");
-    assert_eq!(server.server.counts(), (1, 1));
+    assert_eq!(server.server.counts().await.unwrap(), (1, 1));
     assert_eq!(
-        server.server.connections_of("ann")[0].meta()["device"],
+        server.server.connections_of("ann").await.unwrap()[0].meta()["device"],
         "phone"
     );
 }
@@ -152,7 +152,7 @@ async fn a_refused_identity_is_not_authorized_and_not_retried() {
         }
     }
     assert_eq!(rejections, 1, "the client came back after a refusal");
-    assert_eq!(server.server.counts(), (0, 0));
+    assert_eq!(server.server.counts().await.unwrap(), (0, 0));
 }
 
 #[tokio::test]
@@ -166,7 +166,7 @@ async fn connecting_twice_is_already_connected() {
     // The first connection is untouched.
     assert_eq!(client.status(), Status::Ready);
     assert_eq!(add(&client).await, Ok(3));
-    assert_eq!(server.server.counts(), (1, 1));
+    assert_eq!(server.server.counts().await.unwrap(), (1, 1));
 }
 
 // ---------------------------------------------------------------- calls
@@ -437,7 +437,7 @@ async fn send_to_user_reaches_every_device_and_broadcast_everyone() {
     connect_as(&phone, "ann").await;
     connect_as(&laptop, "ann").await;
     connect_as(&other, "bob").await;
-    assert_eq!(server.server.counts(), (2, 3));
+    assert_eq!(server.server.counts().await.unwrap(), (2, 3));
 
     let sent: bool = within(
         "send_to_user",
@@ -502,7 +502,7 @@ async fn a_third_device_evicts_the_oldest_which_does_not_reconnect() {
             "the evicted client came back"
         );
     }
-    assert_eq!(server.server.connections_of("ann").len(), 2);
+    assert_eq!(server.server.connections_of("ann").await.unwrap().len(), 2);
     for device in [&second, &third] {
         assert_eq!(device.status(), Status::Ready);
         assert_eq!(add(device).await, Ok(3));
@@ -536,7 +536,7 @@ async fn a_wrong_hmac_secret_is_not_authorized() {
         wait_status(&client, "offline", |s| *s != Status::Connecting).await,
         Status::Offline
     );
-    assert_eq!(server.server.counts(), (0, 0));
+    assert_eq!(server.server.counts().await.unwrap(), (0, 0));
 }
 
 #[tokio::test]
@@ -552,7 +552,7 @@ async fn a_challenge_without_a_solver_fails_the_connect() {
         result.unwrap_err().code().map(|code| code.as_str()),
         Some("wse.client.invalid-cra-handler")
     );
-    assert_eq!(server.server.counts(), (0, 0));
+    assert_eq!(server.server.counts().await.unwrap(), (0, 0));
 }
 
 #[tokio::test]
@@ -596,7 +596,7 @@ async fn msgpack_round_trips_calls_and_messages() {
     assert_eq!(welcome, json!({"cid": "ann", "meta": {"user_id": "ann"}}));
     assert_eq!(client.protocol(), "wse-msgpack");
     assert_eq!(
-        server.server.connections_of("ann")[0].protocol(),
+        server.server.connections_of("ann").await.unwrap()[0].protocol(),
         "wse-msgpack"
     );
 

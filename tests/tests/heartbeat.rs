@@ -73,7 +73,7 @@ async fn a_peer_that_answers_nothing_is_closed_and_one_that_reads_stays() {
     alive
         .expect_reply(&json!(["echo", 1, "a"]), &json!(["~wse:response", 1, "a"]))
         .await;
-    assert_eq!(server.server.counts(), (1, 1));
+    assert_eq!(server.server.counts().await.unwrap(), (1, 1));
 }
 
 /// A server for one client: it welcomes the client's hi, then neither reads nor writes (nor

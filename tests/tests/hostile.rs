@@ -213,7 +213,7 @@ async fn a_client_that_leaves_mid_call_harms_nobody() {
     // The slow calls finish into closed connections; the server goes on.
     tokio::time::sleep(Duration::from_millis(400)).await;
     still_served(&mut bystander, "after-leavers").await;
-    assert_eq!(server.server.counts(), (1, 1));
+    assert_eq!(server.server.counts().await.unwrap(), (1, 1));
 }
 
 #[tokio::test]
@@ -252,7 +252,10 @@ async fn serve_io_runs_the_whole_protocol_over_any_stream() {
         exchange(json!(["echo", 5, "m"])).await,
         json!(["~wse:response", 5, "m"])
     );
-    assert_eq!(server.server.connections_of("mem")[0].remote_addr(), remote);
+    assert_eq!(
+        server.server.connections_of("mem").await.unwrap()[0].remote_addr(),
+        remote
+    );
     ws.close(None).await.unwrap();
     while let Some(Ok(_)) = within("close answer", ws.next()).await {}
     within("serve_io ends", serving).await.unwrap();

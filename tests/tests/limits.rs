@@ -114,7 +114,7 @@ async fn connections_past_the_total_are_dropped_before_the_upgrade() {
     ));
     // The place is free again once the first connection has ended.
     within("a free place", async {
-        while server.server.counts().1 > 1 {
+        while server.server.counts().await.unwrap().1 > 1 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -158,7 +158,7 @@ async fn server_calls_past_max_pending_fail_and_the_connection_stays() {
     )
     .await;
     let mut raw = login(&server, "user-quiet").await;
-    let connection = server.server.connections_of("user-quiet")[0].clone();
+    let connection = server.server.connections_of("user-quiet").await.unwrap()[0].clone();
     let first = tokio::spawn(connection.call::<Value, _>("client_proc", &1));
     let asked = raw.frame().await;
     assert_eq!(asked[0], "client_proc");

@@ -57,7 +57,7 @@ async fn the_client_reconnects_after_a_server_restart() {
     let welcome = next_event(&mut events, "ready event", pick::ready).await;
     assert_eq!(welcome, json!({"cid": "ann", "meta": {"user_id": "ann"}}));
     assert_eq!(add(&client).await, Ok(3));
-    assert_eq!(second.server.counts(), (1, 1));
+    assert_eq!(second.server.counts().await.unwrap(), (1, 1));
     assert_eq!(client.url(), format!("ws://{addr}"));
 
     within("close", client.close("wse.by-client")).await;
@@ -136,7 +136,7 @@ async fn jump_moves_the_client_to_another_server() {
     let client = client(&a).build();
     connect_as(&client, "ann").await;
     assert_eq!(client.url(), a.url());
-    assert_eq!(a.server.counts(), (1, 1));
+    assert_eq!(a.server.counts().await.unwrap(), (1, 1));
 
     let welcome = within("jump", client.jump(b.url())).await.unwrap();
     assert_eq!(welcome, json!({"cid": "ann", "meta": {"user_id": "ann"}}));
@@ -147,14 +147,14 @@ async fn jump_moves_the_client_to_another_server() {
         next_event(&mut a_events, "disconnected event", pick::disconnected).await,
         ("ann".to_owned(), 4000, "jump".to_owned())
     );
-    assert_eq!(a.server.counts(), (0, 0));
+    assert_eq!(a.server.counts().await.unwrap(), (0, 0));
     let user = next_event(&mut b_events, "connected to B", |event| match event {
         Event::Connected { connection } => Some(connection.user_id().to_owned()),
         _ => None,
     })
     .await;
     assert_eq!(user, "ann");
-    assert_eq!(b.server.counts(), (1, 1));
+    assert_eq!(b.server.counts().await.unwrap(), (1, 1));
 
     let which: String = within("which", client.call("which", &json!(null)))
         .await
@@ -185,7 +185,7 @@ async fn without_reconnect_a_shutdown_leaves_the_client_offline() {
     let again = restart_demo(addr).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(client.status(), Status::Offline);
-    assert_eq!(again.server.counts(), (0, 0));
+    assert_eq!(again.server.counts().await.unwrap(), (0, 0));
     assert_eq!(add(&client).await, Err(CallError::NotReady));
 }
 
@@ -208,5 +208,5 @@ async fn close_stops_a_client_waiting_to_reconnect() {
     let again = restart_demo(addr).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(client.status(), Status::Idle);
-    assert_eq!(again.server.counts(), (0, 0));
+    assert_eq!(again.server.counts().await.unwrap(), (0, 0));
 }

@@ -156,7 +156,7 @@ async fn a_violation_is_reported_with_its_code_and_closes_only_that_connection()
     let mut events = server.server.events();
     let mut bad = Raw::login_identity(server.addr(), Codec::Json, "ann").await;
     let mut good = Raw::login_identity(server.addr(), Codec::Json, "bob").await;
-    let bad_id = server.server.connections_of("ann")[0].id();
+    let bad_id = server.server.connections_of("ann").await.unwrap()[0].id();
 
     bad.send_text("{not json").await;
     bad.expect_close(1000, "wse.protocol-error").await;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use serde_json::{Value, json};
 use wse_examples::Auth;
-use wse_server::{Connection, Decision, Event, Handshake, Server};
+use wse_server::{Connection, ConnectionId, Decision, Event, Handshake, Server};
 use wse_tests::{Codec, QUIET, Raw, Seen, TestServer, next_event, start, start_demo};
 
 /// Expects `frame` as the next data frame of each of `devices`.
@@ -39,11 +39,13 @@ async fn a_third_connection_of_a_user_closes_the_oldest() {
     let devices: Vec<SocketAddr> = server
         .server
         .connections_of("u")
+        .await
+        .unwrap()
         .iter()
         .map(Connection::remote_addr)
         .collect();
     assert_eq!(devices, vec![local_addr(&second), local_addr(&third)]);
-    assert_eq!(server.server.counts(), (1, 2));
+    assert_eq!(server.server.counts().await.unwrap(), (1, 2));
 
     // A fourth closes the oldest remaining one: the second.
     let mut fourth = Raw::login(server.addr(), Codec::Json, "u").await;
@@ -99,7 +101,7 @@ async fn send_to_user_reaches_each_device_of_that_user_once() {
         Raw::login(server.addr(), Codec::Json, "u").await,
     ];
     let mut other = Raw::login(server.addr(), Codec::Json, "v").await;
-    assert_eq!(server.server.counts(), (2, 4));
+    assert_eq!(server.server.counts().await.unwrap(), (2, 4));
 
     // Through a procedure called by another user: the caller gets the count only.
     other
@@ -258,21 +260,21 @@ async fn expect_closed(raw: &mut Raw, code: u16, reason: &str) {
     assert_eq!(raw.next().await, Seen::End);
 }
 
-fn ids(connections: &[Connection]) -> Vec<u64> {
-    connections.iter().map(|c| c.id().get()).collect()
+fn ids(connections: &[Connection]) -> Vec<ConnectionId> {
+    connections.iter().map(Connection::id).collect()
 }
 
 #[tokio::test]
 async fn user_events_and_the_registry_follow_devices_coming_and_going() {
     let server = start_demo(Auth::Plain).await;
     let mut events = server.server.events();
-    assert_eq!(server.server.counts(), (0, 0));
-    assert!(server.server.users().is_empty());
+    assert_eq!(server.server.counts().await.unwrap(), (0, 0));
+    assert!(server.server.users().await.unwrap().is_empty());
 
     let mut phone = Raw::login(server.addr(), Codec::Json, "u").await;
     expect_joined(&mut events, "u").await;
     let phone_conn = expect_connected(&mut events, "u", &phone).await;
-    assert_eq!(server.server.counts(), (1, 1));
+    assert_eq!(server.server.counts().await.unwrap(), (1, 1));
 
     let mut laptop = Raw::login(server.addr(), Codec::MsgPack, "u").await;
     let laptop_conn = expect_connected(&mut events, "u", &laptop).await;
@@ -285,21 +287,30 @@ async fn user_events_and_the_registry_follow_devices_coming_and_going() {
     let mut users: Vec<String> = server
         .server
         .users()
+        .await
+        .unwrap()
         .iter()
         .map(|u| u.to_string())
         .collect();
     users.sort();
     assert_eq!(users, vec!["u", "w"]);
     assert_eq!(
-        ids(&server.server.connections_of("u")),
-        vec![phone_conn.id().get(), laptop_conn.id().get()]
+        ids(&server.server.connections_of("u").await.unwrap()),
+        vec![phone_conn.id(), laptop_conn.id()]
     );
     assert_eq!(
-        ids(&server.server.connections_of("w")),
-        vec![other_conn.id().get()]
+        ids(&server.server.connections_of("w").await.unwrap()),
+        vec![other_conn.id()]
     );
-    assert!(server.server.connections_of("nobody").is_empty());
-    assert_eq!(server.server.counts(), (2, 3));
+    assert!(
+        server
+            .server
+            .connections_of("nobody")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(server.server.counts().await.unwrap(), (2, 3));
     assert_eq!(
         server
             .server
@@ -311,10 +322,10 @@ async fn user_events_and_the_registry_follow_devices_coming_and_going() {
     // The first device leaves: the user stays.
     close_and_wait(&mut phone, 1000, "wse.by-client").await;
     expect_disconnected(&mut events, &phone_conn, 1000, "wse.by-client").await;
-    assert_eq!(server.server.counts(), (2, 2));
+    assert_eq!(server.server.counts().await.unwrap(), (2, 2));
     assert_eq!(
-        ids(&server.server.connections_of("u")),
-        vec![laptop_conn.id().get()]
+        ids(&server.server.connections_of("u").await.unwrap()),
+        vec![laptop_conn.id()]
     );
     assert!(server.server.connection(phone_conn.id()).is_none());
     assert!(phone_conn.is_closed());
@@ -323,15 +334,15 @@ async fn user_events_and_the_registry_follow_devices_coming_and_going() {
     close_and_wait(&mut laptop, 4000, "jump").await;
     expect_disconnected(&mut events, &laptop_conn, 4000, "jump").await;
     expect_left(&mut events, "u").await;
-    assert_eq!(server.server.counts(), (1, 1));
-    assert!(server.server.connections_of("u").is_empty());
+    assert_eq!(server.server.counts().await.unwrap(), (1, 1));
+    assert!(server.server.connections_of("u").await.unwrap().is_empty());
 
     close_and_wait(&mut other, 1000, "wse.by-client").await;
     expect_disconnected(&mut events, &other_conn, 1000, "wse.by-client").await;
     expect_left(&mut events, "w").await;
-    assert_eq!(server.server.counts(), (0, 0));
-    assert!(server.server.users().is_empty());
-    assert!(server.server.connections_of("w").is_empty());
+    assert_eq!(server.server.counts().await.unwrap(), (0, 0));
+    assert!(server.server.users().await.unwrap().is_empty());
+    assert!(server.server.connections_of("w").await.unwrap().is_empty());
 
     // Nothing more about users.
     expect_no_user_event(&mut events).await;
@@ -350,10 +361,10 @@ async fn an_evicted_device_is_disconnected_but_its_user_does_not_leave() {
     let third_conn = expect_connected(&mut events, "u", &third).await;
     expect_closed(&mut first, 1000, "wse.clients-concurrency").await;
     expect_disconnected(&mut events, &first_conn, 1000, "wse.clients-concurrency").await;
-    assert_eq!(server.server.counts(), (1, 2));
+    assert_eq!(server.server.counts().await.unwrap(), (1, 2));
     assert_eq!(
-        ids(&server.server.connections_of("u")),
-        vec![second_conn.id().get(), third_conn.id().get()]
+        ids(&server.server.connections_of("u").await.unwrap()),
+        vec![second_conn.id(), third_conn.id()]
     );
     expect_no_user_event(&mut events).await;
 }
@@ -367,7 +378,7 @@ async fn drop_user_closes_every_device_of_that_user_with_the_reason() {
         Raw::login(server.addr(), Codec::MsgPack, "u").await,
     ];
     let mut other = Raw::login(server.addr(), Codec::Json, "v").await;
-    assert_eq!(server.server.drop_user("u", "kicked"), 2);
+    assert_eq!(server.server.drop_user("u", "kicked").unwrap(), 2);
     for (i, device) in devices.iter_mut().enumerate() {
         assert_eq!(
             device.next().await,
@@ -398,8 +409,8 @@ async fn drop_user_closes_every_device_of_that_user_with_the_reason() {
         }
     }
     assert_eq!(disconnected, 2);
-    assert!(server.server.connections_of("u").is_empty());
-    assert_eq!(server.server.counts(), (1, 1));
-    assert_eq!(server.server.drop_user("u", "again"), 0);
+    assert!(server.server.connections_of("u").await.unwrap().is_empty());
+    assert_eq!(server.server.counts().await.unwrap(), (1, 1));
+    assert_eq!(server.server.drop_user("u", "again").unwrap(), 0);
     other.expect_add_works("still").await;
 }

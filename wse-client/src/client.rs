@@ -44,6 +44,17 @@ pub enum ConnectError {
     /// The server refused the identity (`wse.not-authorized`). Never retried.
     #[error("{code}: the server refused the identity", code = ErrorCode::NotAuthorized)]
     NotAuthorized,
+    /// The server speaks none of the codecs this client offers: it answered the upgrade
+    /// without choosing one (`wse.client.ws-error`).
+    #[error(
+        "{code}: the server speaks none of the codecs this client offers ({offered}); it chose none",
+        code = ErrorCode::WsError,
+        offered = offered.join(", ")
+    )]
+    NoCommonProtocol {
+        /// What this client offered in `Sec-WebSocket-Protocol`.
+        offered: Vec<String>,
+    },
     /// The WebSocket could not be opened or failed (`wse.client.ws-error`).
     #[error("{code}: {0}", code = ErrorCode::WsError)]
     Transport(String),
@@ -75,7 +86,7 @@ impl ConnectError {
         match self {
             Self::AlreadyConnected => Some(ErrorCode::AlreadyConnected),
             Self::NotAuthorized => Some(ErrorCode::NotAuthorized),
-            Self::Transport(_) => Some(ErrorCode::WsError),
+            Self::Transport(_) | Self::NoCommonProtocol { .. } => Some(ErrorCode::WsError),
             Self::Challenge(_) => Some(ErrorCode::InvalidCraHandler),
             Self::NotReady => Some(ErrorCode::NotReady),
             Self::Timeout | Self::Closed { .. } | Self::ClientClosed => None,
@@ -405,6 +416,23 @@ impl Client {
     }
 
     /// Registers the async procedure `name`, which the server may call on this client.
+    ///
+    /// ```
+    /// use serde::Deserialize;
+    /// use wse_client::{Client, RpcError};
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Question { question: String }
+    ///
+    /// let client = Client::builder("ws://127.0.0.1:4200").build();
+    /// client.register("ask_user", |_: Client, q: Question| async move {
+    ///     if q.question.is_empty() {
+    ///         // The server sees this code and these details as sent.
+    ///         return Err(RpcError::new("app.no-question"));
+    ///     }
+    ///     Ok(true)
+    /// }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// [`RegisterError`] if the name is taken, empty or reserved.

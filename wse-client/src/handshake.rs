@@ -6,6 +6,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError, SubProtocolError};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -41,7 +42,14 @@ pub(crate) async fn open(client: &Client, url: &str) -> Result<Link<Socket>, Con
     };
     #[cfg(not(feature = "rustls"))]
     let opened = tokio_tungstenite::connect_async_with_config(request, Some(websocket), true).await;
-    let (ws, _) = opened.map_err(|e| ConnectError::Transport(e.to_string()))?;
+    let (ws, _) = opened.map_err(|error| match error {
+        WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(
+            SubProtocolError::NoSubProtocol,
+        )) => ConnectError::NoCommonProtocol {
+            offered: vec![inner.protocol.name().to_owned()],
+        },
+        other => ConnectError::Transport(other.to_string()),
+    })?;
     Ok(Link::new(
         ws,
         inner.protocol.message_kind(),

@@ -23,15 +23,12 @@
 //!
 //! # Layout
 //!
-//! - `client`: the [`Client`] handle (connect, call, send, register, close, jump),
-//!   [`Status`], [`ClientEvent`], [`ConnectError`].
-//! - `builder`: [`Builder`], every setting with its default.
-//! - `driver`: the task that connects, serves and reconnects.
-//! - `handshake`: opening the socket, `~wse:hi`, the challenge, the welcome.
-//! - `reconnect`: the [`Reconnect`] policy (backoff with jitter, which close codes retry).
+//! - [`Client`]: connect, call, send, register procedures the server calls, status, close,
+//!   jump; built by a [`Builder`] with every setting and its default.
+//! - What it tells the application: [`Status`], [`ClientEvent`], [`ConnectError`].
+//! - [`Reconnect`]: the backoff policy and which close codes retry.
 //!
-//! The RPC engine (`wse_core::Session`) and the socket driver (`wse_core::transport::Link`)
-//! are the server's too.
+//! The RPC engine and the socket driver are `wse-core`'s, which the server runs too.
 //!
 //! # Features
 //!
@@ -56,6 +53,6 @@ pub use reconnect::Reconnect;
 pub use wse_core::MsgPack;
 pub use wse_core::transport::Heartbeat;
 pub use wse_core::{
-    CallError, CloseReason, ErrorCode, ErrorObject, Json, Protocol, RegisterError, RpcError,
-    SendError,
+    CallError, CloseReason, ErrorCode, ErrorObject, Json, NoArgs, Protocol, RegisterError,
+    RpcError, SendError,
 };

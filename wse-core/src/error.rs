@@ -275,6 +275,25 @@ impl RpcError {
         Self(RpcErrorKind::Panicked)
     }
 
+    /// Passes on how a call to the other side failed, as this procedure's own error: the
+    /// peer's error object (code, message, details) as the peer sent it, or the code of the
+    /// call's failure on this side (`wse.client.rp.timeout`, `wse.client.rp.disconnect`, ...).
+    /// `?` on a [`CallError`] would make it an unexpected failure instead.
+    ///
+    /// ```
+    /// use wse_core::{CallError, ErrorObject, RpcError};
+    ///
+    /// let refused = CallError::Remote(ErrorObject::new("app.declined"));
+    /// assert_eq!(RpcError::forward(refused).to_object("ask").code, "app.declined");
+    /// assert_eq!(RpcError::forward(CallError::Timeout).to_object("ask").code, "wse.client.rp.timeout");
+    /// ```
+    pub fn forward(error: CallError) -> Self {
+        match error {
+            CallError::Remote(object) => Self::from_object(object),
+            other => Self::new(other.code()).with_message(other.to_string()),
+        }
+    }
+
     /// Sets the message the caller sees (application errors only).
     pub fn with_message(mut self, message: impl Into<String>) -> Self {
         if let RpcErrorKind::Object(object) = &mut self.0 {
@@ -397,10 +416,21 @@ pub mod close_code {
     /// The server is restarting (a server shutting down closes with it, reason
     /// `wse.by-server`): clients with reconnect enabled come back.
     pub const SERVICE_RESTART: u16 = 1012;
+    /// Try again later (RFC 6455): the server cannot take the connection now; a client with
+    /// reconnect enabled comes back.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// A client leaving for another server (reason `jump`).
     pub const JUMP: u16 = 4000;
     /// The codes after which a client with reconnect enabled reconnects.
-    pub const RECONNECT_ON: [u16; 7] = [1005, 1006, 1011, SERVICE_RESTART, 1013, 1014, JUMP];
+    pub const RECONNECT_ON: [u16; 7] = [
+        1005,
+        1006,
+        1011,
+        SERVICE_RESTART,
+        TRY_AGAIN_LATER,
+        1014,
+        JUMP,
+    ];
 }
 
 #[cfg(test)]

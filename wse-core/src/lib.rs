@@ -18,19 +18,19 @@
 //!
 //! # Layout
 //!
-//! - [`frame`]: the frame `[type, payload, stamp]` ([`RawFrame`]), the reserved type names,
-//!   and [`Hi`], the payload of `~wse:hi`.
-//! - `protocol/`: the [`Protocol`] trait (`mod.rs`), [`Json`] (`json.rs`) and [`MsgPack`]
-//!   (`msgpack.rs`).
-//! - `error`: [`ErrorCode`], the wire [`ErrorObject`], [`CallError`], [`RpcError`],
+//! - The frame: [`frame`] (`[type, payload, stamp]` as [`RawFrame`], the reserved type names,
+//!   [`Hi`], the payload of `~wse:hi`).
+//! - Codecs: the [`Protocol`] trait, [`Json`] and [`MsgPack`], [`MessageKind`], and their
+//!   errors [`PackError`], [`UnpackError`], [`PayloadError`].
+//! - Errors: [`ErrorCode`] (the wire codes), [`ErrorObject`], [`CallError`], [`RpcError`],
 //!   [`CloseReason`] and [`close_code`].
-//! - `cra`: the standard HMAC challenge, [`HmacQuest`].
-//! - `registry`: procedures and message handlers by name, [`Registry`].
-//! - `session`: the RPC engine of one connection, [`Session`].
+//! - The RPC engine of one connection: [`Session`] with its [`SessionConfig`], reporting to
+//!   a [`Context`]; procedures and handlers by name in a [`Registry`]; [`NoArgs`].
+//! - The standard HMAC challenge: [`HmacQuest`].
 //! - [`outbox`]: a connection's bounded outbound queue, free while empty, and the close asked
 //!   of it.
-//! - `transport/` (feature `transport`): the socket driver both ends run, `Link` (`link.rs`),
-//!   the heartbeat (`heartbeat.rs`), frames to messages and the close codes (`mod.rs`).
+//! - `transport` (feature `transport`): `Link`, the socket driver both ends run, the
+//!   heartbeat, frames to messages and the close codes.
 //!
 //! # Features
 //!
@@ -59,7 +59,7 @@ pub use protocol::MsgPack;
 pub use protocol::{
     Json, MAX_DEPTH, MessageKind, PackError, PayloadError, PayloadVisitor, Protocol, UnpackError,
 };
-pub use registry::{RegisterError, Registry};
+pub use registry::{NoArgs, RegisterError, Registry};
 pub use session::{Context, ProtocolViolation, Report, SendError, Session, SessionConfig};
 
 /// Re-exported so a custom [`Protocol`] can name the erased serde traits without a dependency

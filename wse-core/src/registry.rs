@@ -82,6 +82,63 @@ where
     }
 }
 
+/// The argument of a procedure or message that takes none: accepts a null payload, a missing
+/// one (which the codecs read as null) and an empty object `{}` alike, and refuses anything
+/// else with `wse.server.rp.invalid-payload`. (`()` refuses `{}`, and an empty struct refuses
+/// null.)
+///
+/// ```
+/// use wse_core::{Json, NoArgs, Protocol};
+///
+/// let json: &dyn Protocol = &Json;
+/// for payload in [&b"null"[..], b"{}", b" { } "] {
+///     assert_eq!(json.decode::<NoArgs>(payload).unwrap(), NoArgs);
+/// }
+/// assert!(json.decode::<NoArgs>(br#"{"a": 1}"#).is_err());
+/// assert!(json.decode::<NoArgs>(b"7").is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct NoArgs;
+
+impl<'de> serde::Deserialize<'de> for NoArgs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NoArgsVisitor)
+    }
+}
+
+impl Serialize for NoArgs {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit()
+    }
+}
+
+struct NoArgsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoArgsVisitor {
+    type Value = NoArgs;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no arguments (null or {})")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<NoArgs, E> {
+        Ok(NoArgs)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<NoArgs, E> {
+        Ok(NoArgs)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NoArgs, A::Error> {
+        match map.next_key::<serde::de::IgnoredAny>()? {
+            None => Ok(NoArgs),
+            Some(_) => Err(serde::de::Error::custom(
+                "expected no arguments (null or {}), got an object with keys",
+            )),
+        }
+    }
+}
+
 /// Registering or unregistering failed; nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -174,7 +231,7 @@ impl<C: Send + 'static> Registry<C> {
     }
 
     /// Registers the async procedure `name`. Its argument is decoded from the call's payload
-    /// (`()` or `Option<_>` accept a null payload); its result is sent back as the response.
+    /// ([`NoArgs`] for a procedure that takes none); its result is sent back as the response.
     ///
     /// # Errors
     /// [`RegisterError::AlreadyRegistered`] if `name` is taken, [`RegisterError::InvalidName`]

@@ -231,7 +231,7 @@ mod tests {
         Handshake {
             identity: Value::from(identity),
             meta: Value::Null,
-            connection_id: ConnectionId(1),
+            connection_id: ConnectionId::new(crate::NodeId::from_u64(0), 1),
             remote_addr: SocketAddr::from(([127, 0, 0, 1], 9)),
             challenge: None,
         }

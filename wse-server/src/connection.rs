@@ -18,22 +18,70 @@ use wse_core::{CallError, Context, Report, SendError, Session, close_code};
 
 use crate::delivery::Packed;
 use crate::events::{Event, ServerError};
-use crate::server::{Listener, Server};
+use crate::server::Server;
+use crate::serving::Listener;
 
-/// The id of a connection, unique on this server node; it carries no meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId(pub(crate) u64);
+/// The id of a server node: drawn at random when the [`Server`] is built, so that every
+/// process start is a node of its own.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct NodeId(u64);
 
-impl ConnectionId {
+impl NodeId {
+    /// A fresh random node id.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// The node id with this number (one received from another node, say).
+    pub fn from_u64(id: u64) -> Self {
+        Self(id)
+    }
+
     /// The id as a number.
     pub fn get(self) -> u64 {
         self.0
     }
 }
 
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// The id of a connection: its node and a counter of that node, so that it stays unique
+/// across the nodes of a cluster. It carries no other meaning; ids of one node grow in the
+/// order their connections were accepted.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct ConnectionId {
+    node: NodeId,
+    local: u64,
+}
+
+impl ConnectionId {
+    /// The id of the `local`-th connection of `node`.
+    pub fn new(node: NodeId, local: u64) -> Self {
+        Self { node, local }
+    }
+
+    /// The node that holds the connection.
+    pub fn node(self) -> NodeId {
+        self.node
+    }
+
+    /// The connection's number on its node.
+    pub fn local(self) -> u64 {
+        self.local
+    }
+}
+
 impl fmt::Display for ConnectionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c{}", self.0)
+        write!(f, "c{}@{}", self.local, self.node)
     }
 }
 
@@ -47,8 +95,6 @@ pub(crate) struct Inner {
     pub(crate) identity: Value,
     pub(crate) meta: Value,
     pub(crate) remote_addr: SocketAddr,
-    /// Index of this connection's codec in the server's codec list.
-    pub(crate) codec_index: usize,
     pub(crate) session: Session<Connection>,
     /// Asks the connection's task to close the socket; apart from the frames, so a full
     /// queue cannot delay it.
@@ -152,7 +198,7 @@ impl Connection {
     }
 
     pub(crate) fn send_packed(&self, packed: &Packed) -> bool {
-        let Some(frame) = packed.frame(self.0.codec_index) else {
+        let Some(frame) = packed.frame(self.protocol()) else {
             return false;
         };
         match self.0.session.send_encoded(frame.clone()) {
@@ -176,6 +222,20 @@ impl Connection {
 
     /// Calls the procedure `procedure` that this device registered, with the server's call
     /// timeout.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use wse_server::{Connection, Decision, NoArgs, RpcError, Server};
+    ///
+    /// let server = Server::builder(|_| async { Decision::refuse() }).build();
+    /// server.register("confirm", |conn: Connection, NoArgs| async move {
+    ///     // Ask the very device that called; its refusal reaches our caller as it sent it.
+    ///     let ok: bool = conn.call("ask_user", &json!({"question": "sure?"}))
+    ///         .await
+    ///         .map_err(RpcError::forward)?;
+    ///     Ok(ok)
+    /// }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// [`CallError`]: `Timeout`, `Disconnected` the moment this connection closes, or the

@@ -69,8 +69,13 @@ pub enum Event {
 pub enum Rejection {
     /// The WebSocket upgrade failed or did not finish in time.
     Upgrade(String),
-    /// The client offered none of the server's codecs.
-    NoCommonProtocol,
+    /// The client offered none of the server's codecs (closed with `wse.protocol-error`).
+    NoCommonProtocol {
+        /// What the client offered in `Sec-WebSocket-Protocol`, in its order.
+        offered: Vec<String>,
+        /// What the server speaks, in its order of preference.
+        supported: Vec<String>,
+    },
     /// The handshake frames broke the protocol (closed with `wse.protocol-error`).
     ProtocolError(String),
     /// Refused by the challenge or by identify (closed with `wse.not-authorized`).
@@ -87,6 +92,12 @@ pub enum Rejection {
     TooManyFromAddress,
     /// The address failed to authenticate too often lately; dropped before the upgrade.
     AuthThrottled,
+    /// The user already holds `conn_per_user` connections and the server refuses the newest
+    /// (closed with `wse.clients-concurrency`).
+    UserLimit,
+    /// The delivery engine could not list the connection (closed with 1013, so that the
+    /// client comes back later).
+    Unavailable(String),
 }
 
 /// An error on one connection.
@@ -150,6 +161,10 @@ pub enum ServerError {
         /// The message type or procedure.
         kind: String,
     },
+    /// The delivery engine failed to do something for this connection (take it out of its
+    /// user after it closed, say).
+    #[error(transparent)]
+    Delivery(#[from] crate::DeliveryError),
     /// Anything the engine reports that has no variant of its own yet.
     #[error("{0}")]
     Other(String),
@@ -163,6 +178,7 @@ impl ServerError {
             Self::Transport(_)
             | Self::SlowConsumer
             | Self::ReplyDropped { .. }
+            | Self::Delivery(_)
             | Self::Other(_) => ErrorCode::ConnectionError,
             Self::ProcedureFailed { .. } | Self::HandlerPanicked { .. } => ErrorCode::RpFailed,
             Self::InvalidPayload { .. } => ErrorCode::RpInvalidPayload,

@@ -24,9 +24,11 @@ use wse_core::{CloseReason, MessageKind, Protocol, Session, close_code};
 
 use crate::auth::{Answered, Decision, Handshake};
 use crate::connection::{Connection, ConnectionId, Inner};
+use crate::delivery::Admission;
 use crate::events::{Event, Rejection};
 use crate::limits::Ticket;
-use crate::server::{Listener, Server, Shared};
+use crate::server::{Server, Shared};
+use crate::serving::Listener;
 
 /// An accepted connection and its socket, from the welcome to the end.
 pub(crate) struct Open<S> {
@@ -36,8 +38,8 @@ pub(crate) struct Open<S> {
     pub(crate) _ticket: Ticket,
 }
 
-/// The first codec the client offers that the server speaks.
-fn negotiate(codecs: &[Arc<dyn Protocol>], request: &Request) -> Option<usize> {
+/// The subprotocols the client offers, in its order.
+fn offered(request: &Request) -> impl Iterator<Item = &str> {
     request
         .headers()
         .get_all(SEC_WEBSOCKET_PROTOCOL)
@@ -45,7 +47,12 @@ fn negotiate(codecs: &[Arc<dyn Protocol>], request: &Request) -> Option<usize> {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(str::trim)
-        .find_map(|offered| codecs.iter().position(|codec| codec.name() == offered))
+        .filter(|name| !name.is_empty())
+}
+
+/// The first codec the client offers that the server speaks.
+fn negotiate(codecs: &[Arc<dyn Protocol>], request: &Request) -> Option<usize> {
+    offered(request).find_map(|offered| codecs.iter().position(|codec| codec.name() == offered))
 }
 
 /// Upgrades, runs the handshake, welcomes and lists the connection: the connection, open;
@@ -61,7 +68,7 @@ where
 {
     let server = &server;
     let shared = server.shared();
-    let ticket = match shared.admission.admit(remote_addr.ip()) {
+    let ticket = match shared.gate.admit(remote_addr.ip()) {
         Ok(ticket) => ticket,
         Err(reason) => {
             server.emit(Event::Rejected {
@@ -72,15 +79,19 @@ where
         }
     };
     let deadline = Instant::now() + shared.config.handshake_timeout;
-    let mut chosen = None;
+    let (mut chosen, mut offers) = (None, Vec::new());
     // The error type is tungstenite's handshake response; this callback never returns it.
     #[allow(clippy::result_large_err)]
     let pick = |request: &Request, mut response: Response| {
         chosen = negotiate(&shared.codecs, request);
-        if let Some(index) = chosen {
-            if let Ok(name) = HeaderValue::from_str(shared.codecs[index].name()) {
-                response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, name);
+        match chosen {
+            Some(index) => {
+                if let Ok(name) = HeaderValue::from_str(shared.codecs[index].name()) {
+                    response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, name);
+                }
             }
+            // Only on a refusal: it is reported.
+            None => offers = offered(request).map(str::to_owned).collect(),
         }
         Ok(response)
     };
@@ -104,10 +115,10 @@ where
         }
     };
 
-    let codec = chosen.map(|index| (index, Arc::clone(&shared.codecs[index])));
+    let codec = chosen.map(|index| Arc::clone(&shared.codecs[index]));
     let kind = codec
         .as_ref()
-        .map_or(MessageKind::Text, |(_, c)| c.message_kind());
+        .map_or(MessageKind::Text, |codec| codec.message_kind());
     let mut link = Link::new(
         ws,
         kind,
@@ -117,13 +128,14 @@ where
 
     let id = shared.next_connection_id();
     let outcome = match &codec {
-        None => Err(Rejection::NoCommonProtocol),
-        Some((_, codec)) => handshake(shared, &mut link, codec, id, remote_addr, deadline).await,
+        None => Err(Rejection::NoCommonProtocol {
+            offered: offers,
+            supported: shared.codecs.iter().map(|c| c.name().to_owned()).collect(),
+        }),
+        Some(codec) => handshake(shared, &mut link, codec, id, remote_addr, deadline).await,
     };
-    let (index, codec, handshake, user_id, welcome) = match (codec, outcome) {
-        (Some((index, codec)), Ok((handshake, user_id, welcome))) => {
-            (index, codec, handshake, user_id, welcome)
-        }
+    let (codec, handshake, user_id, welcome) = match (codec, outcome) {
+        (Some(codec), Ok((handshake, user_id, welcome))) => (codec, handshake, user_id, welcome),
         (_, outcome) => {
             let reason = outcome.err().unwrap_or(Rejection::Gone);
             reject(server, link, remote_addr, reason).await;
@@ -143,7 +155,6 @@ where
         identity: handshake.identity,
         meta: handshake.meta,
         remote_addr,
-        codec_index: index,
         session,
         close: link.closer(),
         server: server.clone(),
@@ -159,11 +170,35 @@ where
         reject(server, link, remote_addr, reason).await;
         return None;
     }
-    let added = shared.users.add(&connection, shared.config.conn_per_user);
-    for old in &added.evicted {
-        old.close(CloseReason::ClientsConcurrency);
-    }
-    if added.joined {
+    let admitted = tokio::time::timeout_at(
+        deadline,
+        shared
+            .delivery
+            .admit(&connection, shared.config.conn_per_user),
+    )
+    .await;
+    let joined = match admitted {
+        Ok(Ok(Admission::Admitted { joined, .. })) => joined,
+        Ok(Ok(Admission::Refused)) => {
+            link.discard_queued();
+            reject(server, link, remote_addr, Rejection::UserLimit).await;
+            return None;
+        }
+        failed => {
+            if failed.is_err() {
+                // Given up on, it may still have been listed: take it out again.
+                let _ = shared.delivery.release(&connection).await;
+            }
+            let reason = match failed {
+                Ok(Err(error)) => error.to_string(),
+                _ => "no answer within the handshake timeout".to_owned(),
+            };
+            link.discard_queued();
+            reject(server, link, remote_addr, Rejection::Unavailable(reason)).await;
+            return None;
+        }
+    };
+    if joined {
         server.emit(Event::Joined {
             user_id: Arc::clone(connection.user_arc()),
         });
@@ -171,12 +206,14 @@ where
     server.emit(Event::Connected {
         connection: connection.clone(),
     });
-    // The listener may have stopped while this connection was being accepted: its shutdown
-    // found every connection listed before this one, and this one sees the flag.
-    if connection
-        .listener()
-        .is_some_and(|listener| listener.stopping())
-    {
+    // The listener or the server may have stopped while this connection was being accepted:
+    // their shutdown found every connection listed before this one, and this one sees the
+    // flag.
+    let stopping = server.stopping()
+        || connection
+            .listener()
+            .is_some_and(|listener| listener.stopping());
+    if stopping {
         connection.close_with(close_code::SERVICE_RESTART, CloseReason::ByServer);
     }
     Some(Open {
@@ -193,23 +230,24 @@ async fn reject<S: AsyncRead + AsyncWrite + Unpin>(
     remote_addr: SocketAddr,
     reason: Rejection,
 ) {
-    let close_reason = match reason {
+    let close = match reason {
         Rejection::NotAuthorized => {
-            server.shared().admission.record_failure(remote_addr.ip());
-            Some(CloseReason::NotAuthorized)
+            server.shared().gate.record_failure(remote_addr.ip());
+            Some((close_code::NORMAL, CloseReason::NotAuthorized))
         }
-        Rejection::NoCommonProtocol | Rejection::ProtocolError(_) | Rejection::HandshakeTimeout => {
-            Some(CloseReason::ProtocolError)
-        }
+        Rejection::NoCommonProtocol { .. }
+        | Rejection::ProtocolError(_)
+        | Rejection::HandshakeTimeout => Some((close_code::NORMAL, CloseReason::ProtocolError)),
+        Rejection::UserLimit => Some((close_code::NORMAL, CloseReason::ClientsConcurrency)),
+        Rejection::Unavailable(_) => Some((close_code::TRY_AGAIN_LATER, CloseReason::ByServer)),
         Rejection::Upgrade(_)
         | Rejection::Gone
         | Rejection::TooManyConnections
         | Rejection::TooManyFromAddress
         | Rejection::AuthThrottled => None,
     };
-    if let Some(close_reason) = close_reason {
-        link.closer()
-            .request(Close::new(close_code::NORMAL, close_reason));
+    if let Some((code, reason)) = close {
+        link.closer().request(Close::new(code, reason));
     }
     // Reported now: the closing handshake may take up to the close timeout.
     server.emit(Event::Rejected {

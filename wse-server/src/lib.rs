@@ -32,21 +32,24 @@
 //!
 //! # Layout
 //!
-//! - `server`: [`Server`] (the handle), its [`Builder`] with every limit, [`Serving`].
-//! - `connection`: the [`Connection`] handle and its [`ConnectionId`].
-//! - `handshake`: admission, upgrade and codec negotiation, `~wse:hi`, the challenge,
-//!   identify, the welcome.
-//! - `task`: the connection task, from the handshake through serving to the closing
-//!   handshake; the socket itself is driven by `wse_core::transport::Link`, as on the client.
-//! - `auth`: [`Handshake`], [`Decision`], the [`Challenge`] hook and [`HmacChallenge`].
-//! - `users`: user id → connections, with the `conn_per_user` eviction.
-//! - `delivery`: the seam for sends to a connection, a user or everyone ([`Delivery`]).
-//! - `events`: [`Event`], [`Rejection`], [`ServerError`].
-//! - `limits`: connections in total and per address, failed authentications per address,
-//!   each connection's inbound [`RateLimit`].
+//! - Serving: [`Server`] (the handle), its [`Builder`] with every limit and its default,
+//!   [`Serving`] (one listener), [`Server::serve_io`] for streams accepted elsewhere (TLS),
+//!   [`Server::shutdown`].
+//! - Who may connect: identify sees a [`Handshake`] and returns a [`Decision`]; a
+//!   [`Challenge`] (such as [`HmacChallenge`]) may run first.
+//! - After the welcome: a [`Connection`] per device, with its [`ConnectionId`] (node and
+//!   counter, [`NodeId`]); procedures and handlers registered on the server run with it.
+//! - Delivery: [`Delivery`], the seam every send ([`Target`], [`Except`], [`Packed`]),
+//!   membership change ([`Admission`], [`Released`], [`UserLimit`], [`Overflow`]) and query
+//!   goes through; [`LocalDelivery`] is this node's index and the default; [`Recipients`]
+//!   (from [`Server::to`]) addresses them.
+//! - What the server tells the application: [`Events`] of [`Event`], [`Rejection`],
+//!   [`ServerError`].
+//! - Limits: [`RateLimit`], [`AuthFailureLimit`], [`Heartbeat`], and the close codes
+//!   [`RATE_LIMITED`] and [`SLOW_CONSUMER`].
 //!
-//! The RPC engine itself (routing, pending calls, procedures) is `wse_core::Session`, which the
-//! client runs too.
+//! The RPC engine itself (routing, pending calls, procedures) and the socket driver are
+//! `wse-core`'s, which the client runs too.
 //!
 //! # Features
 //!
@@ -55,27 +58,33 @@
 //! | `msgpack` | yes | [`MsgPack`], the `wse-msgpack` codec |
 
 mod auth;
+mod builder;
 mod connection;
 mod delivery;
 mod events;
 mod handshake;
 mod limits;
 mod server;
+mod serving;
 mod task;
-mod users;
 
 pub use auth::{Answered, Challenge, Decision, Handshake, HmacChallenge};
-pub use connection::{Connection, ConnectionId};
-pub use delivery::{Delivery, LocalDelivery, Packed};
+pub use builder::Builder;
+pub use connection::{Connection, ConnectionId, NodeId};
+pub use delivery::{
+    Admission, Delivery, DeliveryError, Except, LocalDelivery, Overflow, Packed, Released, Target,
+    UserLimit,
+};
 pub use events::{Event, Events, Rejection, ServerError};
 pub use limits::{AuthFailureLimit, RATE_LIMITED, RateLimit};
-pub use server::{Builder, Server, Serving};
+pub use server::{Recipients, Server};
+pub use serving::Serving;
 
 #[cfg(feature = "msgpack")]
 pub use wse_core::MsgPack;
 pub use wse_core::outbox::Close;
 pub use wse_core::transport::{Heartbeat, SLOW_CONSUMER};
 pub use wse_core::{
-    CallError, CloseReason, ErrorCode, ErrorObject, Json, Protocol, RegisterError, RpcError,
-    SendError,
+    CallError, CloseReason, ErrorCode, ErrorObject, Json, NoArgs, Protocol, RegisterError,
+    RpcError, SendError,
 };

@@ -95,8 +95,10 @@ pub struct AuthFailureLimit {
 /// addresses are not tracked (failing open rather than growing without bound).
 const MAX_TRACKED_ADDRESSES: usize = 65_536;
 
+/// The gate every socket passes before the WebSocket upgrade: connections in total and per
+/// address, and addresses that failed to authenticate too often.
 #[derive(Debug)]
-pub(crate) struct Admission {
+pub(crate) struct Gate {
     total: Arc<Semaphore>,
     per_address_max: usize,
     per_address: Mutex<HashMap<IpAddr, usize>>,
@@ -108,14 +110,14 @@ pub(crate) struct Admission {
 /// A connection's place within the limits; released on drop.
 #[derive(Debug)]
 pub(crate) struct Ticket {
-    admission: Arc<Admission>,
+    gate: Arc<Gate>,
     address: IpAddr,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut per_address = lock(&self.admission.per_address);
+        let mut per_address = lock(&self.gate.per_address);
         if let Some(count) = per_address.get_mut(&self.address) {
             *count -= 1;
             if *count == 0 {
@@ -130,7 +132,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Admission {
+impl Gate {
     pub(crate) fn new(
         max_connections: usize,
         per_address_max: usize,
@@ -161,7 +163,7 @@ impl Admission {
         *count += 1;
         drop(per_address);
         Ok(Ticket {
-            admission: Arc::clone(self),
+            gate: Arc::clone(self),
             address,
             _permit: permit,
         })
@@ -243,21 +245,21 @@ mod tests {
             max_failures: 3,
             window: Duration::from_secs(60),
         };
-        let admission = Arc::new(Admission::new(3, 2, limit));
+        let gate = Arc::new(Gate::new(3, 2, limit));
         let other: IpAddr = "10.0.0.1".parse().unwrap();
-        let a = admission.admit(LOOPBACK).unwrap();
-        let _b = admission.admit(LOOPBACK).unwrap();
+        let a = gate.admit(LOOPBACK).unwrap();
+        let _b = gate.admit(LOOPBACK).unwrap();
         assert_eq!(
-            admission.admit(LOOPBACK).unwrap_err(),
+            gate.admit(LOOPBACK).unwrap_err(),
             Rejection::TooManyFromAddress
         );
-        let _c = admission.admit(other).unwrap();
+        let _c = gate.admit(other).unwrap();
         assert_eq!(
-            admission.admit(other).unwrap_err(),
+            gate.admit(other).unwrap_err(),
             Rejection::TooManyConnections
         );
         drop(a);
-        let _d = admission.admit(LOOPBACK).unwrap();
+        let _d = gate.admit(LOOPBACK).unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -266,16 +268,13 @@ mod tests {
             max_failures: 2,
             window: Duration::from_secs(60),
         };
-        let admission = Arc::new(Admission::new(100, 100, limit));
-        admission.record_failure(LOOPBACK);
-        assert!(admission.admit(LOOPBACK).is_ok());
-        admission.record_failure(LOOPBACK);
-        assert_eq!(
-            admission.admit(LOOPBACK).unwrap_err(),
-            Rejection::AuthThrottled
-        );
-        assert!(admission.admit("10.0.0.1".parse().unwrap()).is_ok());
+        let gate = Arc::new(Gate::new(100, 100, limit));
+        gate.record_failure(LOOPBACK);
+        assert!(gate.admit(LOOPBACK).is_ok());
+        gate.record_failure(LOOPBACK);
+        assert_eq!(gate.admit(LOOPBACK).unwrap_err(), Rejection::AuthThrottled);
+        assert!(gate.admit("10.0.0.1".parse().unwrap()).is_ok());
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(admission.admit(LOOPBACK).is_ok());
+        assert!(gate.admit(LOOPBACK).is_ok());
     }
 }

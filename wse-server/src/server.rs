@@ -1,33 +1,25 @@
-//! The server handle, its builder (every limit with its default) and serving: bind, accept,
-//! graceful shutdown.
+//! The [`Server`] handle: procedures and handlers, events, sends to connections, users, rooms
+//! and everyone, and what is known of users, connections and rooms, all through the delivery
+//! seam. Its settings are in `builder.rs`; binding and shutdown in `serving.rs`.
 
 use std::fmt;
 use std::future::Future;
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
-use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use wse_core::transport::Heartbeat;
-use wse_core::{
-    CloseReason, Json, Protocol, RegisterError, Registry, RpcError, SendError, SessionConfig,
-    close_code,
-};
+use tokio::sync::{OnceCell, watch};
+use wse_core::outbox::Close;
+use wse_core::{CloseReason, Protocol, RegisterError, Registry, RpcError, SendError, close_code};
 
-use crate::auth::{Challenge, Decision, Handshake, Identify};
-use crate::connection::{Connection, ConnectionId};
-use crate::delivery::{Delivery, LocalDelivery, Packed};
+use crate::auth::{Challenge, Identify};
+use crate::builder::{Builder, Config};
+use crate::connection::{Connection, ConnectionId, NodeId};
+use crate::delivery::{Delivery, DeliveryError, Except, LocalDelivery, Packed, Target};
 use crate::events::{Event, EventHub, Events};
-use crate::limits::{Admission, AuthFailureLimit, RateLimit};
-use crate::task;
-use crate::users::Users;
+use crate::limits::Gate;
+use crate::serving::Tasks;
 
 /// A WSE server: procedures, message handlers, users and their connections. A cheap handle:
 /// clone it into handlers and tasks.
@@ -44,51 +36,36 @@ pub(crate) struct Shared {
     pub(crate) identify: Identify,
     pub(crate) challenge: Option<Arc<dyn Challenge>>,
     pub(crate) registry: Arc<Registry<Connection>>,
-    pub(crate) users: Arc<Users>,
-    pub(crate) admission: Arc<Admission>,
-    delivery: Box<dyn Delivery>,
+    pub(crate) gate: Arc<Gate>,
+    /// This node's users, connections and rooms, for what only this node can answer (a
+    /// connection's handle, a listener's shutdown).
+    pub(crate) local: LocalDelivery,
+    /// The seam every send, membership change and query goes through.
+    pub(crate) delivery: Box<dyn Delivery>,
+    /// The delivery engine's start, done once before the first connection is served.
+    started: OnceCell<()>,
     events: Arc<EventHub>,
+    node: NodeId,
     next_id: AtomicU64,
+    /// Set by [`Server::shutdown`]: a connection accepted after it closes itself.
+    pub(crate) stopping: AtomicBool,
+    /// Tells every listener to stop, on [`Server::shutdown`].
+    pub(crate) stop: watch::Sender<bool>,
+    /// Every connection task, listener's or not.
+    pub(crate) tasks: Arc<Tasks>,
 }
 
 impl Shared {
     pub(crate) fn next_connection_id(&self) -> ConnectionId {
-        ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed))
-    }
-}
-
-/// The settings of a server; see [`Builder`] for each default.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Config {
-    pub(crate) conn_per_user: usize,
-    pub(crate) session: SessionConfig,
-    pub(crate) outbound_queue: usize,
-    pub(crate) handshake_timeout: Duration,
-    pub(crate) close_timeout: Duration,
-    pub(crate) max_message_size: usize,
-    pub(crate) read_buffer_size: usize,
-    pub(crate) rate_limit: Option<RateLimit>,
-    pub(crate) heartbeat: Option<Heartbeat>,
-    max_connections: usize,
-    max_connections_per_address: usize,
-    auth_failure_limit: AuthFailureLimit,
-}
-
-impl Config {
-    pub(crate) fn websocket(&self) -> WebSocketConfig {
-        WebSocketConfig::default()
-            .read_buffer_size(self.read_buffer_size)
-            .max_message_size(Some(self.max_message_size))
-            .max_frame_size(Some(self.max_message_size))
-            // A write buffer only grows past its target while the socket refuses writes.
-            .max_write_buffer_size(self.max_message_size.saturating_mul(2).max(256 << 10))
+        ConnectionId::new(self.node, self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 }
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (users, connections) = self.0.users.counts();
+        let (users, connections) = self.0.local.counts_now();
         f.debug_struct("Server")
+            .field("node", &self.0.node)
             .field(
                 "protocols",
                 &self.0.codecs.iter().map(|c| c.name()).collect::<Vec<_>>(),
@@ -100,304 +77,69 @@ impl fmt::Debug for Server {
     }
 }
 
-/// Builds a [`Server`]. Every setting has a safe default.
-#[must_use]
-pub struct Builder {
-    identify: Identify,
-    challenge: Option<Arc<dyn Challenge>>,
-    codecs: Vec<Arc<dyn Protocol>>,
-    config: Config,
-    events_capacity: usize,
-    delivery: Option<WrapDelivery>,
-}
-
-type WrapDelivery = Box<dyn FnOnce(LocalDelivery) -> Box<dyn Delivery>>;
-
-impl fmt::Debug for Builder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
-            .field(
-                "protocols",
-                &self.codecs.iter().map(|c| c.name()).collect::<Vec<_>>(),
-            )
-            .field("config", &self.config)
-            .field("challenge", &self.challenge.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Builder {
-    /// Speak only `protocol` (replacing the default, [`Json`]). Swapping JSON for MessagePack
-    /// is `.protocol(MsgPack)`.
-    pub fn protocol(mut self, protocol: impl Protocol) -> Self {
-        self.codecs = vec![Arc::new(protocol)];
-        self
-    }
-
-    /// Offer `protocol` as well; each connection speaks the first codec it offers that the
-    /// server speaks.
-    ///
-    /// # Panics
-    /// If a codec with the same name is already offered.
-    pub fn add_protocol(mut self, protocol: impl Protocol) -> Self {
-        assert!(
-            self.codecs.iter().all(|c| c.name() != protocol.name()),
-            "codec {:?} offered twice",
-            protocol.name()
-        );
-        self.codecs.push(Arc::new(protocol));
-        self
-    }
-
-    /// Run a challenge-response step (such as [`HmacChallenge`](crate::HmacChallenge))
-    /// between `~wse:hi` and identify. Default: none.
-    pub fn challenge(mut self, challenge: impl Challenge) -> Self {
-        self.challenge = Some(Arc::new(challenge));
-        self
-    }
-
-    /// How many connections one user may hold; a new one past the limit closes the user's
-    /// OLDEST connection with `wse.clients-concurrency`. Default: 1.
-    ///
-    /// # Panics
-    /// If `limit` is zero.
-    pub fn conn_per_user(mut self, limit: usize) -> Self {
-        assert!(limit > 0, "conn_per_user must be at least 1");
-        self.config.conn_per_user = limit;
-        self
-    }
-
-    /// How long a server → client call waits for its answer. Default: 20 s.
-    pub fn call_timeout(mut self, timeout: Duration) -> Self {
-        self.config.session.call_timeout = timeout;
-        self
-    }
-
-    /// How many client calls may be waiting at once on one connection (a procedure that
-    /// finishes without waiting never counts); past it a call is refused with
-    /// `wse.server.rp.too-many-calls` and the connection stays. Default: 1024.
-    ///
-    /// # Panics
-    /// If `max` is zero.
-    pub fn max_running_calls(mut self, max: usize) -> Self {
-        assert!(max > 0, "max_running_calls must be at least 1");
-        self.config.session.max_running_calls = max;
-        self
-    }
-
-    /// How many server → client calls may wait for an answer on one connection; past it
-    /// [`Connection::call`] fails with `wse.client.rp.too-many-pending`. Default: 1024.
-    ///
-    /// # Panics
-    /// If `max` is zero.
-    pub fn max_pending_calls(mut self, max: usize) -> Self {
-        assert!(max > 0, "max_pending_calls must be at least 1");
-        self.config.session.max_pending_calls = max;
-        self
-    }
-
-    /// Each connection's inbound rate limit, or `None` for none. Past it a call is answered
-    /// with `wse.server.rate-limited` and a message dropped; a connection refused a whole
-    /// burst before it pauses long enough to refill is closed with 1008 `wse.rate-limited`.
-    /// Default: 1,000 messages/s with bursts of 2,000.
-    ///
-    /// # Panics
-    /// If the rate or the burst is zero.
-    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
-        if let Some(limit) = limit {
-            assert!(
-                limit.per_second > 0 && limit.burst > 0,
-                "a rate limit must admit something"
-            );
-        }
-        self.config.rate_limit = limit;
-        self
-    }
-
-    /// Ping a connection that has been quiet, and close one silent past the timeout with
-    /// 1011 `wse.heartbeat-timeout` (a dead peer leaves no other trace), or `None` for no
-    /// heartbeat. Default: ping after 25 s of quiet, close after 60 s of silence.
-    ///
-    /// # Panics
-    /// If the interval is zero or longer than the timeout.
-    pub fn heartbeat(mut self, heartbeat: Option<Heartbeat>) -> Self {
-        self.config.heartbeat = heartbeat.map(Heartbeat::checked);
-        self
-    }
-
-    /// How many connections the server holds at once (from TCP accept on); past it new
-    /// sockets are dropped before the upgrade. Default: 100,000.
-    ///
-    /// # Panics
-    /// If `max` is zero.
-    pub fn max_connections(mut self, max: usize) -> Self {
-        assert!(max > 0, "max_connections must be at least 1");
-        self.config.max_connections = max;
-        self
-    }
-
-    /// How many connections one remote address may hold at once; past it its new sockets are
-    /// dropped before the upgrade. Default: 10,000 (behind a proxy every connection comes from
-    /// the proxy's address: raise it there).
-    ///
-    /// # Panics
-    /// If `max` is zero.
-    pub fn max_connections_per_address(mut self, max: usize) -> Self {
-        assert!(max > 0, "max_connections_per_address must be at least 1");
-        self.config.max_connections_per_address = max;
-        self
-    }
-
-    /// How many failed authentications (refusals by the challenge or identify) an address
-    /// may have within a window; past it its new sockets are dropped before the upgrade until
-    /// the window has passed. Default: 100 per minute.
-    ///
-    /// # Panics
-    /// If `max_failures` is zero.
-    pub fn auth_failure_limit(mut self, limit: AuthFailureLimit) -> Self {
-        assert!(
-            limit.max_failures > 0,
-            "at least one failure must be allowed"
-        );
-        self.config.auth_failure_limit = limit;
-        self
-    }
-
-    /// How many frames may wait to be written to one connection. A connection whose queue is
-    /// full when a message is sent to it has stopped reading: it is closed with 1013
-    /// `wse.slow-consumer`, and never slows anyone else. Default: 1024.
-    ///
-    /// # Panics
-    /// If `frames` is zero.
-    pub fn outbound_queue(mut self, frames: usize) -> Self {
-        assert!(frames > 0, "the outbound queue needs room for one frame");
-        self.config.outbound_queue = frames;
-        self
-    }
-
-    /// How long a socket may take from TCP accept to `~wse:welcome` (upgrade, hi, challenge,
-    /// identify); then it is closed. Default: 10 s.
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.config.handshake_timeout = timeout;
-        self
-    }
-
-    /// How long to wait for the peer's answer to a close frame before dropping the socket,
-    /// and how long one write may wait for the peer to take our bytes before the connection
-    /// is closed as a slow consumer (1013 `wse.slow-consumer`). Default: 5 s.
-    pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.config.close_timeout = timeout;
-        self
-    }
-
-    /// The largest message (and frame) a peer may send; a larger one closes the connection
-    /// with 1009. Default: 1 MiB.
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.config.max_message_size = bytes;
-        self
-    }
-
-    /// The read buffer each connection starts with, which is also the most read from the
-    /// socket at once. It grows to hold a larger message when one comes. Default: 512 bytes:
-    /// an idle connection should cost little (tungstenite's own default of 128 KiB costs that
-    /// much per connection), and 512 bytes hold a dozen pipelined calls. A large message is
-    /// read in as many pieces (a MiB in 2,048 reads): raise it for peers that mostly send
-    /// large messages.
-    ///
-    /// # Panics
-    /// If `bytes` is zero.
-    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
-        assert!(bytes > 0, "the read buffer needs room for a byte");
-        self.config.read_buffer_size = bytes;
-        self
-    }
-
-    /// How many events [`Server::events`] buffers for a subscriber that lags. Default: 1024.
-    ///
-    /// # Panics
-    /// If `capacity` is zero.
-    pub fn events_capacity(mut self, capacity: usize) -> Self {
-        assert!(capacity > 0, "the event buffer needs room for one event");
-        self.events_capacity = capacity;
-        self
-    }
-
-    /// Route sends to users and to everyone through `wrap(local)`, e.g. a cluster backplane
-    /// that also reaches other nodes. Default: [`LocalDelivery`], this node only.
-    pub fn delivery<D: Delivery>(
-        mut self,
-        wrap: impl FnOnce(LocalDelivery) -> D + 'static,
-    ) -> Self {
-        self.delivery = Some(Box::new(move |local| Box::new(wrap(local))));
-        self
-    }
-
-    /// The server.
-    pub fn build(self) -> Server {
-        let users = Arc::new(Users::default());
-        let local = LocalDelivery::new(Arc::clone(&users));
-        let delivery = match self.delivery {
-            Some(wrap) => wrap(local),
-            None => Box::new(local),
-        };
-        Server(Arc::new(Shared {
-            config: self.config,
-            codecs: self.codecs,
-            identify: self.identify,
-            challenge: self.challenge,
-            registry: Arc::new(Registry::new()),
-            users,
-            admission: Arc::new(Admission::new(
-                self.config.max_connections,
-                self.config.max_connections_per_address,
-                self.config.auth_failure_limit,
-            )),
-            delivery,
-            events: Arc::new(EventHub::new(self.events_capacity)),
-            next_id: AtomicU64::new(1),
-        }))
-    }
-}
-
 impl Server {
     /// A builder whose identify step is `identify`: it sees the handshake (identity, meta,
     /// connection id, remote address, challenge) and decides to accept or refuse.
     pub fn builder<F, Fut>(identify: F) -> Builder
     where
-        F: Fn(Handshake) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Decision> + Send + 'static,
+        F: Fn(crate::Handshake) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = crate::Decision> + Send + 'static,
     {
-        Builder {
-            identify: Arc::new(move |handshake| Box::pin(identify(handshake))),
-            challenge: None,
-            codecs: vec![Arc::new(Json)],
-            config: Config {
-                conn_per_user: 1,
-                session: SessionConfig::default(),
-                outbound_queue: 1024,
-                handshake_timeout: Duration::from_secs(10),
-                close_timeout: Duration::from_secs(5),
-                max_message_size: 1 << 20,
-                read_buffer_size: 512,
-                heartbeat: Some(Heartbeat::default()),
-                rate_limit: Some(RateLimit {
-                    per_second: 1_000,
-                    burst: 2_000,
-                }),
-                max_connections: 100_000,
-                max_connections_per_address: 10_000,
-                auth_failure_limit: AuthFailureLimit {
-                    max_failures: 100,
-                    window: Duration::from_secs(60),
-                },
-            },
-            events_capacity: 1024,
-            delivery: None,
-        }
+        Builder::new(identify)
+    }
+
+    pub(crate) fn new(builder: Builder) -> Self {
+        let local = LocalDelivery::new();
+        let delivery = match builder.delivery {
+            Some(wrap) => wrap(local.clone()),
+            None => Box::new(local.clone()),
+        };
+        let config = builder.config;
+        Server(Arc::new(Shared {
+            config,
+            codecs: builder.codecs,
+            identify: builder.identify,
+            challenge: builder.challenge,
+            registry: Arc::new(Registry::new()),
+            gate: Arc::new(Gate::new(
+                config.max_connections,
+                config.max_connections_per_address,
+                config.auth_failure_limit,
+            )),
+            local,
+            delivery,
+            started: OnceCell::new(),
+            events: Arc::new(EventHub::new(builder.events_capacity)),
+            node: NodeId::random(),
+            next_id: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            stop: watch::Sender::new(false),
+            tasks: Arc::default(),
+        }))
     }
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.0
+    }
+
+    /// This server's node id, drawn when it was built; every [`ConnectionId`] it gives names
+    /// it.
+    pub fn node_id(&self) -> NodeId {
+        self.0.node
+    }
+
+    /// Starts the delivery engine once, before the first connection is served.
+    pub(crate) async fn start(&self) -> Result<(), DeliveryError> {
+        self.0
+            .started
+            .get_or_try_init(|| self.0.delivery.start())
+            .await
+            .map(|_| ())
+    }
+
+    /// Whether [`Server::shutdown`] was called.
+    pub(crate) fn stopping(&self) -> bool {
+        self.0.stopping.load(Ordering::SeqCst)
     }
 
     /// Whether anyone subscribed to the events: when not, there is no event to build.
@@ -420,12 +162,47 @@ impl Server {
 
     /// Subscribes to [`Event`]s from now on. A subscriber that falls more than the events
     /// capacity behind loses the oldest.
+    ///
+    /// ```
+    /// use wse_server::{Decision, Event, Server};
+    ///
+    /// # async fn run() {
+    /// let server = Server::builder(|_| async { Decision::refuse() }).build();
+    /// let mut events = server.events();
+    /// tokio::spawn(async move {
+    ///     while let Ok(event) = events.recv().await {
+    ///         if let Event::Joined { user_id } = event {
+    ///             println!("{user_id} is online");
+    ///         }
+    ///     }
+    /// });
+    /// # }
+    /// ```
     pub fn events(&self) -> Events {
         self.0.events.subscribe()
     }
 
     /// Registers the async procedure `name`, callable by every client. The argument is
     /// decoded from the call's payload; the result, or the [`RpcError`], is the answer.
+    ///
+    /// ```
+    /// use serde::Deserialize;
+    /// use wse_server::{Connection, Decision, NoArgs, RpcError, Server};
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Transfer { to: String, amount: u64 }
+    ///
+    /// let server = Server::builder(|_| async { Decision::refuse() }).build();
+    /// server.register("transfer", |conn: Connection, t: Transfer| async move {
+    ///     if t.amount == 0 {
+    ///         // The caller sees this code and these details as sent.
+    ///         return Err(RpcError::new("bank.zero-amount").with_details(serde_json::json!({"to": t.to})));
+    ///     }
+    ///     Ok(format!("{} sent {} to {}", conn.user_id(), t.amount, t.to))
+    /// }).unwrap();
+    /// // No arguments: null, {} or a missing payload alike.
+    /// server.register("time", |_: Connection, NoArgs| async { Ok(42) }).unwrap();
+    /// ```
     ///
     /// # Errors
     /// [`RegisterError`] if the name is taken, empty or reserved.
@@ -454,6 +231,16 @@ impl Server {
     /// Sets the handler of one-way messages of type `kind` (replacing any). Handlers run on
     /// the connection's read loop in arrival order and must not block; spawn for slow work.
     ///
+    /// ```
+    /// use wse_server::{Connection, Decision, Server};
+    ///
+    /// let server = Server::builder(|_| async { Decision::refuse() }).build();
+    /// server.on("typing", |conn: Connection, room: String| {
+    ///     // Everyone in the room but this device.
+    ///     let _ = conn.server().to_room(&room).except_connection(conn.id()).send("typing", conn.user_id());
+    /// }).unwrap();
+    /// ```
+    ///
     /// # Errors
     /// [`RegisterError::InvalidName`] if `kind` is empty or reserved.
     pub fn on<T, F>(&self, kind: impl Into<String>, handler: F) -> Result<(), RegisterError>
@@ -469,7 +256,7 @@ impl Server {
         self.0.registry.off(kind)
     }
 
-    /// Encodes a one-way message once per codec, for the delivery methods below.
+    /// Encodes a one-way message once per codec, for [`Recipients::send_packed`].
     ///
     /// # Errors
     /// [`SendError::InvalidKind`] if `kind` is empty or reserved, [`SendError::Encode`] if the
@@ -482,218 +269,297 @@ impl Server {
         Packed::encode(&self.0.codecs, kind, payload)
     }
 
-    /// Sends `[kind, payload, null]` to one connection; `Ok(false)` if it is not open here.
+    /// The connections of `target`, to send to or disconnect, optionally skipping some.
+    pub fn to(&self, target: impl Into<Target>) -> Recipients<'_> {
+        Recipients {
+            server: self,
+            target: target.into(),
+            except: None,
+        }
+    }
+
+    /// Every connection of `user_id`.
+    pub fn to_user(&self, user_id: &str) -> Recipients<'_> {
+        self.to(Target::user(user_id))
+    }
+
+    /// Every connection in `room`.
+    pub fn to_room(&self, room: &str) -> Recipients<'_> {
+        self.to(Target::room(room))
+    }
+
+    /// Every connection of every user.
+    pub fn to_all(&self) -> Recipients<'_> {
+        self.to(Target::All)
+    }
+
+    /// Sends `[kind, payload, null]` to one connection, on whichever node holds it; `Ok(false)`
+    /// if it is not open on this node (a backplane ships it to the node that holds it).
     ///
     /// # Errors
-    /// [`SendError::InvalidKind`] if `kind` is empty or reserved, [`SendError::Encode`] if the
-    /// payload cannot be encoded.
+    /// [`DeliveryError`]: the message cannot be sent, or the delivery engine failed.
     pub fn send_to<T: Serialize + ?Sized>(
         &self,
         id: ConnectionId,
         kind: &str,
         payload: &T,
-    ) -> Result<bool, SendError> {
-        Ok(self
-            .0
-            .delivery
-            .to_connection(id, &self.pack(kind, payload)?))
+    ) -> Result<bool, DeliveryError> {
+        Ok(self.to(id).send(kind, payload)? > 0)
     }
 
     /// Sends `[kind, payload, null]` to every device of `user_id`, encoded once; returns how
-    /// many connections took it.
+    /// many connections of this node took it.
     ///
     /// # Errors
-    /// [`SendError::InvalidKind`] if `kind` is empty or reserved, [`SendError::Encode`] if the
-    /// payload cannot be encoded.
+    /// [`DeliveryError`]: the message cannot be sent, or the delivery engine failed.
     pub fn send_to_user<T: Serialize + ?Sized>(
         &self,
         user_id: &str,
         kind: &str,
         payload: &T,
-    ) -> Result<usize, SendError> {
-        Ok(self.0.delivery.to_user(user_id, &self.pack(kind, payload)?))
+    ) -> Result<usize, DeliveryError> {
+        self.to_user(user_id).send(kind, payload)
+    }
+
+    /// Sends `[kind, payload, null]` to every connection in `room`, encoded once; returns how
+    /// many connections of this node took it.
+    ///
+    /// # Errors
+    /// [`DeliveryError`]: the message cannot be sent, or the delivery engine failed.
+    pub fn send_to_room<T: Serialize + ?Sized>(
+        &self,
+        room: &str,
+        kind: &str,
+        payload: &T,
+    ) -> Result<usize, DeliveryError> {
+        self.to_room(room).send(kind, payload)
     }
 
     /// Sends `[kind, payload, null]` to every connection of every user, encoded once; returns
-    /// how many connections took it.
+    /// how many connections of this node took it.
     ///
     /// # Errors
-    /// [`SendError::InvalidKind`] if `kind` is empty or reserved, [`SendError::Encode`] if the
-    /// payload cannot be encoded.
+    /// [`DeliveryError`]: the message cannot be sent, or the delivery engine failed.
     pub fn broadcast<T: Serialize + ?Sized>(
         &self,
         kind: &str,
         payload: &T,
-    ) -> Result<usize, SendError> {
-        Ok(self.0.delivery.to_all(&self.pack(kind, payload)?))
+    ) -> Result<usize, DeliveryError> {
+        self.to_all().send(kind, payload)
     }
 
-    /// Closes one connection with 1000 and `reason`; false if it is not open here.
-    pub fn drop_connection(&self, id: ConnectionId, reason: impl Into<String>) -> bool {
-        self.0.users.connection(id).is_some_and(|c| c.close(reason))
+    /// Closes one connection with 1000 and `reason`; `Ok(false)` if it is not open on this
+    /// node.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    pub fn drop_connection(
+        &self,
+        id: ConnectionId,
+        reason: impl Into<String>,
+    ) -> Result<bool, DeliveryError> {
+        Ok(self.to(id).disconnect(reason)? > 0)
     }
 
-    /// Closes every connection of `user_id` with 1000 and `reason`; returns how many.
-    pub fn drop_user(&self, user_id: &str, reason: impl Into<String>) -> usize {
-        let reason = reason.into();
-        self.0
-            .users
-            .connections_of(user_id)
-            .iter()
-            .filter(|c| c.close(reason.clone()))
-            .count()
+    /// Closes every connection of `user_id` with 1000 and `reason`; returns how many of this
+    /// node.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    pub fn drop_user(
+        &self,
+        user_id: &str,
+        reason: impl Into<String>,
+    ) -> Result<usize, DeliveryError> {
+        self.to_user(user_id).disconnect(reason)
     }
 
-    /// The users with at least one open connection here.
-    pub fn users(&self) -> Vec<Arc<str>> {
-        self.0.users.user_ids()
+    /// Puts connection `id` in `room`; `Ok(false)` when it was there already or is not open.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// With the default delivery, it is done before the first poll returns; a backplane's
+    /// round trip may or may not complete once the future is dropped.
+    pub async fn join(&self, id: ConnectionId, room: &str) -> Result<bool, DeliveryError> {
+        self.0.delivery.join(id, room).await
     }
 
-    /// The open connections of `user_id`, oldest first.
-    pub fn connections_of(&self, user_id: &str) -> Vec<Connection> {
-        self.0.users.connections_of(user_id)
+    /// Takes connection `id` out of `room`; `Ok(false)` when it was not in it. A room left
+    /// empty is gone.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// As [`Server::join`].
+    pub async fn leave(&self, id: ConnectionId, room: &str) -> Result<bool, DeliveryError> {
+        self.0.delivery.leave(id, room).await
     }
 
-    /// The open connection `id`.
+    /// The users with at least one open connection.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only asks.
+    pub async fn users(&self) -> Result<Vec<Arc<str>>, DeliveryError> {
+        self.0.delivery.users().await
+    }
+
+    /// The ids of `user_id`'s open connections (devices), oldest first.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only asks.
+    pub async fn devices(&self, user_id: &str) -> Result<Vec<ConnectionId>, DeliveryError> {
+        self.0.delivery.devices(user_id).await
+    }
+
+    /// The handles of `user_id`'s open connections on this node, oldest first (its devices on
+    /// other nodes have ids in [`Server::devices`], and no handle here).
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only asks.
+    pub async fn connections_of(&self, user_id: &str) -> Result<Vec<Connection>, DeliveryError> {
+        let devices = self.devices(user_id).await?;
+        Ok(devices
+            .into_iter()
+            .filter_map(|id| self.connection(id))
+            .collect())
+    }
+
+    /// The connections in `room`.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only asks.
+    pub async fn room_members(&self, room: &str) -> Result<Vec<ConnectionId>, DeliveryError> {
+        self.0.delivery.members(room).await
+    }
+
+    /// The rooms connection `id` is in.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only asks.
+    pub async fn rooms_of(&self, id: ConnectionId) -> Result<Vec<Arc<str>>, DeliveryError> {
+        self.0.delivery.rooms_of(id).await
+    }
+
+    /// How many (users, connections) are open.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only asks.
+    pub async fn counts(&self) -> Result<(usize, usize), DeliveryError> {
+        self.0.delivery.counts().await
+    }
+
+    /// The handle of connection `id`, if it is open on this node.
     pub fn connection(&self, id: ConnectionId) -> Option<Connection> {
-        self.0.users.connection(id)
-    }
-
-    /// How many (users, connections) are open here.
-    pub fn counts(&self) -> (usize, usize) {
-        self.0.users.counts()
-    }
-
-    /// Binds `addr` and serves on it.
-    ///
-    /// # Errors
-    /// The I/O error of binding.
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: until it returns, nothing is served.
-    pub async fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<Serving> {
-        self.serve(TcpListener::bind(addr).await?)
-    }
-
-    /// Serves one stream that is already accepted (a TLS stream from your acceptor, a Unix
-    /// socket, an in-memory duplex) until the connection ends: WebSocket upgrade, handshake,
-    /// and everything after, exactly as for a socket from [`Server::bind`]. `remote_addr` is
-    /// what identify and [`Connection::remote_addr`] see.
-    ///
-    /// # Cancel safety
-    /// Dropping the future drops the connection abruptly (no close frame).
-    pub async fn serve_io<S>(&self, io: S, remote_addr: std::net::SocketAddr)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        // No listener's shutdown reaches this connection.
-        task::run(self.clone(), io, remote_addr, None).await;
-    }
-
-    /// Serves on `listener` in a background task.
-    ///
-    /// # Errors
-    /// The I/O error of reading the listener's address.
-    pub fn serve(&self, listener: TcpListener) -> io::Result<Serving> {
-        let local_addr = listener.local_addr()?;
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(self.clone(), listener, stopped));
-        Ok(Serving {
-            local_addr,
-            stop,
-            task,
-        })
+        self.0.local.connection(id)
     }
 }
 
-/// A server serving on one listener.
+/// The connections a send or a disconnect is for: a [`Target`] and, optionally, who it skips.
+/// From [`Server::to`] and its shorthands.
 ///
-/// Dropping it leaves the server running; [`Serving::shutdown`] stops it.
+/// ```
+/// use wse_server::{Connection, Decision, Server};
+///
+/// let server = Server::builder(|_| async { Decision::refuse() }).build();
+/// server.register("say", |conn: Connection, text: String| async move {
+///     // To the caller's other devices only.
+///     let reached = conn.server().to_user(conn.user_id()).except_connection(conn.id()).send("said", &text)?;
+///     Ok(reached)
+/// }).unwrap();
+/// ```
 #[derive(Debug)]
-pub struct Serving {
-    local_addr: std::net::SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+#[must_use = "nothing is sent until `send` or `disconnect`"]
+pub struct Recipients<'a> {
+    server: &'a Server,
+    target: Target,
+    except: Option<Except>,
 }
 
-impl Serving {
-    /// The address it listens on (the real port when bound to port 0).
-    pub fn local_addr(&self) -> std::net::SocketAddr {
-        self.local_addr
+impl Recipients<'_> {
+    /// Skip `except` (replacing an earlier exception).
+    pub fn except(mut self, except: Except) -> Self {
+        self.except = Some(except);
+        self
     }
 
-    /// Stops accepting, closes every connection with 1012 `wse.by-server` (clients with
-    /// reconnect enabled come back), and waits until every connection task has ended (each
-    /// bounded by the close timeout).
+    /// Skip one connection, typically the sender's.
+    pub fn except_connection(self, id: ConnectionId) -> Self {
+        self.except(Except::Connection(id))
+    }
+
+    /// Skip every connection of `user_id`, typically all of the sender's devices.
+    pub fn except_user(self, user_id: &str) -> Self {
+        self.except(Except::User(Arc::from(user_id)))
+    }
+
+    /// Sends `[kind, payload, null]`, encoded once per codec; returns how many connections of
+    /// this node took it. A connection whose queue is full is closed as a slow consumer.
     ///
-    /// # Cancel safety
-    /// The stop is requested at once; dropping the future only stops the waiting.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+    /// # Errors
+    /// [`DeliveryError::Message`] when `kind` is empty or reserved or the payload does not
+    /// encode; [`DeliveryError::Unavailable`] when the delivery engine failed.
+    pub fn send<T: Serialize + ?Sized>(
+        self,
+        kind: &str,
+        payload: &T,
+    ) -> Result<usize, DeliveryError> {
+        let packed = self.server.pack(kind, payload)?;
+        self.send_packed(&packed)
+    }
+
+    /// Sends a message packed with [`Server::pack`] (or received from another node).
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    pub fn send_packed(self, packed: &Packed) -> Result<usize, DeliveryError> {
+        self.server
+            .0
+            .delivery
+            .send(&self.target, self.except.as_ref(), packed)
+    }
+
+    /// Closes the connections with 1000 and `reason`; returns how many of this node.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    pub fn disconnect(self, reason: impl Into<String>) -> Result<usize, DeliveryError> {
+        let close = Close::new(close_code::NORMAL, reason);
+        self.server
+            .0
+            .delivery
+            .disconnect(&self.target, self.except.as_ref(), &close)
     }
 }
 
-/// Resolves when the listener is told to stop; never if its [`Serving`] is dropped (which
-/// leaves it running).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    if stop.wait_for(|stop| *stop).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-/// A listener's stop flag, held by the connections it accepted.
-#[derive(Debug, Default)]
-pub(crate) struct Listener {
-    stopping: AtomicBool,
-}
-
-impl Listener {
-    /// Whether the listener is shutting down.
-    pub(crate) fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
-    }
-}
-
-async fn accept_loop(server: Server, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    // Each connection task holds a clone of `done`; when the last is dropped, they are all over.
-    let (done, mut all_done) = mpsc::channel::<()>(1);
-    let this = Arc::new(Listener::default());
-    loop {
-        tokio::select! {
-            () = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, remote_addr)) => {
-                    // Replies are small and latency matters more than packet count; the
-                    // writer batches what is queued.
-                    let _ = tcp.set_nodelay(true);
-                    let done = done.clone();
-                    let serving =
-                        task::run(server.clone(), tcp, remote_addr, Some(Arc::clone(&this)));
-                    // `map`, not an `async` block around it, which would hold the connection's
-                    // future twice.
-                    tokio::spawn(serving.map(move |()| drop(done)));
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+impl Server {
+    /// Closes every connection of this node with 1012 `wse.by-server` (so that clients with
+    /// reconnect enabled come back), as a listener's shutdown does for its own.
+    pub(crate) fn close_local(&self, accepted_by: impl Fn(&Connection) -> bool) {
+        for connection in self.0.local.connections() {
+            if accepted_by(&connection) {
+                connection.close_with(close_code::SERVICE_RESTART, CloseReason::ByServer);
+            }
         }
     }
-    drop(listener);
-    // The flag first, then the list: a connection listed after this look sees the flag (the
-    // registry's lock orders the two), and closes itself.
-    this.stopping.store(true, Ordering::SeqCst);
-    for connection in server.shared().users.all() {
-        if connection
-            .listener()
-            .is_some_and(|of| Arc::ptr_eq(of, &this))
-        {
-            connection.close_with(close_code::SERVICE_RESTART, CloseReason::ByServer);
-        }
-    }
-    drop(done);
-    let _ = all_done.recv().await;
 }

@@ -20,7 +20,8 @@ use crate::connection::Connection;
 use crate::events::{Event, ServerError};
 use crate::handshake::{Open, establish};
 use crate::limits::{RATE_LIMITED, TokenBucket, Verdict};
-use crate::server::{Listener, Server};
+use crate::server::Server;
+use crate::serving::Listener;
 
 /// Serves one accepted stream (TCP, TLS, in memory) to its end. `listener` is the listener
 /// that accepted it, whose shutdown closes it.
@@ -36,8 +37,10 @@ where
     // Boxed, and made here rather than in the task's future: the upgrade and the handshake
     // are large and over at the welcome, and the task, which lives as long as the
     // connection, keeps only what an open connection needs.
+    let running = server.shared().tasks.enter();
     let establishing = Box::pin(establish(server, io, remote_addr, listener));
     async move {
+        let _running = running;
         // A statement of its own: the finished handshake's box is freed at its end.
         let Some(mut open) = establishing.await else {
             return;
@@ -69,7 +72,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Open<S> {
         // Calls waiting on this device fail now, and sends to its user skip it, rather than
         // after the closing handshake.
         connection.session().close();
-        let left = server.shared().users.remove(connection);
+        let left = match server.shared().delivery.release(connection).await {
+            Ok(released) => released.left,
+            Err(error) => {
+                server.emit(Event::Error {
+                    connection_id: Some(connection.id()),
+                    error: ServerError::Delivery(error),
+                });
+                false
+            }
+        };
         // Boxed: the closing handshake is brief, and large.
         let closes = Box::pin(link.finish(ended.patience(config.close_timeout))).await;
         let close = closes.ours_first();
@@ -78,7 +90,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Open<S> {
             code: close.code,
             reason: close.reason,
         });
-        if left == Some(true) {
+        if left {
             server.emit(Event::Left {
                 user_id: Arc::clone(connection.user_arc()),
             });

@@ -275,6 +275,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
         }
     }
 
+    /// Drops whatever is queued, unwritten (a welcome that must not go out after all, say).
+    pub fn discard_queued(&mut self) {
+        drop(self.drain.try_batch());
+    }
+
     /// Writes whatever is queued, as [`Link::write`].
     ///
     /// # Errors

@@ -1,0 +1,330 @@
+//! [`Builder`]: every setting of a [`Server`], each with its documented default.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use wse_core::transport::Heartbeat;
+use wse_core::{Json, Protocol, SessionConfig};
+
+use crate::auth::{Challenge, Decision, Handshake, Identify};
+use crate::delivery::{Delivery, LocalDelivery, Overflow, UserLimit};
+use crate::limits::{AuthFailureLimit, RateLimit};
+use crate::server::Server;
+
+/// The settings of a server; see [`Builder`] for each default.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    pub(crate) conn_per_user: UserLimit,
+    pub(crate) session: SessionConfig,
+    pub(crate) outbound_queue: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) close_timeout: Duration,
+    pub(crate) max_message_size: usize,
+    pub(crate) read_buffer_size: usize,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) heartbeat: Option<Heartbeat>,
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_address: usize,
+    pub(crate) auth_failure_limit: AuthFailureLimit,
+}
+
+impl Config {
+    pub(crate) fn websocket(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_size)
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size))
+            // A write buffer only grows past its target while the socket refuses writes.
+            .max_write_buffer_size(self.max_message_size.saturating_mul(2).max(256 << 10))
+    }
+}
+
+/// Builds a [`Server`]. Every setting has a safe default.
+#[must_use]
+pub struct Builder {
+    pub(crate) identify: Identify,
+    pub(crate) challenge: Option<Arc<dyn Challenge>>,
+    pub(crate) codecs: Vec<Arc<dyn Protocol>>,
+    pub(crate) config: Config,
+    pub(crate) events_capacity: usize,
+    pub(crate) delivery: Option<WrapDelivery>,
+}
+
+/// Makes the delivery engine from this node's local index.
+pub(crate) type WrapDelivery = Box<dyn FnOnce(LocalDelivery) -> Box<dyn Delivery>>;
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field(
+                "protocols",
+                &self.codecs.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            )
+            .field("config", &self.config)
+            .field("challenge", &self.challenge.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// A builder whose identify step is `identify`, every other setting at its default.
+    pub(crate) fn new<F, Fut>(identify: F) -> Self
+    where
+        F: Fn(Handshake) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Decision> + Send + 'static,
+    {
+        Self {
+            identify: Arc::new(move |handshake| Box::pin(identify(handshake))),
+            challenge: None,
+            codecs: vec![Arc::new(Json)],
+            config: Config {
+                conn_per_user: UserLimit {
+                    max: 1,
+                    overflow: Overflow::CloseOldest,
+                },
+                session: SessionConfig::default(),
+                outbound_queue: 1024,
+                handshake_timeout: Duration::from_secs(10),
+                close_timeout: Duration::from_secs(5),
+                max_message_size: 1 << 20,
+                read_buffer_size: 512,
+                heartbeat: Some(Heartbeat::default()),
+                rate_limit: Some(RateLimit {
+                    per_second: 1_000,
+                    burst: 2_000,
+                }),
+                max_connections: 100_000,
+                max_connections_per_address: 10_000,
+                auth_failure_limit: AuthFailureLimit {
+                    max_failures: 100,
+                    window: Duration::from_secs(60),
+                },
+            },
+            events_capacity: 1024,
+            delivery: None,
+        }
+    }
+
+    /// Speak only `protocol` (replacing the default, [`Json`]). Swapping JSON for MessagePack
+    /// is `.protocol(MsgPack)`.
+    pub fn protocol(mut self, protocol: impl Protocol) -> Self {
+        self.codecs = vec![Arc::new(protocol)];
+        self
+    }
+
+    /// Offer `protocol` as well; each connection speaks the first codec it offers that the
+    /// server speaks.
+    ///
+    /// # Panics
+    /// If a codec with the same name is already offered.
+    pub fn add_protocol(mut self, protocol: impl Protocol) -> Self {
+        assert!(
+            self.codecs.iter().all(|c| c.name() != protocol.name()),
+            "codec {:?} offered twice",
+            protocol.name()
+        );
+        self.codecs.push(Arc::new(protocol));
+        self
+    }
+
+    /// Run a challenge-response step (such as [`HmacChallenge`](crate::HmacChallenge))
+    /// between `~wse:hi` and identify. Default: none.
+    pub fn challenge(mut self, challenge: impl Challenge) -> Self {
+        self.challenge = Some(Arc::new(challenge));
+        self
+    }
+
+    /// How many connections one user may hold; a new one past the limit closes the user's
+    /// OLDEST connection with `wse.clients-concurrency`, unless
+    /// [`Builder::conn_per_user_overflow`] says otherwise. Default: 1.
+    ///
+    /// # Panics
+    /// If `limit` is zero.
+    pub fn conn_per_user(mut self, limit: usize) -> Self {
+        assert!(limit > 0, "conn_per_user must be at least 1");
+        self.config.conn_per_user.max = limit;
+        self
+    }
+
+    /// What a connection past [`Builder::conn_per_user`] does: close the user's oldest
+    /// connection ([`Overflow::CloseOldest`], what `wse` does) or be refused itself with
+    /// 1000 `wse.clients-concurrency` ([`Overflow::RefuseNewest`]). Default: close the oldest.
+    pub fn conn_per_user_overflow(mut self, overflow: Overflow) -> Self {
+        self.config.conn_per_user.overflow = overflow;
+        self
+    }
+
+    /// How long a server → client call waits for its answer. Default: 20 s.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.config.session.call_timeout = timeout;
+        self
+    }
+
+    /// How many client calls may be waiting at once on one connection (a procedure that
+    /// finishes without waiting never counts); past it a call is refused with
+    /// `wse.server.rp.too-many-calls` and the connection stays. Default: 1024.
+    ///
+    /// # Panics
+    /// If `max` is zero.
+    pub fn max_running_calls(mut self, max: usize) -> Self {
+        assert!(max > 0, "max_running_calls must be at least 1");
+        self.config.session.max_running_calls = max;
+        self
+    }
+
+    /// How many server → client calls may wait for an answer on one connection; past it
+    /// [`Connection::call`](crate::Connection::call) fails with `wse.client.rp.too-many-pending`. Default: 1024.
+    ///
+    /// # Panics
+    /// If `max` is zero.
+    pub fn max_pending_calls(mut self, max: usize) -> Self {
+        assert!(max > 0, "max_pending_calls must be at least 1");
+        self.config.session.max_pending_calls = max;
+        self
+    }
+
+    /// Each connection's inbound rate limit, or `None` for none. Past it a call is answered
+    /// with `wse.server.rate-limited` and a message dropped; a connection refused a whole
+    /// burst before it pauses long enough to refill is closed with 1008 `wse.rate-limited`.
+    /// Default: 1,000 messages/s with bursts of 2,000.
+    ///
+    /// # Panics
+    /// If the rate or the burst is zero.
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        if let Some(limit) = limit {
+            assert!(
+                limit.per_second > 0 && limit.burst > 0,
+                "a rate limit must admit something"
+            );
+        }
+        self.config.rate_limit = limit;
+        self
+    }
+
+    /// Ping a connection that has been quiet, and close one silent past the timeout with
+    /// 1011 `wse.heartbeat-timeout` (a dead peer leaves no other trace), or `None` for no
+    /// heartbeat. Default: ping after 25 s of quiet, close after 60 s of silence.
+    ///
+    /// # Panics
+    /// If the interval is zero or longer than the timeout.
+    pub fn heartbeat(mut self, heartbeat: Option<Heartbeat>) -> Self {
+        self.config.heartbeat = heartbeat.map(Heartbeat::checked);
+        self
+    }
+
+    /// How many connections the server holds at once (from TCP accept on); past it new
+    /// sockets are dropped before the upgrade. Default: 100,000.
+    ///
+    /// # Panics
+    /// If `max` is zero.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        assert!(max > 0, "max_connections must be at least 1");
+        self.config.max_connections = max;
+        self
+    }
+
+    /// How many connections one remote address may hold at once; past it its new sockets are
+    /// dropped before the upgrade. Default: 10,000 (behind a proxy every connection comes from
+    /// the proxy's address: raise it there).
+    ///
+    /// # Panics
+    /// If `max` is zero.
+    pub fn max_connections_per_address(mut self, max: usize) -> Self {
+        assert!(max > 0, "max_connections_per_address must be at least 1");
+        self.config.max_connections_per_address = max;
+        self
+    }
+
+    /// How many failed authentications (refusals by the challenge or identify) an address
+    /// may have within a window; past it its new sockets are dropped before the upgrade until
+    /// the window has passed. Default: 100 per minute.
+    ///
+    /// # Panics
+    /// If `max_failures` is zero.
+    pub fn auth_failure_limit(mut self, limit: AuthFailureLimit) -> Self {
+        assert!(
+            limit.max_failures > 0,
+            "at least one failure must be allowed"
+        );
+        self.config.auth_failure_limit = limit;
+        self
+    }
+
+    /// How many frames may wait to be written to one connection. A connection whose queue is
+    /// full when a message is sent to it has stopped reading: it is closed with 1013
+    /// `wse.slow-consumer`, and never slows anyone else. Default: 1024.
+    ///
+    /// # Panics
+    /// If `frames` is zero.
+    pub fn outbound_queue(mut self, frames: usize) -> Self {
+        assert!(frames > 0, "the outbound queue needs room for one frame");
+        self.config.outbound_queue = frames;
+        self
+    }
+
+    /// How long a socket may take from TCP accept to `~wse:welcome` (upgrade, hi, challenge,
+    /// identify); then it is closed. Default: 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long to wait for the peer's answer to a close frame before dropping the socket,
+    /// and how long one write may wait for the peer to take our bytes before the connection
+    /// is closed as a slow consumer (1013 `wse.slow-consumer`). Default: 5 s.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// The largest message (and frame) a peer may send; a larger one closes the connection
+    /// with 1009. Default: 1 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// The read buffer each connection starts with, which is also the most read from the
+    /// socket at once. It grows to hold a larger message when one comes. Default: 512 bytes:
+    /// an idle connection should cost little (tungstenite's own default of 128 KiB costs that
+    /// much per connection), and 512 bytes hold a dozen pipelined calls. A large message is
+    /// read in as many pieces (a MiB in 2,048 reads): raise it for peers that mostly send
+    /// large messages.
+    ///
+    /// # Panics
+    /// If `bytes` is zero.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        assert!(bytes > 0, "the read buffer needs room for a byte");
+        self.config.read_buffer_size = bytes;
+        self
+    }
+
+    /// How many events [`Server::events`] buffers for a subscriber that lags. Default: 1024.
+    ///
+    /// # Panics
+    /// If `capacity` is zero.
+    pub fn events_capacity(mut self, capacity: usize) -> Self {
+        assert!(capacity > 0, "the event buffer needs room for one event");
+        self.events_capacity = capacity;
+        self
+    }
+
+    /// Route every send, membership change and query through `wrap(local)`: a cluster
+    /// backplane that acts on this node through `local` and reaches the other nodes too. See
+    /// [`Delivery`]. Default: [`LocalDelivery`], this node only.
+    pub fn delivery<D: Delivery>(
+        mut self,
+        wrap: impl FnOnce(LocalDelivery) -> D + 'static,
+    ) -> Self {
+        self.delivery = Some(Box::new(move |local| Box::new(wrap(local))));
+        self
+    }
+
+    /// The server.
+    pub fn build(self) -> Server {
+        Server::new(self)
+    }
+}

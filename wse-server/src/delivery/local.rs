@@ -1,0 +1,357 @@
+//! [`LocalDelivery`]: this node's index of users, connections and rooms, and the default
+//! [`Delivery`].
+//!
+//! One lock guards every map, so that a membership change is one step: a room join racing a
+//! disconnect never leaves a closed connection in the room, and an empty room is gone. Its
+//! critical sections only touch the maps: frames are queued, connections closed and user
+//! code run after it is released.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use wse_core::CloseReason;
+use wse_core::outbox::Close;
+
+use super::{
+    Admission, Delivery, DeliveryError, Except, Overflow, Packed, Released, Target, UserLimit,
+};
+use crate::connection::{Connection, ConnectionId};
+
+/// This node's users, connections and rooms: delivery to the connections of this node. A
+/// cheap handle; clones share the index.
+#[derive(Clone, Default)]
+pub struct LocalDelivery {
+    index: Arc<RwLock<Index>>,
+}
+
+#[derive(Default)]
+struct Index {
+    /// Every listed connection, with the rooms it is in.
+    connections: HashMap<ConnectionId, Listed>,
+    /// Each user's connections, oldest first.
+    users: HashMap<Arc<str>, Vec<Connection>>,
+    /// Each room's connections; a room with none is not here.
+    rooms: HashMap<Arc<str>, HashMap<ConnectionId, Connection>>,
+}
+
+struct Listed {
+    connection: Connection,
+    rooms: Vec<Arc<str>>,
+}
+
+impl fmt::Debug for LocalDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let index = self.read();
+        f.debug_struct("LocalDelivery")
+            .field("users", &index.users.len())
+            .field("connections", &index.connections.len())
+            .field("rooms", &index.rooms.len())
+            .finish()
+    }
+}
+
+impl Index {
+    /// Takes `id` out of every map; the connection when it was listed, and whether its user
+    /// has no connection left.
+    fn unlist(&mut self, id: ConnectionId) -> Option<(Connection, bool)> {
+        let listed = self.connections.remove(&id)?;
+        for room in &listed.rooms {
+            if let Entry::Occupied(mut members) = self.rooms.entry(Arc::clone(room)) {
+                members.get_mut().remove(&id);
+                if members.get().is_empty() {
+                    members.remove();
+                }
+            }
+        }
+        let user_id = listed.connection.user_id();
+        let mut left = false;
+        if let Some(devices) = self.users.get_mut(user_id) {
+            devices.retain(|c| c.id() != id);
+            left = devices.is_empty();
+            if left {
+                self.users.remove(user_id);
+            }
+        }
+        Some((listed.connection, left))
+    }
+
+    /// The connections of `target` that `except` does not skip, each once.
+    fn recipients(&self, target: &Target, except: Option<&Except>) -> Vec<Connection> {
+        let keep = |connection: &&Connection| except.is_none_or(|e| !e.skips(connection));
+        match target {
+            Target::Connection(id) => self
+                .connections
+                .get(id)
+                .map(|listed| &listed.connection)
+                .filter(keep)
+                .cloned()
+                .into_iter()
+                .collect(),
+            Target::User(user_id) => self
+                .users
+                .get(user_id)
+                .map(|devices| devices.iter().filter(keep).cloned().collect())
+                .unwrap_or_default(),
+            Target::Room(room) => self
+                .rooms
+                .get(room)
+                .map(|members| members.values().filter(keep).cloned().collect())
+                .unwrap_or_default(),
+            Target::All => self
+                .connections
+                .values()
+                .map(|listed| &listed.connection)
+                .filter(keep)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+impl LocalDelivery {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Index> {
+        // Only map operations run under this lock: a poisoned lock still holds valid maps.
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection `id`, if it is open on this node.
+    pub fn connection(&self, id: ConnectionId) -> Option<Connection> {
+        self.read()
+            .connections
+            .get(&id)
+            .map(|listed| listed.connection.clone())
+    }
+
+    /// Every connection open on this node.
+    pub fn connections(&self) -> Vec<Connection> {
+        self.recipients(&Target::All, None)
+    }
+
+    /// The connections of this node that a send to `target` except `except` reaches.
+    pub fn recipients(&self, target: &Target, except: Option<&Except>) -> Vec<Connection> {
+        self.read().recipients(target, except)
+    }
+
+    /// Lists `connection` under its user within `limit`; see [`Delivery::admit`].
+    pub fn admit_now(&self, connection: &Connection, limit: UserLimit) -> Admission {
+        let (joined, evicted) = {
+            let mut index = self.write();
+            let devices = index.users.get(connection.user_id()).map_or(0, Vec::len);
+            if devices >= limit.max && limit.overflow == Overflow::RefuseNewest {
+                return Admission::Refused;
+            }
+            index.connections.insert(
+                connection.id(),
+                Listed {
+                    connection: connection.clone(),
+                    rooms: Vec::new(),
+                },
+            );
+            let devices = index
+                .users
+                .entry(Arc::clone(connection.user_arc()))
+                .or_default();
+            let joined = devices.is_empty();
+            devices.push(connection.clone());
+            let excess = devices.len().saturating_sub(limit.max.max(1));
+            let evicted: Vec<Connection> = devices.drain(..excess).collect();
+            for old in &evicted {
+                index.unlist(old.id());
+            }
+            (joined, evicted)
+        };
+        // Closed once the lock is released: closing only asks the connection's task.
+        for old in &evicted {
+            old.close(CloseReason::ClientsConcurrency);
+        }
+        Admission::Admitted {
+            joined,
+            evicted: evicted.iter().map(Connection::id).collect(),
+        }
+    }
+
+    /// Takes `connection` out; see [`Delivery::release`].
+    pub fn release_now(&self, connection: &Connection) -> Released {
+        match self.write().unlist(connection.id()) {
+            Some((_, left)) => Released { listed: true, left },
+            None => Released {
+                listed: false,
+                left: false,
+            },
+        }
+    }
+
+    /// Puts `connection` in `room`; see [`Delivery::join`].
+    pub fn join_now(&self, connection: ConnectionId, room: &str) -> bool {
+        let mut index = self.write();
+        let Index {
+            connections, rooms, ..
+        } = &mut *index;
+        let Some(listed) = connections.get_mut(&connection) else {
+            return false;
+        };
+        if listed.rooms.iter().any(|r| &**r == room) {
+            return false;
+        }
+        let room: Arc<str> = Arc::from(room);
+        listed.rooms.push(Arc::clone(&room));
+        rooms
+            .entry(room)
+            .or_default()
+            .insert(connection, listed.connection.clone());
+        true
+    }
+
+    /// Takes `connection` out of `room`; see [`Delivery::leave`].
+    pub fn leave_now(&self, connection: ConnectionId, room: &str) -> bool {
+        let mut index = self.write();
+        let Index {
+            connections, rooms, ..
+        } = &mut *index;
+        let Some(listed) = connections.get_mut(&connection) else {
+            return false;
+        };
+        let Some(at) = listed.rooms.iter().position(|r| &**r == room) else {
+            return false;
+        };
+        listed.rooms.swap_remove(at);
+        if let Some(members) = rooms.get_mut(room) {
+            members.remove(&connection);
+            if members.is_empty() {
+                rooms.remove(room);
+            }
+        }
+        true
+    }
+
+    /// Queues `packed` for the connections of this node; see [`Delivery::send`].
+    pub fn send_now(&self, target: &Target, except: Option<&Except>, packed: &Packed) -> usize {
+        self.recipients(target, except)
+            .iter()
+            .filter(|connection| connection.send_packed(packed))
+            .count()
+    }
+
+    /// Closes connections of this node; see [`Delivery::disconnect`].
+    pub fn disconnect_now(&self, target: &Target, except: Option<&Except>, close: &Close) -> usize {
+        self.recipients(target, except)
+            .iter()
+            .filter(|connection| connection.close_with(close.code, close.reason.clone()))
+            .count()
+    }
+
+    /// The connections of `user_id` on this node, oldest first.
+    pub fn devices_now(&self, user_id: &str) -> Vec<ConnectionId> {
+        self.read()
+            .users
+            .get(user_id)
+            .map(|devices| devices.iter().map(Connection::id).collect())
+            .unwrap_or_default()
+    }
+
+    /// The users with a connection on this node.
+    pub fn users_now(&self) -> Vec<Arc<str>> {
+        self.read().users.keys().cloned().collect()
+    }
+
+    /// The connections of this node in `room`.
+    pub fn members_now(&self, room: &str) -> Vec<ConnectionId> {
+        self.read()
+            .rooms
+            .get(room)
+            .map(|members| members.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The rooms `connection` is in, if it is on this node.
+    pub fn rooms_of_now(&self, connection: ConnectionId) -> Vec<Arc<str>> {
+        self.read()
+            .connections
+            .get(&connection)
+            .map(|listed| listed.rooms.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many (users, connections) are open on this node.
+    pub fn counts_now(&self) -> (usize, usize) {
+        let index = self.read();
+        (index.users.len(), index.connections.len())
+    }
+
+    /// How many rooms have a member on this node.
+    pub fn room_count(&self) -> usize {
+        self.read().rooms.len()
+    }
+}
+
+#[async_trait::async_trait]
+impl Delivery for LocalDelivery {
+    fn send(
+        &self,
+        target: &Target,
+        except: Option<&Except>,
+        packed: &Packed,
+    ) -> Result<usize, DeliveryError> {
+        Ok(self.send_now(target, except, packed))
+    }
+
+    fn disconnect(
+        &self,
+        target: &Target,
+        except: Option<&Except>,
+        close: &Close,
+    ) -> Result<usize, DeliveryError> {
+        Ok(self.disconnect_now(target, except, close))
+    }
+
+    async fn admit(
+        &self,
+        connection: &Connection,
+        limit: UserLimit,
+    ) -> Result<Admission, DeliveryError> {
+        Ok(self.admit_now(connection, limit))
+    }
+
+    async fn release(&self, connection: &Connection) -> Result<Released, DeliveryError> {
+        Ok(self.release_now(connection))
+    }
+
+    async fn join(&self, connection: ConnectionId, room: &str) -> Result<bool, DeliveryError> {
+        Ok(self.join_now(connection, room))
+    }
+
+    async fn leave(&self, connection: ConnectionId, room: &str) -> Result<bool, DeliveryError> {
+        Ok(self.leave_now(connection, room))
+    }
+
+    async fn devices(&self, user_id: &str) -> Result<Vec<ConnectionId>, DeliveryError> {
+        Ok(self.devices_now(user_id))
+    }
+
+    async fn users(&self) -> Result<Vec<Arc<str>>, DeliveryError> {
+        Ok(self.users_now())
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<ConnectionId>, DeliveryError> {
+        Ok(self.members_now(room))
+    }
+
+    async fn rooms_of(&self, connection: ConnectionId) -> Result<Vec<Arc<str>>, DeliveryError> {
+        Ok(self.rooms_of_now(connection))
+    }
+
+    async fn counts(&self) -> Result<(usize, usize), DeliveryError> {
+        Ok(self.counts_now())
+    }
+}
