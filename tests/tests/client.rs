@@ -587,6 +587,32 @@ async fn a_custom_solver_answers_the_challenge() {
 // ---------------------------------------------------------------- MessagePack
 
 #[tokio::test]
+async fn a_codec_the_server_does_not_speak_is_named_on_both_sides() {
+    let server = wse_server::Server::builder(|_| async { wse_server::Decision::refuse() })
+        .protocol(wse_server::MsgPack)
+        .build();
+    let server = wse_tests::start(server).await;
+    let mut events = server.server.events();
+    let client = client(&server).build();
+    let error = try_connect_as(&client, "ann").await.unwrap_err();
+    assert_eq!(
+        error,
+        ConnectError::NoCommonProtocol {
+            offered: vec!["wse-default-json".into()]
+        }
+    );
+    assert!(error.to_string().contains("wse-default-json"), "{error}");
+    let rejected = next_event(&mut events, "rejected", pick::rejected).await;
+    assert_eq!(
+        rejected,
+        wse_server::Rejection::NoCommonProtocol {
+            offered: vec!["wse-default-json".into()],
+            supported: vec!["wse-msgpack".into()],
+        }
+    );
+}
+
+#[tokio::test]
 async fn msgpack_round_trips_calls_and_messages() {
     let server = start_demo(Auth::Plain).await;
     let client = client(&server).protocol(MsgPack).build();

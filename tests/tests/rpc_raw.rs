@@ -500,3 +500,54 @@ async fn calls_and_messages_interleave_on_one_connection() {
         assert_eq!(stamps.len(), 3, "{codec:?}");
     }
 }
+
+#[tokio::test]
+async fn no_args_takes_null_an_empty_object_and_a_missing_payload_alike() {
+    let server = wse_server::Server::builder(|handshake| async move {
+        wse_server::Decision::accept(
+            handshake.identity.as_str().unwrap_or("x"),
+            serde_json::Value::Null,
+        )
+    })
+    .add_protocol(wse_server::MsgPack)
+    .build();
+    server
+        .register(
+            "ping",
+            |_: wse_server::Connection, wse_server::NoArgs| async { Ok("pong") },
+        )
+        .unwrap();
+    server
+        .on(
+            "tick",
+            |conn: wse_server::Connection, wse_server::NoArgs| {
+                let _ = conn.send("tock", &());
+            },
+        )
+        .unwrap();
+    let server = wse_tests::start(server).await;
+    for codec in Codec::BOTH {
+        let mut raw = Raw::login_identity(server.addr(), codec, "ann").await;
+        for (payload, stamp) in [(json!(null), "n"), (json!({}), "e")] {
+            raw.expect_reply(
+                &json!(["ping", payload, stamp]),
+                &json!(["~wse:response", "pong", stamp]),
+            )
+            .await;
+        }
+        raw.send(&json!(["ping", {"a": 1}, "a"])).await;
+        let frame = raw.frame().await;
+        let error = response_err(&frame, "a");
+        assert_eq!(error["code"], "wse.server.rp.invalid-payload", "{codec:?}");
+        raw.send(&json!(["ping", 7, "7"])).await;
+        let frame = raw.frame().await;
+        assert_eq!(
+            response_err(&frame, "7")["code"],
+            "wse.server.rp.invalid-payload"
+        );
+        // A message without a payload element, and one with `{}`.
+        for frame in [json!(["tick"]), json!(["tick", {}, null])] {
+            raw.expect_reply(&frame, &json!(["tock", null, null])).await;
+        }
+    }
+}

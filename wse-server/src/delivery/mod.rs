@@ -16,6 +16,7 @@ pub use local::LocalDelivery;
 
 /// Who a send, or a disconnect, is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Target {
     /// One connection (one device), on whichever node holds it.
     Connection(ConnectionId),
@@ -47,6 +48,7 @@ impl From<ConnectionId> for Target {
 
 /// Who a send to a [`Target`] skips.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Except {
     /// One connection: typically the sender's own, so that it does not hear its own message.
     Connection(ConnectionId),
