@@ -152,6 +152,10 @@ pub enum DeliveryError {
 /// its node, so a send or a disconnect for one connection can be routed to the node that
 /// holds it.
 ///
+/// What concerns one connection through its own handle goes to its socket directly and not
+/// through the seam: [`Connection::send`] and [`Connection::close`], and the answers to its
+/// calls. Everything addressed by id, user, room or to everyone goes through it.
+///
 /// Sends and disconnects never wait: they queue frames (a backplane queues its publish in a
 /// bounded buffer) and report the connections of this node that took them. Membership and
 /// queries are async, for the round trip a backplane needs; a backplane that fails returns
