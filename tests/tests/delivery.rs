@@ -572,8 +572,11 @@ async fn every_send_and_membership_change_goes_through_the_seam() {
     );
 }
 
-/// A seam whose engine is down: every operation fails.
-struct Down;
+/// A seam whose engine is down: every operation fails, and, unless it started before it
+/// went down, so does its start.
+struct Down {
+    started: bool,
+}
 
 fn unavailable() -> DeliveryError {
     DeliveryError::Unavailable("the backplane is down".into())
@@ -581,6 +584,13 @@ fn unavailable() -> DeliveryError {
 
 #[async_trait::async_trait]
 impl Delivery for Down {
+    async fn start(&self) -> Result<(), DeliveryError> {
+        if self.started {
+            Ok(())
+        } else {
+            Err(unavailable())
+        }
+    }
     fn send(&self, _: &Target, _: Option<&Except>, _: &Packed) -> Result<usize, DeliveryError> {
         Err(unavailable())
     }
@@ -623,7 +633,7 @@ impl Delivery for Down {
 
 #[tokio::test]
 async fn an_engine_that_is_down_gives_typed_errors_and_a_close_clients_retry_after() {
-    let server = start(room_server_over(|_| Down)).await;
+    let server = start(room_server_over(|_| Down { started: true })).await;
     let mut events = server.server.events();
     let mut raw = Raw::connect(server.addr(), Codec::Json).await;
     raw.send(&json!(["~wse:hi", {"identity": "ann"}, null]))
@@ -648,58 +658,10 @@ async fn an_engine_that_is_down_gives_typed_errors_and_a_close_clients_retry_aft
     ));
 }
 
-/// A seam that cannot start.
-struct Unstartable;
-
-#[async_trait::async_trait]
-impl Delivery for Unstartable {
-    async fn start(&self) -> Result<(), DeliveryError> {
-        Err(unavailable())
-    }
-    fn send(&self, _: &Target, _: Option<&Except>, _: &Packed) -> Result<usize, DeliveryError> {
-        Err(unavailable())
-    }
-    fn disconnect(
-        &self,
-        _: &Target,
-        _: Option<&Except>,
-        _: &Close,
-    ) -> Result<usize, DeliveryError> {
-        Err(unavailable())
-    }
-    async fn admit(&self, _: &Connection, _: UserLimit) -> Result<Admission, DeliveryError> {
-        Err(unavailable())
-    }
-    async fn release(&self, _: &Connection) -> Result<Released, DeliveryError> {
-        Err(unavailable())
-    }
-    async fn join(&self, _: ConnectionId, _: &str) -> Result<bool, DeliveryError> {
-        Err(unavailable())
-    }
-    async fn leave(&self, _: ConnectionId, _: &str) -> Result<bool, DeliveryError> {
-        Err(unavailable())
-    }
-    async fn devices(&self, _: &str) -> Result<Vec<ConnectionId>, DeliveryError> {
-        Err(unavailable())
-    }
-    async fn users(&self) -> Result<Vec<Arc<str>>, DeliveryError> {
-        Err(unavailable())
-    }
-    async fn members(&self, _: &str) -> Result<Vec<ConnectionId>, DeliveryError> {
-        Err(unavailable())
-    }
-    async fn rooms_of(&self, _: ConnectionId) -> Result<Vec<Arc<str>>, DeliveryError> {
-        Err(unavailable())
-    }
-    async fn counts(&self) -> Result<(usize, usize), DeliveryError> {
-        Err(unavailable())
-    }
-}
-
 #[tokio::test]
 async fn a_server_whose_engine_cannot_start_does_not_serve() {
     let server = Server::builder(|_| async { Decision::refuse() })
-        .delivery(|_| Unstartable)
+        .delivery(|_| Down { started: false })
         .build();
     let error = server.bind("127.0.0.1:0").await.unwrap_err();
     assert!(

@@ -7,7 +7,6 @@
 //! code run after it is released.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -58,12 +57,7 @@ impl Index {
     fn unlist(&mut self, id: ConnectionId) -> Option<(Connection, bool)> {
         let listed = self.connections.remove(&id)?;
         for room in &listed.rooms {
-            if let Entry::Occupied(mut members) = self.rooms.entry(Arc::clone(room)) {
-                members.get_mut().remove(&id);
-                if members.get().is_empty() {
-                    members.remove();
-                }
-            }
+            remove_member(&mut self.rooms, room, id);
         }
         let user_id = listed.connection.user_id();
         let mut left = false;
@@ -106,6 +100,20 @@ impl Index {
                 .filter(keep)
                 .cloned()
                 .collect(),
+        }
+    }
+}
+
+/// Takes `id` out of `room`'s members; a room left empty is gone.
+fn remove_member(
+    rooms: &mut HashMap<Arc<str>, HashMap<ConnectionId, Connection>>,
+    room: &str,
+    id: ConnectionId,
+) {
+    if let Some(members) = rooms.get_mut(room) {
+        members.remove(&id);
+        if members.is_empty() {
+            rooms.remove(room);
         }
     }
 }
@@ -226,12 +234,7 @@ impl LocalDelivery {
             return false;
         };
         listed.rooms.swap_remove(at);
-        if let Some(members) = rooms.get_mut(room) {
-            members.remove(&connection);
-            if members.is_empty() {
-                rooms.remove(room);
-            }
-        }
+        remove_member(rooms, room, connection);
         true
     }
 
