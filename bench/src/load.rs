@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wse_core::{HmacQuest, Json, MessageKind, MsgPack, Protocol, frame};
 
+use crate::cpu;
 use crate::serve::{BASELINE_READ_BUFFER, SECRET};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -151,6 +152,8 @@ pub(crate) struct RpcRun {
     pub(crate) window: Duration,
     /// Latency of each of those calls, in microseconds.
     pub(crate) latency: Histogram<u64>,
+    /// CPU time the server and the generator used within the measured window.
+    pub(crate) cpu: cpu::Spent,
 }
 
 impl RpcRun {
@@ -158,14 +161,17 @@ impl RpcRun {
     pub(crate) fn merge(&mut self, other: Self) -> Result<(), Failure> {
         self.calls += other.calls;
         self.window += other.window;
+        self.cpu.add(other.cpu);
         self.latency.add(other.latency).map_err(|e| e.to_string())
     }
 }
 
 /// `connections` × `in_flight` calls of `add {a: 1, b: 2}`, closed loop: each answer is
-/// checked and replaced by a new call at once. Measures for `duration` after `warmup`.
+/// checked and replaced by a new call at once. Measures for `duration` after `warmup`, and
+/// the CPU time used meanwhile by the generator and by `server` (a process id) when given.
 pub(crate) async fn rpc(
     dial: &Dial,
+    server: Option<u32>,
     connections: usize,
     in_flight: usize,
     warmup: Duration,
@@ -182,11 +188,13 @@ pub(crate) async fn rpc(
         }));
     }
     tokio::time::sleep(warmup).await;
+    let cpu_before = cpu::Sample::now(server)?;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(duration).await;
     measuring.store(false, Ordering::Relaxed);
     let window = started.elapsed();
+    let cpu = cpu::Sample::now(server)?.since(cpu_before);
     stop.store(true, Ordering::Relaxed);
 
     let mut latency =
@@ -201,6 +209,7 @@ pub(crate) async fn rpc(
         calls,
         window,
         latency,
+        cpu,
     })
 }
 

@@ -13,6 +13,7 @@
 //!
 //! - `serve`: the servers under test (wse-rs bench application, raw echo, raw fan-out).
 //! - `load`: the load generator (raw WebSocket clients, every reply checked).
+//! - `cpu`: CPU time of a server and of the generator itself, from `/proc`, per call.
 //! - `report`: the table on stdout and the JSON file.
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod cpu;
 mod load;
 mod report;
 mod serve;
@@ -161,13 +163,18 @@ impl Spawned {
         Ok(Self { child, addr })
     }
 
+    /// The server's process id, while it runs.
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     fn url(&self) -> String {
         format!("ws://{}", self.addr)
     }
 
     /// Resident memory of the server process, in KiB.
     fn rss_kib(&self) -> Result<u64, String> {
-        let pid = self.child.id().ok_or("the server has exited")?;
+        let pid = self.pid().ok_or("the server has exited")?;
         let status =
             std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
         status
@@ -203,22 +210,25 @@ async fn rpc(args: &RpcArgs, report: &mut Report) -> Result<(), String> {
         "wse-rs"
     };
     // The baseline first, then each codec of the server under test.
+    // Each with the id of the server's process, whose CPU time is measured.
     let mut subjects = vec![(
         "raw echo (JSON frames)".to_owned(),
         dial(echo.url(), Codec::Json, Hello::None),
+        echo.pid(),
     )];
     for codec in [Codec::Json, Codec::Msgpack] {
         if args.url.is_none() || codec == Codec::Json {
             subjects.push((
                 format!("{subject} ({codec:?})"),
                 dial(url.clone(), codec, Hello::Wse),
+                wse.as_ref().and_then(Spawned::pid),
             ));
         }
     }
     let mut runs: Vec<Option<load::RpcRun>> = subjects.iter().map(|_| None).collect();
     for _ in 0..rounds {
-        for ((_, dial), total) in subjects.iter().zip(&mut runs) {
-            let run = load::rpc(dial, c, k, warmup, slice).await?;
+        for ((_, dial, pid), total) in subjects.iter().zip(&mut runs) {
+            let run = load::rpc(dial, *pid, c, k, warmup, slice).await?;
             match total {
                 Some(total) => total.merge(run)?,
                 None => *total = Some(run),
@@ -227,9 +237,9 @@ async fn rpc(args: &RpcArgs, report: &mut Report) -> Result<(), String> {
     }
     let shape = format!("C={c} K={k}");
     let mut runs = subjects.iter().zip(runs.iter().flatten());
-    let ((name, _), baseline) = runs.next().ok_or("no baseline run")?;
+    let ((name, _, _), baseline) = runs.next().ok_or("no baseline run")?;
     report.rpc(name, &shape, baseline, None);
-    for ((name, _), run) in runs {
+    for ((name, _, _), run) in runs {
         report.rpc(name, &shape, run, Some(baseline));
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! The results: a table on stdout and a JSON file, every figure next to its baseline.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -26,6 +27,9 @@ pub(crate) struct Row {
     pub(crate) ratio: Option<f64>,
     /// Whether a smaller value is better (latency, memory).
     pub(crate) lower_is_better: bool,
+    /// A figure reported for itself, compared with nothing: neither a baseline nor one
+    /// measured against a baseline (the load generator's own CPU time).
+    pub(crate) alone: bool,
 }
 
 impl Row {
@@ -39,6 +43,7 @@ impl Row {
             baseline: None,
             ratio: None,
             lower_is_better: false,
+            alone: false,
         }
     }
 
@@ -50,6 +55,12 @@ impl Row {
 
     pub(crate) fn lower_is_better(mut self) -> Self {
         self.lower_is_better = true;
+        self
+    }
+
+    /// Marks the figure as compared with nothing (see [`Row::alone`]).
+    pub(crate) fn alone(mut self) -> Self {
+        self.alone = true;
         self
     }
 }
@@ -64,6 +75,11 @@ fn percentile_ms(latency: &Histogram<u64>, quantile: f64) -> f64 {
     latency.value_at_quantile(quantile) as f64 / 1000.0
 }
 
+/// Microseconds of CPU time per call answered in the measured window.
+fn micros_per_call(cpu: Duration, run: &RpcRun) -> f64 {
+    cpu.as_secs_f64() * 1e6 / run.calls.max(1) as f64
+}
+
 impl Report {
     pub(crate) fn push(&mut self, row: Row) {
         self.rows.push(row);
@@ -73,7 +89,8 @@ impl Report {
         self.rows.is_empty()
     }
 
-    /// Calls/s and latency percentiles of an RPC run, against the baseline's when given.
+    /// Calls/s, latency percentiles and the server's CPU time per call of an RPC run, against
+    /// the baseline's when given; and the generator's own CPU time per call, for itself.
     pub(crate) fn rpc(
         &mut self,
         subject: &str,
@@ -105,19 +122,42 @@ impl Report {
                 .lower_is_better(),
             );
         }
+        let server_cpu = |run: &RpcRun| run.cpu.server.map(|cpu| micros_per_call(cpu, run));
+        if let Some(server_cpu) = server_cpu(run) {
+            rows.push(
+                Row::new("rpc", subject, shape, "server CPU us/call", server_cpu).lower_is_better(),
+            );
+        }
         if let Some(baseline) = baseline {
-            let figures = [
+            let mut figures = vec![
                 rate(baseline),
                 percentile_ms(&baseline.latency, 0.5),
                 percentile_ms(&baseline.latency, 0.99),
                 percentile_ms(&baseline.latency, 0.999),
             ];
+            figures.extend(server_cpu(baseline));
+            // A row whose baseline figure is missing (a server at --url) is compared with
+            // nothing rather than with the wrong figure.
             rows = rows
                 .into_iter()
-                .zip(figures)
-                .map(|(row, figure)| row.against(figure))
+                .zip(figures.into_iter().map(Some).chain(std::iter::repeat(None)))
+                .map(|(row, figure)| match figure {
+                    Some(figure) => row.against(figure),
+                    None => row.alone(),
+                })
                 .collect();
         }
+        rows.push(
+            Row::new(
+                "rpc",
+                subject,
+                shape,
+                "generator CPU us/call",
+                micros_per_call(run.cpu.generator, run),
+            )
+            .lower_is_better()
+            .alone(),
+        );
         self.rows.extend(rows);
     }
 
@@ -125,16 +165,18 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<10} {:<44} {:<26} {:>14} {:<16} {:>8}",
+            "{:<10} {:<44} {:<26} {:>14} {:<21} {:>8}",
             "mode", "subject", "shape", "value", "unit", "ratio"
         );
         for row in &self.rows {
-            let ratio = row
-                .ratio
-                .map_or_else(|| "baseline".to_owned(), |r| format!("{r:.2}×"));
+            let ratio = match row.ratio {
+                Some(ratio) => format!("{ratio:.2}×"),
+                None if row.alone => String::new(),
+                None => "baseline".to_owned(),
+            };
             let _ = writeln!(
                 out,
-                "{:<10} {:<44} {:<26} {:>14.2} {:<16} {:>8}",
+                "{:<10} {:<44} {:<26} {:>14.2} {:<21} {:>8}",
                 row.mode, row.subject, row.shape, row.value, row.unit, ratio
             );
         }
