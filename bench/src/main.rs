@@ -12,7 +12,14 @@
 //! # Layout
 //!
 //! - `serve`: the servers under test (wse-rs bench application, raw echo, raw fan-out).
-//! - `load`: the load generator (raw WebSocket clients, every reply checked).
+//! - `load`: the load generator, the same code for wse-rs and the baselines, every reply
+//!   checked. Connections are made by tokio-tungstenite (upgrade, then the wse handshake);
+//!   the RPC callers and the fan-out receivers then run on one thread of their own and speak
+//!   `lean`, so that the generator takes as little as it can of the cores it shares with the
+//!   server.
+//! - `lean`: WebSocket frames by hand on the raw socket: calls built once as wire bytes
+//!   (masked with a zero key), replies parsed and compared in place, nothing allocated per
+//!   message.
 //! - `cpu`: CPU time of a server and of the generator itself, from `/proc`, per call.
 //! - `report`: the table on stdout and the JSON file.
 
@@ -25,6 +32,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 mod cpu;
+mod lean;
 mod load;
 mod report;
 mod serve;
