@@ -327,6 +327,8 @@ struct Slots {
 }
 
 impl Slots {
+    /// The `in_flight` calls of `add {a: 1, b: 2}` in the codec of `dial`, and their replies
+    /// from the server `dial` names (wse, or the echo when it says no hello).
     fn new(dial: &Dial, in_flight: usize) -> Result<Self, Failure> {
         let protocol = dial.codec.protocol();
         let opcode = dial.codec.opcode();
@@ -454,6 +456,7 @@ struct Latencies<'run> {
 }
 
 impl<'run> Latencies<'run> {
+    /// Nothing recorded yet, into `histogram`.
     fn new(histogram: &'run RefCell<Histogram<u64>>) -> Self {
         Self {
             histogram,
