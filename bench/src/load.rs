@@ -8,7 +8,6 @@
 //! tokio-tungstenite.
 
 use std::cell::{Cell, RefCell};
-use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -310,9 +309,11 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The calls of an RPC connection and the reply each must get, built once per run.
 ///
-/// Slot `i` has one call in flight, stamped `i` zero-padded to the width of the largest slot
-/// number: every reply then has one length and its stamp one place, so that a reply's slot is
-/// read from fixed offsets, and the reply is then checked whole against that slot's.
+/// Slot `i` has one call in flight, stamped `i` in decimal: the calls are byte for byte those
+/// of the tokio-tungstenite generator this one replaced. The stamp is the last element of a
+/// frame in both codecs, and ends at the same distance from the frame's end in every reply,
+/// so a reply's slot is read from the digits there, and the reply then checked whole against
+/// that slot's.
 #[derive(Debug)]
 struct Slots {
     /// Each slot's call, as a complete client frame.
@@ -322,8 +323,10 @@ struct Slots {
     replies: Vec<Vec<u8>>,
     /// The opcode replies come as (text for JSON, binary for MessagePack).
     opcode: u8,
-    /// Where a reply's stamp digits lie.
-    stamp: Range<usize>,
+    /// How many bytes of a reply follow its stamp (`"]` in JSON, none in MessagePack).
+    after_stamp: usize,
+    /// The most digits a stamp has.
+    widest_stamp: usize,
 }
 
 impl Slots {
@@ -331,52 +334,68 @@ impl Slots {
     /// from the server `dial` names (wse, or the echo when it says no hello).
     fn new(dial: &Dial, in_flight: usize) -> Result<Self, Failure> {
         let protocol = dial.codec.protocol();
-        let opcode = dial.codec.opcode();
-        let width = in_flight.saturating_sub(1).to_string().len();
         let args = serde_json::json!({"a": 1, "b": 2});
-        let (mut calls, mut replies) = (Vec::new(), Vec::new());
-        let mut stamp = None;
+        let (mut calls, mut replies, mut after_stamp) = (Vec::new(), Vec::new(), None);
         for slot in 0..in_flight.max(1) {
-            let slot_stamp = format!("{slot:0width$}");
+            let stamp = slot.to_string();
             let call = protocol
-                .encode("add", &args, Some(&slot_stamp))
+                .encode("add", &args, Some(&stamp))
                 .map_err(|e| e.to_string())?;
             let reply = match dial.hello {
                 Hello::None => call.clone(),
                 Hello::Wse | Hello::WseHmac => protocol
-                    .encode(frame::RESPONSE, &3, Some(&slot_stamp))
+                    .encode(frame::RESPONSE, &3, Some(&stamp))
                     .map_err(|e| e.to_string())?,
             };
             // The stamp is the frame's last element in both codecs: its last occurrence.
             let at = reply
-                .windows(width)
-                .rposition(|window| window == slot_stamp.as_bytes())
+                .windows(stamp.len())
+                .rposition(|window| window == stamp.as_bytes())
                 .ok_or("a reply without its stamp")?;
-            let here = (at..at + width, reply.len());
-            if *stamp.get_or_insert(here.clone()) != here {
-                return Err("the replies differ in length or stamp place".into());
+            let after = reply.len() - at - stamp.len();
+            if *after_stamp.get_or_insert(after) != after {
+                return Err("the replies' stamps end at different places".into());
             }
-            calls.push(lean::masked_frame(opcode, &call));
+            calls.push(lean::masked_frame(dial.codec.opcode(), &call));
             replies.push(reply);
         }
-        let (stamp, _) = stamp.ok_or("no slot")?;
-        Ok(Self {
+        let slots = Self {
             calls,
             replies,
-            opcode,
-            stamp,
-        })
+            opcode: dial.codec.opcode(),
+            after_stamp: after_stamp.ok_or("no slot")?,
+            widest_stamp: in_flight.saturating_sub(1).to_string().len(),
+        };
+        // The digits are found by their place alone: make sure every right reply is.
+        for (slot, reply) in slots.replies.iter().enumerate() {
+            if slots.slot_of(slots.opcode, reply) != Ok(slot) {
+                return Err(format!(
+                    "the stamp of slot {slot} is not where it is looked for"
+                ));
+            }
+        }
+        Ok(slots)
     }
 
     /// The slot `reply` answers, once it is checked byte for byte.
     fn slot_of(&self, opcode: u8, reply: &[u8]) -> Result<usize, Failure> {
         let slot = reply
-            .get(self.stamp.clone())
-            .and_then(|digits| {
-                digits.iter().try_fold(0usize, |slot, &digit| {
-                    let digit = char::from(digit).to_digit(10)?;
-                    slot.checked_mul(10)?.checked_add(digit as usize)
-                })
+            .len()
+            .checked_sub(self.after_stamp)
+            .and_then(|end| {
+                let before_end = reply.get(..end)?;
+                let digits = before_end
+                    .iter()
+                    .rev()
+                    .take(self.widest_stamp)
+                    .take_while(|byte| byte.is_ascii_digit())
+                    .count();
+                before_end[end - digits..]
+                    .iter()
+                    .try_fold(0usize, |slot, &digit| {
+                        slot.checked_mul(10)?.checked_add(usize::from(digit - b'0'))
+                    })
+                    .filter(|_| digits > 0)
             })
             .filter(|&slot| {
                 opcode == self.opcode && self.replies.get(slot).is_some_and(|r| r == reply)
@@ -722,13 +741,18 @@ mod tests {
     }
 
     #[test]
-    fn calls_and_replies_are_built_once_with_stamps_of_one_width() -> Result<(), Failure> {
+    fn calls_and_replies_are_built_once() -> Result<(), Failure> {
         let json = slots(Codec::Json, Hello::Wse)?;
-        assert_eq!(json.calls[7][..6], [0x81, 0x80 | 26, 0, 0, 0, 0]);
-        assert_eq!(json.calls[7][6..], *br#"["add",{"a":1,"b":2},"07"]"#);
-        assert_eq!(json.replies[7], br#"["~wse:response",3,"07"]"#);
+        assert_eq!(json.calls[7][..6], [0x81, 0x80 | 25, 0, 0, 0, 0]);
+        assert_eq!(json.calls[7][6..], *br#"["add",{"a":1,"b":2},"7"]"#);
+        assert_eq!(json.replies[7], br#"["~wse:response",3,"7"]"#);
         let echo = slots(Codec::Json, Hello::None)?;
         assert_eq!(echo.replies[12], br#"["add",{"a":1,"b":2},"12"]"#);
+        let msgpack = slots(Codec::Msgpack, Hello::Wse)?;
+        assert_eq!(
+            msgpack.replies[12][msgpack.replies[12].len() - 3..],
+            [0xa2, b'1', b'2']
+        );
         Ok(())
     }
 
@@ -743,6 +767,16 @@ mod tests {
                 let mut wrong = slots.replies[9].clone();
                 wrong[2] ^= 1;
                 assert!(slots.slot_of(codec.opcode(), &wrong).is_err());
+                // A right reply for a slot that does not exist.
+                let beyond = Slots::new(
+                    &Dial {
+                        url: String::new(),
+                        codec,
+                        hello,
+                    },
+                    17,
+                )?;
+                assert!(slots.slot_of(codec.opcode(), &beyond.replies[16]).is_err());
                 let other = if codec.opcode() == lean::TEXT {
                     lean::BINARY
                 } else {
