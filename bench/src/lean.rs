@@ -346,6 +346,53 @@ mod tests {
         Ok(())
     }
 
+    /// A tokio-tungstenite server that sends `early` at once after the upgrade, then echoes;
+    /// and a client connected to it, as `load::open` connects.
+    async fn upgraded(early: Option<&'static str>) -> Result<Ws, Failure> {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let url = format!("ws://{}", listener.local_addr().map_err(|e| e.to_string())?);
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await?;
+            let mut ws = tokio_tungstenite::accept_async(tcp).await?;
+            if let Some(early) = early {
+                ws.send(Message::text(early)).await?;
+            }
+            while let Some(message) = ws.next().await {
+                ws.send(message?).await?;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        });
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ws)
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_taken_back_only_when_nothing_arrived_yet() -> Result<(), Failure> {
+        let ws = upgraded(Some("too early")).await?;
+        // Time for the early message to arrive.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(Conn::from_ws(ws, 64).is_err());
+
+        let mut conn = Conn::from_ws(upgraded(None).await?, 64)?;
+        conn.write_all(&masked_frame(TEXT, b"echo me")).await?;
+        let mut out = Vec::new();
+        loop {
+            conn.fill().await?;
+            if let Some(message) = conn.next_message(&mut out)? {
+                assert_eq!(message, (TEXT, &b"echo me"[..]));
+                break;
+            }
+        }
+        conn.close().await
+    }
+
     #[tokio::test]
     async fn what_the_client_does_not_read_fails_loudly() -> Result<(), Failure> {
         let mut out = Vec::new();
