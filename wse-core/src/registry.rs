@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context as TaskContext, Poll, Waker};
 
 use arc_swap::{ArcSwap, Guard};
 
@@ -24,18 +26,25 @@ use crate::protocol::{PayloadError, Protocol};
 /// the concrete result type, so the built-in codecs skip type erasure), or its error.
 pub(crate) type ProcedureFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, RpcError>> + Send>>;
 
+/// A procedure once started.
+pub(crate) enum Started {
+    /// It finished at once: its response frame, or its error (a panic included).
+    Finished(Result<Vec<u8>, RpcError>),
+    /// It waits for something: the rest of it, to run in a task of its own (it may panic).
+    Waiting(ProcedureFuture),
+}
+
 /// A registered procedure with its argument and result types erased.
 pub(crate) trait Procedure<C>: Send + Sync {
-    /// Decodes the argument (synchronously, straight from the frame) and starts the handler.
-    /// Decodes the argument (synchronously, straight from the frame) and starts the
-    /// procedure, whose answer will carry `stamp`.
+    /// Decodes the argument (synchronously, straight from the frame), starts the procedure,
+    /// whose answer will carry `stamp`, and runs it until it first waits.
     fn start(
         &self,
         ctx: C,
         protocol: &Arc<dyn Protocol>,
         payload: &[u8],
         stamp: &str,
-    ) -> Result<ProcedureFuture, PayloadError>;
+    ) -> Result<Started, PayloadError>;
 }
 
 /// A registered message handler with its payload type erased.
@@ -58,14 +67,31 @@ where
         protocol: &Arc<dyn Protocol>,
         payload: &[u8],
         stamp: &str,
-    ) -> Result<ProcedureFuture, PayloadError> {
+    ) -> Result<Started, PayloadError> {
         let args = protocol.decode::<A>(payload)?;
-        let running = (self.0)(ctx, args);
-        let (protocol, stamp) = (Arc::clone(protocol), stamp.to_owned());
-        Ok(Box::pin(async move {
-            let result = running.await?;
-            Ok(protocol.encode(frame::RESPONSE, &result, Some(&stamp))?)
-        }))
+        let mut running = Box::pin((self.0)(ctx, args));
+        // Most procedures finish without waiting for anything: they are answered right here,
+        // with no task, no wake-up and nothing else to allocate. The first poll registers no
+        // waker; a procedure that waits is polled again in its task, which registers its own.
+        let first_poll = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            running
+                .as_mut()
+                .poll(&mut TaskContext::from_waker(Waker::noop()))
+        }));
+        let result = match first_poll {
+            Ok(Poll::Ready(result)) => result,
+            Err(_) => Err(RpcError::panicked()),
+            Ok(Poll::Pending) => {
+                let (protocol, stamp) = (Arc::clone(protocol), stamp.to_owned());
+                return Ok(Started::Waiting(Box::pin(async move {
+                    let result = running.await?;
+                    Ok(protocol.encode(frame::RESPONSE, &result, Some(&stamp))?)
+                })));
+            }
+        };
+        Ok(Started::Finished(result.and_then(|result| {
+            Ok(protocol.encode(frame::RESPONSE, &result, Some(stamp))?)
+        })))
     }
 }
 

@@ -14,7 +14,6 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,7 +26,7 @@ use crate::error::{CallError, ErrorCode, ErrorObject, RpcError};
 use crate::frame::{self, RawFrame};
 use crate::outbox::{Outbox, TrySendError};
 use crate::protocol::{MessageKind, PayloadError, Protocol, UnpackError};
-use crate::registry::Registry;
+use crate::registry::{Registry, Started};
 
 /// The context handlers receive, and where the engine reports what it does not act on.
 pub trait Context: Clone + Send + Sync + 'static {
@@ -385,7 +384,8 @@ impl<C: Context> Session<C> {
     }
 
     fn serve(&self, ctx: &C, procedure: &str, stamp: &str, payload: &[u8]) {
-        // The snapshot is held only while the handler starts, not while it runs.
+        // The snapshot is held while the procedure starts (up to its first wait), never while
+        // it waits.
         let started = match self.0.registry.entries().procedure(procedure) {
             Some(handler) => handler.start(ctx.clone(), &self.0.protocol, payload, stamp),
             None => {
@@ -393,7 +393,7 @@ impl<C: Context> Session<C> {
                 return;
             }
         };
-        let mut started = match started {
+        let started = match started {
             Ok(started) => started,
             Err(error) => {
                 ctx.report(Report::InvalidPayload {
@@ -407,32 +407,24 @@ impl<C: Context> Session<C> {
                 return;
             }
         };
-        // Most procedures finish without waiting for anything: answer those right here, with
-        // no task to spawn and no wake-up. A procedure that waits moves, as it is, into a task
-        // of its own, whose first poll registers its real waker.
-        let first_poll = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            started
-                .as_mut()
-                .poll(&mut TaskContext::from_waker(Waker::noop()))
-        }));
-        let finished = match first_poll {
-            Ok(Poll::Pending) => None,
-            Ok(Poll::Ready(result)) => Some(result),
-            Err(_) => Some(Err(RpcError::panicked())),
-        };
-        if let Some(result) = finished {
-            let Some(frame) = answer(&*self.0.protocol, ctx, procedure, stamp, result) else {
+        // A procedure that finished at once is answered right here; one that waits moves into
+        // a task of its own.
+        let waiting = match started {
+            Started::Waiting(waiting) => waiting,
+            Started::Finished(result) => {
+                let Some(frame) = answer(&*self.0.protocol, ctx, procedure, stamp, result) else {
+                    return;
+                };
+                match self.0.outbound.try_send(frame) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(frame)) => self.send_later(ctx, stamp, frame),
+                    Err(TrySendError::Closed(_)) => ctx.report(Report::ReplyDropped {
+                        stamp: stamp.into(),
+                    }),
+                }
                 return;
-            };
-            match self.0.outbound.try_send(frame) {
-                Ok(()) => {}
-                Err(TrySendError::Full(frame)) => self.send_later(ctx, stamp, frame),
-                Err(TrySendError::Closed(_)) => ctx.report(Report::ReplyDropped {
-                    stamp: stamp.into(),
-                }),
             }
-            return;
-        }
+        };
         let Ok(permit) = Arc::clone(&self.0.running).try_acquire_owned() else {
             ctx.report(Report::TooManyCalls {
                 procedure: procedure.into(),
@@ -447,7 +439,7 @@ impl<C: Context> Session<C> {
         let (ctx, procedure, stamp) = (ctx.clone(), procedure.to_owned(), stamp.to_owned());
         let (protocol, outbound) = (Arc::clone(&self.0.protocol), self.0.outbound.clone());
         tokio::spawn(async move {
-            let result = AssertUnwindSafe(started)
+            let result = AssertUnwindSafe(waiting)
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| Err(RpcError::panicked()));

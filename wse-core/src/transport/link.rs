@@ -20,6 +20,8 @@
 
 use std::future::Future;
 use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -128,6 +130,12 @@ impl CloseFrames {
             .or_else(|| self.sent.clone())
             .unwrap_or_else(abnormal)
     }
+}
+
+/// Polls `future` once with the task's own waker: its output if it is ready at once, else
+/// `Pending`, with the waker registered for when it can go on.
+async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
 }
 
 fn abnormal() -> Close {
@@ -254,8 +262,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
         &mut self,
         frames: impl IntoIterator<Item = Bytes>,
     ) -> Result<(), WriteFailed> {
-        // Only a close asked for from now on cuts the write short.
-        let already_closing = self.drain.close_requested().is_some();
         let (sink, kind, drain) = (&mut self.ws, self.kind, &self.drain);
         let written = async {
             for frame in frames {
@@ -265,6 +271,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
             }
             sink.flush().await
         };
+        let mut written = std::pin::pin!(written);
+        // Most writes complete at once: the timer and the watch for a close are armed only for
+        // one that has to wait for the peer.
+        if let Poll::Ready(result) = poll_once(written.as_mut()).await {
+            return result.map_err(|_| WriteFailed);
+        }
+        // Only a close asked for from now on cuts the write short.
+        let already_closing = drain.close_requested().is_some();
         tokio::select! {
             biased;
             written = tokio::time::timeout(self.write_timeout, written) => match written {
