@@ -1,9 +1,11 @@
 //! CPU time of a process, read from `/proc`: what a server under test and the load generator
 //! itself each spend per call.
 //!
-//! The figures are `utime + stime` of `/proc/<pid>/stat`, which for a process (its thread
-//! group leader) add up every thread it runs. They come in clock ticks (`USER_HZ`, 100 a
-//! second on Linux), so a window of a second or more keeps the rounding under 1 %.
+//! A server's figure is the time each of its threads spent on a CPU
+//! (`/proc/<pid>/task/*/schedstat`, in nanoseconds), precise over a window of milliseconds.
+//! The generator's is `utime + stime` of `/proc/self/stat`, which also counts threads that
+//! have exited, in clock ticks (`USER_HZ`, 100 a second on Linux), so a window of a second or
+//! more keeps the rounding under 1 %.
 
 use std::process::Command;
 use std::sync::OnceLock;
@@ -25,6 +27,13 @@ pub(crate) enum Process {
 /// # Errors
 /// When `/proc` cannot be read or parsed (not Linux, or the process has exited).
 pub(crate) fn used(process: Process) -> Result<Duration, Failure> {
+    if let Process::Other(pid) = process {
+        // Nanoseconds rather than ticks, for windows of a few milliseconds (a broadcast);
+        // a server's threads (tokio's workers) live as long as it does.
+        if let Some(used) = threads_on_cpu(pid) {
+            return Ok(used);
+        }
+    }
     let path = match process {
         Process::Generator => "/proc/self/stat".to_owned(),
         Process::Other(pid) => format!("/proc/{pid}/stat"),
@@ -34,6 +43,17 @@ pub(crate) fn used(process: Process) -> Result<Duration, Failure> {
     Ok(Duration::from_secs_f64(
         ticks as f64 / ticks_per_second() as f64,
     ))
+}
+
+/// The time every live thread of `pid` has spent on a CPU, from `/proc/<pid>/task/*/schedstat`
+/// (its first field, in nanoseconds); `None` where the kernel keeps no schedstat.
+fn threads_on_cpu(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let schedstat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
 }
 
 /// `utime + stime` of a `/proc/<pid>/stat` line, in clock ticks.

@@ -611,11 +611,12 @@ pub(crate) async fn fanout(
     receivers: usize,
     rounds: usize,
     audience: Audience,
-) -> Result<Duration, Failure> {
+    server: Option<u32>,
+) -> Result<(Duration, cpu::Spent), Failure> {
     let dial = dial.clone();
-    on_one_thread(
-        move || async move { fanout_on_this_thread(&dial, receivers, rounds, audience).await },
-    )
+    on_one_thread(move || async move {
+        fanout_on_this_thread(&dial, receivers, rounds, audience, server).await
+    })
     .await
 }
 
@@ -627,7 +628,8 @@ async fn fanout_on_this_thread(
     receivers: usize,
     rounds: usize,
     audience: Audience,
-) -> Result<Duration, Failure> {
+    server: Option<u32>,
+) -> Result<(Duration, cpu::Spent), Failure> {
     let user = (audience == Audience::OneUser).then_some(DEVICES_OF);
     let held = open_many(receivers, 64, |i| async move {
         let identity = user.map_or_else(|| format!("idle{i}"), str::to_owned);
@@ -670,6 +672,7 @@ async fn fanout_on_this_thread(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let reached = delivery.everyone.notified();
+    let cpu_before = cpu::Sample::now(server)?;
     let started = Instant::now();
     for trigger in triggers {
         control.feed(trigger).await.map_err(|e| e.to_string())?;
@@ -679,6 +682,7 @@ async fn fanout_on_this_thread(
         .await
         .map_err(|_| "the rounds never reached everyone")?;
     let elapsed = started.elapsed();
+    let cpu = cpu::Sample::now(server)?.since(cpu_before);
     let mut received = Vec::with_capacity(receivers);
     for task in tasks {
         received.push(task.await.map_err(|e| e.to_string())??);
@@ -686,7 +690,7 @@ async fn fanout_on_this_thread(
     let closed = futures_util::future::join_all(received.into_iter().map(Conn::close)).await;
     drop(control);
     closed.into_iter().collect::<Result<(), _>>()?;
-    Ok(elapsed)
+    Ok((elapsed, cpu))
 }
 
 /// What the receivers of a fan-out share, on their one thread.

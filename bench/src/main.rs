@@ -375,16 +375,25 @@ async fn fanout(args: &FanoutArgs, report: &mut Report) -> Result<(), String> {
         (Target::Wse, Hello::Wse, "wse-rs"),
     ];
     for (shape, receivers, rounds, audience, summary) in figures {
-        // Each subject's time for every repetition.
+        // Each subject's time for every repetition, and its server's CPU time in all.
         let mut times = subjects.map(|_| Vec::<Duration>::new());
+        let mut server_cpu = subjects.map(|_| Duration::ZERO);
         for _ in 0..args.repeat.max(1) {
-            for ((target, hello, _), times) in subjects.iter().zip(&mut times) {
+            for (((target, hello, _), times), cpu) in
+                subjects.iter().zip(&mut times).zip(&mut server_cpu)
+            {
                 // A fresh server each time: no run inherits another's connections.
                 let server = Spawned::start(*target).await?;
                 let d = dial(server.url(), Codec::Json, *hello);
-                times.push(load::fanout(&d, receivers, rounds, audience).await?);
+                let (time, spent) =
+                    load::fanout(&d, receivers, rounds, audience, server.pid()).await?;
+                times.push(time);
+                *cpu += spent.server.unwrap_or_default();
             }
         }
+        // The server's CPU per message delivered, over every repetition.
+        let delivered = (receivers * rounds * args.repeat.max(1) as usize) as f64;
+        let cpu_per_message = server_cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / delivered);
         let values = times.map(|mut times| match summary {
             Summary::MedianTime => {
                 times.sort();
@@ -404,6 +413,19 @@ async fn fanout(args: &FanoutArgs, report: &mut Report) -> Result<(), String> {
                 Summary::Rate => Row::new("fanout", name, &shape, "messages/s", values[i]),
             };
             report.push(if i == 0 { row } else { row.against(values[0]) });
+            let cpu = Row::new(
+                "fanout",
+                name,
+                &shape,
+                "server CPU us/message",
+                cpu_per_message[i],
+            )
+            .lower_is_better();
+            report.push(if i == 0 {
+                cpu
+            } else {
+                cpu.against(cpu_per_message[0])
+            });
         }
     }
     Ok(())

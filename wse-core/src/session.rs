@@ -228,6 +228,11 @@ impl<C> Session<C> {
         &self.0.protocol
     }
 
+    /// The connection's outbound queue, into which this session queues its frames.
+    pub fn outbox(&self) -> &Outbox {
+        &self.0.outbound
+    }
+
     /// How many calls from this side wait for a response.
     pub fn pending_calls(&self) -> usize {
         self.lock_pending().calls.len()

@@ -16,7 +16,6 @@ use wse_core::outbox::{Close, Closer};
 use wse_core::transport::SLOW_CONSUMER;
 use wse_core::{CallError, Context, Report, SendError, Session, close_code};
 
-use crate::delivery::Packed;
 use crate::events::{Event, ServerError};
 use crate::server::Server;
 use crate::serving::Listener;
@@ -95,6 +94,9 @@ pub(crate) struct Inner {
     pub(crate) identity: Value,
     pub(crate) meta: Value,
     pub(crate) remote_addr: SocketAddr,
+    /// The name of its codec, shared with the server's list, by which a packed message's
+    /// frame for it is found.
+    pub(crate) codec: Arc<str>,
     pub(crate) session: Session<Connection>,
     /// Asks the connection's task to close the socket; apart from the frames, so a full
     /// queue cannot delay it.
@@ -172,6 +174,11 @@ impl Connection {
         &self.0.session
     }
 
+    /// The name of this connection's codec, as the server shares it.
+    pub(crate) fn codec(&self) -> &Arc<str> {
+        &self.0.codec
+    }
+
     pub(crate) fn listener(&self) -> Option<&Arc<Listener>> {
         self.0.listener.as_ref()
     }
@@ -195,20 +202,6 @@ impl Connection {
             self.slow_consumer();
         }
         sent
-    }
-
-    pub(crate) fn send_packed(&self, packed: &Packed) -> bool {
-        let Some(frame) = packed.frame(self.protocol()) else {
-            return false;
-        };
-        match self.0.session.send_encoded(frame.clone()) {
-            Ok(()) => true,
-            Err(SendError::Full) => {
-                self.slow_consumer();
-                false
-            }
-            Err(_) => false,
-        }
     }
 
     pub(crate) fn slow_consumer(&self) {

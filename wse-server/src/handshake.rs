@@ -115,10 +115,15 @@ where
         }
     };
 
-    let codec = chosen.map(|index| Arc::clone(&shared.codecs[index]));
+    let codec = chosen.map(|index| {
+        (
+            Arc::clone(&shared.codecs[index]),
+            Arc::clone(&shared.codec_names[index]),
+        )
+    });
     let kind = codec
         .as_ref()
-        .map_or(MessageKind::Text, |codec| codec.message_kind());
+        .map_or(MessageKind::Text, |(codec, _)| codec.message_kind());
     let mut link = Link::new(
         ws,
         kind,
@@ -132,10 +137,12 @@ where
             offered: offers,
             supported: shared.codecs.iter().map(|c| c.name().to_owned()).collect(),
         }),
-        Some(codec) => handshake(shared, &mut link, codec, id, remote_addr, deadline).await,
+        Some((codec, _)) => handshake(shared, &mut link, codec, id, remote_addr, deadline).await,
     };
-    let (codec, handshake, user_id, welcome) = match (codec, outcome) {
-        (Some(codec), Ok((handshake, user_id, welcome))) => (codec, handshake, user_id, welcome),
+    let (codec, codec_name, handshake, user_id, welcome) = match (codec, outcome) {
+        (Some((codec, name)), Ok((handshake, user_id, welcome))) => {
+            (codec, name, handshake, user_id, welcome)
+        }
         (_, outcome) => {
             let reason = outcome.err().unwrap_or(Rejection::Gone);
             reject(server, link, remote_addr, reason).await;
@@ -155,6 +162,7 @@ where
         identity: handshake.identity,
         meta: handshake.meta,
         remote_addr,
+        codec: codec_name,
         session,
         close: link.closer(),
         server: server.clone(),

@@ -33,6 +33,9 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// The codecs offered, in preference order; a connection speaks one of them.
     pub(crate) codecs: Vec<Arc<dyn Protocol>>,
+    /// Their names, made once: every packed message and every connection shares them, so
+    /// that a connection finds its frame by pointer.
+    pub(crate) codec_names: Vec<Arc<str>>,
     pub(crate) identify: Identify,
     pub(crate) challenge: Option<Arc<dyn Challenge>>,
     pub(crate) registry: Arc<Registry<Connection>>,
@@ -97,6 +100,7 @@ impl Server {
         let config = builder.config;
         Server(Arc::new(Shared {
             config,
+            codec_names: builder.codecs.iter().map(|c| Arc::from(c.name())).collect(),
             codecs: builder.codecs,
             identify: builder.identify,
             challenge: builder.challenge,
@@ -266,7 +270,7 @@ impl Server {
         kind: &str,
         payload: &T,
     ) -> Result<Packed, SendError> {
-        Packed::encode(&self.0.codecs, kind, payload)
+        Packed::encode_named(self.0.codec_names.iter().zip(&self.0.codecs), kind, payload)
     }
 
     /// The connections of `target`, to send to or disconnect, optionally skipping some.

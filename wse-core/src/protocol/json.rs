@@ -522,12 +522,7 @@ mod scanner_agrees {
     fn agrees(data: &[u8]) -> Result<(), TestCaseError> {
         if let Some(fast) = scan::frame(data) {
             let slow = json_wire::unpack(data);
-            prop_assert_eq!(
-                Ok(fast),
-                slow,
-                "on {:?}",
-                String::from_utf8_lossy(data)
-            );
+            prop_assert_eq!(Ok(fast), slow, "on {:?}", String::from_utf8_lossy(data));
         }
         Ok(())
     }
@@ -599,7 +594,11 @@ mod scanner_agrees {
         let fast = scan::frame(deepest.as_bytes()).expect("as deep as allowed");
         assert_eq!(Ok(fast), json_wire::unpack(deepest.as_bytes()));
         // Left to serde_json: escapes in the type, non-ASCII, nesting past the limit.
-        let deep = format!("[\"x\",{}{}]", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        let deep = format!(
+            "[\"x\",{}{}]",
+            "[".repeat(MAX_DEPTH + 1),
+            "]".repeat(MAX_DEPTH + 1)
+        );
         for text in [r#"["a\"b",1,null]"#, r#"["x","é",null]"#, deep.as_str()] {
             assert!(scan::frame(text.as_bytes()).is_none(), "{text}");
         }

@@ -6,12 +6,12 @@
 //! critical sections only touch the maps: frames are queued, connections closed and user
 //! code run after it is released.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use wse_core::CloseReason;
-use wse_core::outbox::Close;
+use wse_core::outbox::{Close, Outbox, TrySendError};
 
 use super::{
     Admission, Delivery, DeliveryError, Except, Overflow, Packed, Released, Target, UserLimit,
@@ -30,14 +30,36 @@ struct Index {
     /// Every listed connection, with the rooms it is in.
     connections: HashMap<ConnectionId, Listed>,
     /// Each user's connections, oldest first.
-    users: HashMap<Arc<str>, Vec<Connection>>,
+    users: HashMap<Arc<str>, Vec<ConnectionId>>,
     /// Each room's connections; a room with none is not here.
-    rooms: HashMap<Arc<str>, HashMap<ConnectionId, Connection>>,
+    rooms: HashMap<Arc<str>, HashSet<ConnectionId>>,
 }
 
 struct Listed {
     connection: Connection,
+    /// Its outbound queue and its codec's name, at hand: a send to thousands of connections
+    /// touches as little of each as it can.
+    outbox: Outbox,
+    codec: Arc<str>,
     rooms: Vec<Arc<str>>,
+}
+
+impl Listed {
+    /// Queues this connection's frame of `packed`: whether it was queued. A full queue closes
+    /// it as a slow consumer.
+    fn queue(&self, packed: &Packed) -> bool {
+        let Some(frame) = packed.frame_for(&self.codec) else {
+            return false;
+        };
+        match self.outbox.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.connection.slow_consumer();
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
 }
 
 impl fmt::Debug for LocalDelivery {
@@ -62,7 +84,7 @@ impl Index {
         let user_id = listed.connection.user_id();
         let mut left = false;
         if let Some(devices) = self.users.get_mut(user_id) {
-            devices.retain(|c| c.id() != id);
+            devices.retain(|device| *device != id);
             left = devices.is_empty();
             if left {
                 self.users.remove(user_id);
@@ -71,42 +93,56 @@ impl Index {
         Some((listed.connection, left))
     }
 
-    /// The connections of `target` that `except` does not skip, each once.
-    fn recipients(&self, target: &Target, except: Option<&Except>) -> Vec<Connection> {
-        let keep = |connection: &&Connection| except.is_none_or(|e| !e.skips(connection));
+    /// Calls `each` for every listed connection of `target` that `except` does not skip,
+    /// each once; returns how many times `each` said yes.
+    fn count_recipients(
+        &self,
+        target: &Target,
+        except: Option<&Except>,
+        mut each: impl FnMut(&Listed) -> bool,
+    ) -> usize {
+        let mut count = 0;
+        let mut visit = |id: &ConnectionId, listed: &Listed| {
+            let skipped = match except {
+                None => false,
+                Some(Except::Connection(skip)) => skip == id,
+                Some(except) => except.skips(&listed.connection),
+            };
+            if !skipped && each(listed) {
+                count += 1;
+            }
+        };
+        let mut visit_id = |id: &ConnectionId| {
+            if let Some(listed) = self.connections.get(id) {
+                visit(id, listed);
+            }
+        };
         match target {
-            Target::Connection(id) => self
-                .connections
-                .get(id)
-                .map(|listed| &listed.connection)
-                .filter(keep)
-                .cloned()
-                .into_iter()
-                .collect(),
+            Target::Connection(id) => visit_id(id),
             Target::User(user_id) => self
                 .users
                 .get(user_id)
-                .map(|devices| devices.iter().filter(keep).cloned().collect())
-                .unwrap_or_default(),
+                .into_iter()
+                .flatten()
+                .for_each(visit_id),
             Target::Room(room) => self
                 .rooms
                 .get(room)
-                .map(|members| members.values().filter(keep).cloned().collect())
-                .unwrap_or_default(),
+                .into_iter()
+                .flatten()
+                .for_each(visit_id),
             Target::All => self
                 .connections
-                .values()
-                .map(|listed| &listed.connection)
-                .filter(keep)
-                .cloned()
-                .collect(),
+                .iter()
+                .for_each(|(id, listed)| visit(id, listed)),
         }
+        count
     }
 }
 
 /// Takes `id` out of `room`'s members; a room left empty is gone.
 fn remove_member(
-    rooms: &mut HashMap<Arc<str>, HashMap<ConnectionId, Connection>>,
+    rooms: &mut HashMap<Arc<str>, HashSet<ConnectionId>>,
     room: &str,
     id: ConnectionId,
 ) {
@@ -148,7 +184,12 @@ impl LocalDelivery {
 
     /// The connections of this node that a send to `target` except `except` reaches.
     pub fn recipients(&self, target: &Target, except: Option<&Except>) -> Vec<Connection> {
-        self.read().recipients(target, except)
+        let mut recipients = Vec::new();
+        self.read().count_recipients(target, except, |listed| {
+            recipients.push(listed.connection.clone());
+            true
+        });
+        recipients
     }
 
     /// Lists `connection` under its user within `limit`; see [`Delivery::admit`].
@@ -163,6 +204,8 @@ impl LocalDelivery {
                 connection.id(),
                 Listed {
                     connection: connection.clone(),
+                    outbox: connection.session().outbox().clone(),
+                    codec: Arc::clone(connection.codec()),
                     rooms: Vec::new(),
                 },
             );
@@ -171,12 +214,13 @@ impl LocalDelivery {
                 .entry(Arc::clone(connection.user_arc()))
                 .or_default();
             let joined = devices.is_empty();
-            devices.push(connection.clone());
+            devices.push(connection.id());
             let excess = devices.len().saturating_sub(limit.max.max(1));
-            let evicted: Vec<Connection> = devices.drain(..excess).collect();
-            for old in &evicted {
-                index.unlist(old.id());
-            }
+            let evicted: Vec<ConnectionId> = devices.drain(..excess).collect();
+            let evicted: Vec<Connection> = evicted
+                .into_iter()
+                .filter_map(|old| index.unlist(old).map(|(connection, _)| connection))
+                .collect();
             (joined, evicted)
         };
         // Closed once the lock is released: closing only asks the connection's task.
@@ -214,10 +258,7 @@ impl LocalDelivery {
         }
         let room: Arc<str> = Arc::from(room);
         listed.rooms.push(Arc::clone(&room));
-        rooms
-            .entry(room)
-            .or_default()
-            .insert(connection, listed.connection.clone());
+        rooms.entry(room).or_default().insert(connection);
         true
     }
 
@@ -240,10 +281,12 @@ impl LocalDelivery {
 
     /// Queues `packed` for the connections of this node; see [`Delivery::send`].
     pub fn send_now(&self, target: &Target, except: Option<&Except>, packed: &Packed) -> usize {
-        self.recipients(target, except)
-            .iter()
-            .filter(|connection| connection.send_packed(packed))
-            .count()
+        // Queued under the read lock rather than from a snapshot of the recipients: a
+        // snapshot costs two atomic operations on a line of each receiver, and here that is
+        // most of the work. Queuing never waits and runs no user code; an admit or a release
+        // waits for one pass at most.
+        self.read()
+            .count_recipients(target, except, |listed| listed.queue(packed))
     }
 
     /// Closes connections of this node; see [`Delivery::disconnect`].
@@ -256,11 +299,7 @@ impl LocalDelivery {
 
     /// The connections of `user_id` on this node, oldest first.
     pub fn devices_now(&self, user_id: &str) -> Vec<ConnectionId> {
-        self.read()
-            .users
-            .get(user_id)
-            .map(|devices| devices.iter().map(Connection::id).collect())
-            .unwrap_or_default()
+        self.read().users.get(user_id).cloned().unwrap_or_default()
     }
 
     /// The users with a connection on this node.
@@ -273,7 +312,7 @@ impl LocalDelivery {
         self.read()
             .rooms
             .get(room)
-            .map(|members| members.keys().copied().collect())
+            .map(|members| members.iter().copied().collect())
             .unwrap_or_default()
     }
 

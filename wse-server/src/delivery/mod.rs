@@ -282,14 +282,24 @@ impl Packed {
         kind: &str,
         payload: &T,
     ) -> Result<Self, SendError> {
+        let names: Vec<Arc<str>> = codecs.iter().map(|c| Arc::from(c.name())).collect();
+        Self::encode_named(names.iter().zip(codecs), kind, payload)
+    }
+
+    /// [`Packed::encode`] with each codec's name made already.
+    pub(crate) fn encode_named<'a, T: serde::Serialize + ?Sized>(
+        codecs: impl IntoIterator<Item = (&'a Arc<str>, &'a Arc<dyn Protocol>)>,
+        kind: &str,
+        payload: &T,
+    ) -> Result<Self, SendError> {
         if kind.is_empty() || frame::is_reserved(kind) {
             return Err(SendError::InvalidKind(kind.to_owned()));
         }
         let frames = codecs
-            .iter()
-            .map(|codec| {
+            .into_iter()
+            .map(|(name, codec)| {
                 let frame = codec.encode(kind, payload, None)?;
-                Ok((Arc::from(codec.name()), Bytes::from(frame)))
+                Ok((Arc::clone(name), Bytes::from(frame)))
             })
             .collect::<Result<_, wse_core::PackError>>()
             .map_err(|e| SendError::Encode(e.0))?;
@@ -313,6 +323,16 @@ impl Packed {
         self.frames
             .iter()
             .find(|(name, _)| &**name == codec)
+            .map(|(_, frame)| frame)
+    }
+
+    /// The frame for the codec named `codec`, found by pointer when this message was packed
+    /// with the same names (on this server).
+    pub(crate) fn frame_for(&self, codec: &Arc<str>) -> Option<&Bytes> {
+        self.frames
+            .iter()
+            .find(|(name, _)| Arc::ptr_eq(name, codec))
+            .or_else(|| self.frames.iter().find(|(name, _)| name == codec))
             .map(|(_, frame)| frame)
     }
 }
