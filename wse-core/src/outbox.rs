@@ -67,6 +67,7 @@ pub fn outbox(capacity: usize) -> (Outbox, Drain) {
             senders: 1,
             drained: false,
             close: None,
+            waiting_for_room: 0,
         }),
         capacity,
         filled: Notify::new(),
@@ -91,6 +92,8 @@ struct State {
     drained: bool,
     /// The close the writer is asked to end with; the first request wins.
     close: Option<Close>,
+    /// Senders waiting for room: only then does taking frames wake anyone.
+    waiting_for_room: usize,
 }
 
 impl Shared {
@@ -142,17 +145,29 @@ impl Outbox {
     /// # Errors
     /// [`TrySendError::Full`] or [`TrySendError::Closed`], with the frame.
     pub fn try_send(&self, frame: Bytes) -> Result<(), TrySendError> {
-        {
+        self.push(frame, false)
+    }
+
+    /// Queues `frame` if there is room; when there is none and `wait` is set, counts the
+    /// caller among those waiting for room (see [`Drain::next`]).
+    fn push(&self, frame: Bytes, wait: bool) -> Result<(), TrySendError> {
+        let was_empty = {
             let mut state = self.0.state();
             if state.drained {
                 return Err(TrySendError::Closed(frame));
             }
             if state.frames.len() >= self.0.capacity {
+                state.waiting_for_room += usize::from(wait);
                 return Err(TrySendError::Full(frame));
             }
+            let was_empty = state.frames.is_empty();
             state.frames.push_back(frame);
+            was_empty
+        };
+        // Only the first frame of a batch wakes the writer: it takes the rest with it.
+        if was_empty {
+            self.0.filled.notify_one();
         }
-        self.0.filled.notify_one();
         Ok(())
     }
 
@@ -174,13 +189,25 @@ impl Outbox {
             let emptied = self.0.emptied.notified();
             let mut emptied = std::pin::pin!(emptied);
             emptied.as_mut().enable();
-            match self.try_send(frame) {
+            match self.push(frame, true) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Closed(_)) => return Err(Closed),
                 Err(TrySendError::Full(back)) => frame = back,
             }
+            // Counted as waiting until this wait ends, however it ends.
+            let _waiting = Waiting(&self.0);
             emptied.await;
         }
+    }
+}
+
+/// One sender waiting for room, counted until it stops waiting.
+struct Waiting<'a>(&'a Shared);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.waiting_for_room = state.waiting_for_room.saturating_sub(1);
     }
 }
 
@@ -263,8 +290,11 @@ impl Drain {
                 }
                 if !state.frames.is_empty() {
                     let batch = std::mem::take(&mut state.frames);
+                    let someone_waits = state.waiting_for_room > 0;
                     drop(state);
-                    self.0.emptied.notify_waiters();
+                    if someone_waits {
+                        self.0.emptied.notify_waiters();
+                    }
                     return Outgoing::Frames(batch);
                 }
                 if state.senders == 0 {
@@ -303,15 +333,17 @@ impl Drain {
 
     /// Takes every queued frame without waiting; `None` if none is queued.
     pub fn try_batch(&mut self) -> Option<VecDeque<Bytes>> {
-        let batch = {
+        let (batch, someone_waits) = {
             let mut state = self.0.state();
             if state.frames.is_empty() {
                 return None;
             }
             // Taking the deque leaves an empty one that holds no memory.
-            std::mem::take(&mut state.frames)
+            (std::mem::take(&mut state.frames), state.waiting_for_room > 0)
         };
-        self.0.emptied.notify_waiters();
+        if someone_waits {
+            self.0.emptied.notify_waiters();
+        }
         Some(batch)
     }
 }

@@ -4,7 +4,6 @@
 //! client registers the procedures the server calls. `C` is the context a handler receives:
 //! the server's connection handle, or the client.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -14,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use arc_swap::{ArcSwap, Guard};
+use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -194,8 +194,11 @@ pub struct Registry<C> {
 
 /// One snapshot of the registry.
 pub(crate) struct Entries<C> {
-    procedures: HashMap<String, Arc<dyn Procedure<C>>>,
-    handlers: HashMap<String, Arc<dyn Handler<C>>>,
+    // Fx, not SipHash: looked up for every frame, and filled only by the application (a
+    // peer's names are only looked up, so it cannot build the collisions SipHash guards
+    // against).
+    procedures: FxHashMap<String, Arc<dyn Procedure<C>>>,
+    handlers: FxHashMap<String, Arc<dyn Handler<C>>>,
 }
 
 impl<C> Clone for Entries<C> {
@@ -221,8 +224,8 @@ impl<C> Default for Registry<C> {
     fn default() -> Self {
         Self {
             current: ArcSwap::from_pointee(Entries {
-                procedures: HashMap::new(),
-                handlers: HashMap::new(),
+                procedures: FxHashMap::default(),
+                handlers: FxHashMap::default(),
             }),
             changing: Mutex::new(()),
         }
