@@ -339,7 +339,10 @@ impl Drain {
                 return None;
             }
             // Taking the deque leaves an empty one that holds no memory.
-            (std::mem::take(&mut state.frames), state.waiting_for_room > 0)
+            (
+                std::mem::take(&mut state.frames),
+                state.waiting_for_room > 0,
+            )
         };
         if someone_waits {
             self.0.emptied.notify_waiters();
