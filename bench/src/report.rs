@@ -71,6 +71,7 @@ pub(crate) struct Report {
     rows: Vec<Row>,
 }
 
+/// The latency at `quantile`, in milliseconds (the histogram holds microseconds).
 fn percentile_ms(latency: &Histogram<u64>, quantile: f64) -> f64 {
     latency.value_at_quantile(quantile) as f64 / 1000.0
 }
@@ -81,10 +82,12 @@ fn micros_per_call(cpu: Duration, run: &RpcRun) -> f64 {
 }
 
 impl Report {
+    /// Adds a figure.
     pub(crate) fn push(&mut self, row: Row) {
         self.rows.push(row);
     }
 
+    /// Whether nothing was measured (the `serve` mode).
     pub(crate) fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
@@ -161,11 +164,12 @@ impl Report {
         self.rows.extend(rows);
     }
 
+    /// Every row as a table with aligned columns.
     pub(crate) fn table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<10} {:<44} {:<26} {:>14} {:<21} {:>8}",
+            "{:<10} {:<44} {:<33} {:>14} {:<23} {:>8}",
             "mode", "subject", "shape", "value", "unit", "ratio"
         );
         for row in &self.rows {
@@ -176,13 +180,14 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<10} {:<44} {:<26} {:>14.2} {:<21} {:>8}",
+                "{:<10} {:<44} {:<33} {:>14.2} {:<23} {:>8}",
                 row.mode, row.subject, row.shape, row.value, row.unit, ratio
             );
         }
         out
     }
 
+    /// Every row as pretty JSON.
     pub(crate) fn json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
