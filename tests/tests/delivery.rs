@@ -37,7 +37,7 @@ fn room_server() -> Server {
 }
 
 /// [`room_server`] over the delivery `wrap` makes.
-fn room_server_over<D: Delivery>(wrap: impl FnOnce(LocalDelivery) -> D + 'static) -> Server {
+fn room_server_over<D: Delivery>(wrap: impl FnOnce(LocalDelivery) -> D + Send + 'static) -> Server {
     rooms(room_builder().delivery(wrap).build())
 }
 
@@ -695,4 +695,39 @@ async fn the_servers_shutdown_closes_every_listener_and_connection() {
     // Their handles still shut down quietly.
     first.shutdown().await;
     second.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_whose_task_is_dropped_leaves_the_index() {
+    // serve_io's future dropped after the welcome (a timeout around it, say): the connection
+    // must not stay listed, nor hold its user's place.
+    let server = room_server();
+    let mut events = server.events();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = tokio::spawn({
+        let server = server.clone();
+        async move {
+            let (tcp, remote) = listener.accept().await.unwrap();
+            server.serve_io(tcp, remote).await;
+        }
+    });
+    let mut raw = Raw::login_identity(addr, Codec::Json, "ann").await;
+    ok(&mut raw, "join", json!({"room": "lobby"}), "j").await;
+    assert_eq!(server.counts().await.unwrap(), (1, 1));
+    serving.abort();
+    let (user, code, _) = next_event(&mut events, "disconnected", pick::disconnected).await;
+    assert_eq!((user.as_str(), code), ("ann", 1006));
+    assert_eq!(server.counts().await.unwrap(), (0, 0));
+    assert!(server.room_members("lobby").await.unwrap().is_empty());
+}
+
+#[test]
+fn ids_travel_as_text() {
+    let id = ConnectionId::new(wse_server::NodeId::from_u64(u64::MAX), 42);
+    let text = serde_json::to_value(id).unwrap();
+    assert_eq!(text, json!("c42@ffffffffffffffff"));
+    assert_eq!(serde_json::from_value::<ConnectionId>(text).unwrap(), id);
+    assert!(serde_json::from_value::<ConnectionId>(json!("c42")).is_err());
+    assert!(serde_json::from_value::<ConnectionId>(json!(42)).is_err());
 }

@@ -112,6 +112,14 @@ impl Builder {
         self
     }
 
+    /// How long to wait for the server's answer to a close frame, and how long one write may
+    /// wait for the server to take our bytes before the connection is closed with 1013
+    /// `wse.slow-consumer` (which reconnects when enabled). Default: 5 s.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
     /// How many frames may wait to be written; a full queue fails `send` with
     /// [`SendError::Full`](crate::SendError::Full) and makes calls wait. Default: 1024.
     ///

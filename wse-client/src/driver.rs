@@ -103,8 +103,15 @@ async fn connect_once(client: &Client, url: &str, identity: Value, meta: Value) 
     {
         let mut state = client.state();
         let closer = link.closer();
-        if state.intent == Intent::Close {
-            closer.request(Close::new(close_code::NORMAL, CloseReason::ByClient));
+        // A close or a jump asked for while the socket was opening ends this attempt now.
+        match state.intent {
+            Intent::Close => {
+                closer.request(Close::new(close_code::NORMAL, CloseReason::ByClient));
+            }
+            Intent::Jump => {
+                closer.request(Close::new(close_code::JUMP, "jump"));
+            }
+            Intent::Stay => {}
         }
         state.close = Some(closer);
     }

@@ -290,7 +290,8 @@ impl RpcError {
     pub fn forward(error: CallError) -> Self {
         match error {
             CallError::Remote(object) => Self::from_object(object),
-            other => Self::new(other.code()).with_message(other.to_string()),
+            // This side's own failure: its code only, as for any error sent to a peer.
+            other => Self::new(other.code()),
         }
     }
 

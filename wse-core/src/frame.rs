@@ -104,14 +104,14 @@ impl<'de> serde::de::Visitor<'de> for HiVisitor {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Hi, A::Error> {
         let (mut identity, mut meta) = (None, None);
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match key.as_ref() {
-                "identity" if identity.is_none() => identity = Some(map.next_value()?),
-                "meta" if meta.is_none() => meta = Some(map.next_value()?),
-                "identity" | "meta" => {
-                    return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+        while let Some(key) = map.next_key::<HiKey>()? {
+            match key {
+                HiKey::Identity if identity.is_none() => identity = Some(map.next_value()?),
+                HiKey::Meta if meta.is_none() => meta = Some(map.next_value()?),
+                HiKey::Identity | HiKey::Meta => {
+                    return Err(serde::de::Error::custom("duplicate key in ~wse:hi"));
                 }
-                _ => {
+                HiKey::Other => {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
             }
@@ -120,5 +120,114 @@ impl<'de> serde::de::Visitor<'de> for HiVisitor {
             identity.unwrap_or_default(),
             meta.unwrap_or_default(),
         ))
+    }
+}
+
+/// A key of the hi object: the two it has, or any other, of any type (a MessagePack map may
+/// have integer keys), which is skipped.
+enum HiKey {
+    Identity,
+    Meta,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for HiKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(HiKeyVisitor)
+    }
+}
+
+struct HiKeyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for HiKeyVisitor {
+    type Value = HiKey;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<HiKey, E> {
+        self.visit_bytes(key.as_bytes())
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, key: &[u8]) -> Result<HiKey, E> {
+        Ok(match key {
+            b"identity" => HiKey::Identity,
+            b"meta" => HiKey::Meta,
+            _ => HiKey::Other,
+        })
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<HiKey, E> {
+        Ok(HiKey::Other)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<HiKey, E> {
+        Ok(HiKey::Other)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<HiKey, E> {
+        Ok(HiKey::Other)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<HiKey, E> {
+        Ok(HiKey::Other)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<HiKey, E> {
+        Ok(HiKey::Other)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<HiKey, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(HiKey::Other)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<HiKey, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(HiKey::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::Hi;
+    use crate::{Json, Protocol};
+
+    #[test]
+    fn a_hi_is_an_object_whatever_else_it_holds() {
+        let json: &dyn Protocol = &Json;
+        let hi: Hi = json
+            .decode(br#"{"meta": null, "x": [1, {"y": 2}], "identity": {"t": 1}}"#)
+            .unwrap();
+        assert_eq!(hi, Hi::new(json!({"t": 1}), json!({})));
+        for refused in [
+            &br#"["t", {}]"#[..],
+            br#""t""#,
+            b"null",
+            br#"{"identity": 1, "identity": 2}"#,
+        ] {
+            assert!(json.decode::<Hi>(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn a_messagepack_hi_may_have_keys_of_any_type() {
+        let msgpack: &dyn Protocol = &crate::MsgPack;
+        // {1: "x", "identity": "t"}: an integer key is skipped like any other.
+        let bytes = [
+            0x82, 0x01, 0xa1, b'x', 0xa8, b'i', b'd', b'e', b'n', b't', b'i', b't', b'y', 0xa1,
+            b't',
+        ];
+        let hi: Hi = msgpack.decode(&bytes).unwrap();
+        assert_eq!(hi, Hi::new(json!("t"), json!({})));
+        // An array is not a hi.
+        assert!(msgpack.decode::<Hi>(&[0x92, 0xa1, b't', 0x80]).is_err());
     }
 }

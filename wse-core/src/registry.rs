@@ -343,7 +343,11 @@ impl<C: Send + 'static> Registry<C> {
         let _changing = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
         let mut entries = Entries::clone(&self.current.load());
         let done = edit(&mut entries)?;
-        self.current.store(Arc::new(entries));
+        let old = self.current.swap(Arc::new(entries));
+        // The handlers it may be the last to hold are dropped once the lock is released:
+        // their destructors are the application's code.
+        drop(_changing);
+        drop(old);
         Ok(done)
     }
 }

@@ -54,7 +54,7 @@ pub struct Builder {
 }
 
 /// Makes the delivery engine from this node's local index.
-pub(crate) type WrapDelivery = Box<dyn FnOnce(LocalDelivery) -> Box<dyn Delivery>>;
+pub(crate) type WrapDelivery = Box<dyn FnOnce(LocalDelivery) -> Box<dyn Delivery> + Send>;
 
 impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -317,7 +317,7 @@ impl Builder {
     /// [`Delivery`]. Default: [`LocalDelivery`], this node only.
     pub fn delivery<D: Delivery>(
         mut self,
-        wrap: impl FnOnce(LocalDelivery) -> D + 'static,
+        wrap: impl FnOnce(LocalDelivery) -> D + Send + 'static,
     ) -> Self {
         self.delivery = Some(Box::new(move |local| Box::new(wrap(local))));
         self

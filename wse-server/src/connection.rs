@@ -6,6 +6,7 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +22,9 @@ use crate::server::Server;
 use crate::serving::Listener;
 
 /// The id of a server node: drawn at random when the [`Server`] is built, so that every
-/// process start is a node of its own.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+/// process start is a node of its own. It travels as its text (16 hex digits), which a
+/// JavaScript peer reads without losing digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(u64);
 
 impl NodeId {
@@ -52,10 +52,16 @@ impl fmt::Display for NodeId {
 
 /// The id of a connection: its node and a counter of that node, so that it stays unique
 /// across the nodes of a cluster. It carries no other meaning; ids of one node grow in the
-/// order their connections were accepted.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+/// order their connections were accepted. It travels as its text, `c<counter>@<node>`.
+///
+/// ```
+/// use wse_server::{ConnectionId, NodeId};
+///
+/// let id = ConnectionId::new(NodeId::from_u64(0xab), 7);
+/// assert_eq!(id.to_string(), "c7@00000000000000ab");
+/// assert_eq!("c7@00000000000000ab".parse::<ConnectionId>(), Ok(id));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId {
     node: NodeId,
     local: u64,
@@ -83,6 +89,60 @@ impl fmt::Display for ConnectionId {
         write!(f, "c{}@{}", self.local, self.node)
     }
 }
+
+/// Text that is not a [`NodeId`] or a [`ConnectionId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a {0} id")]
+pub struct ParseIdError(&'static str);
+
+impl FromStr for NodeId {
+    type Err = ParseIdError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.len() != 16 {
+            return Err(ParseIdError("node"));
+        }
+        u64::from_str_radix(text, 16)
+            .map(Self)
+            .map_err(|_| ParseIdError("node"))
+    }
+}
+
+impl FromStr for ConnectionId {
+    type Err = ParseIdError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (local, node) = text
+            .strip_prefix('c')
+            .and_then(|rest| rest.split_once('@'))
+            .ok_or(ParseIdError("connection"))?;
+        Ok(Self {
+            node: node.parse().map_err(|_| ParseIdError("connection"))?,
+            local: local.parse().map_err(|_| ParseIdError("connection"))?,
+        })
+    }
+}
+
+/// Both ids travel as their text.
+macro_rules! serde_as_text {
+    ($id:ty) => {
+        impl serde::Serialize for $id {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $id {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+serde_as_text!(NodeId);
+serde_as_text!(ConnectionId);
 
 /// An accepted connection: one device of one user. A cheap handle.
 #[derive(Clone)]

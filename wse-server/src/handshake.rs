@@ -1,6 +1,6 @@
 //! From an accepted socket to an accepted connection: the admission limits, the WebSocket
 //! upgrade with its codec negotiation, `~wse:hi`, the challenge, identify, the welcome, and
-//! the user registry; or the refusal and its close.
+//! the delivery engine's admission; or the refusal and its close.
 //!
 //! ```text
 //! socket ─► admit ─► upgrade (pick a codec) ─► ~wse:hi ─► [challenge] ─► identify
@@ -36,6 +36,38 @@ pub(crate) struct Open<S> {
     pub(crate) link: Link<S>,
     /// This connection's place within the server's limits, held to the end.
     pub(crate) _ticket: Ticket,
+    /// Whether the delivery engine has taken it out again; until then, dropping this (the
+    /// future of [`Server::serve_io`] dropped, say) does it.
+    pub(crate) released: bool,
+}
+
+impl<S> Drop for Open<S> {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let connection = self.connection.clone();
+        connection.session().close();
+        let server = connection.server().clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to ask the engine in: this node's index at least lets it go.
+            server.shared().local.release_now(&connection);
+            return;
+        };
+        runtime.spawn(async move {
+            let released = server.release(&connection).await;
+            server.emit(Event::Disconnected {
+                connection: connection.clone(),
+                code: 1006,
+                reason: String::new(),
+            });
+            if released.is_some_and(|released| released.left) {
+                server.emit(Event::Left {
+                    user_id: Arc::clone(connection.user_arc()),
+                });
+            }
+        });
+    }
 }
 
 /// The subprotocols the client offers, in its order.
@@ -68,7 +100,7 @@ where
 {
     let server = &server;
     let shared = server.shared();
-    let ticket = match shared.gate.admit(remote_addr.ip()) {
+    let ticket = match shared.gate.enter(remote_addr.ip()) {
         Ok(ticket) => ticket,
         Err(reason) => {
             server.emit(Event::Rejected {
@@ -193,10 +225,10 @@ where
             return None;
         }
         failed => {
-            if failed.is_err() {
-                // Given up on, it may still have been listed: take it out again.
-                let _ = shared.delivery.release(&connection).await;
-            }
+            // An engine that failed or was given up on may have listed it all the same (on
+            // this node at least): take it out again.
+            let release = shared.delivery.release(&connection);
+            let _ = tokio::time::timeout(shared.config.close_timeout, release).await;
             let reason = match failed {
                 Ok(Err(error)) => error.to_string(),
                 _ => "no answer within the handshake timeout".to_owned(),
@@ -228,6 +260,7 @@ where
         connection,
         link,
         _ticket: ticket,
+        released: false,
     })
 }
 

@@ -4,7 +4,7 @@
 //! ```
 //! use serde::Deserialize;
 //! use serde_json::json;
-//! use wse_server::{Connection, Decision, Server};
+//! use wse_server::{Connection, Decision, NoArgs, Server};
 //!
 //! #[derive(Deserialize)]
 //! struct Add { a: i64, b: i64 }
@@ -20,7 +20,7 @@
 //! .build();
 //!
 //! server.register("add", |_: Connection, args: Add| async move { Ok(args.a + args.b) }).unwrap();
-//! server.on("ping", |conn: Connection, _: ()| { let _ = conn.send("pong", &()); }).unwrap();
+//! server.on("ping", |conn: Connection, _: NoArgs| { let _ = conn.send("pong", &()); }).unwrap();
 //!
 //! let serving = server.bind("127.0.0.1:0").await?;
 //! println!("listening on {}", serving.local_addr());
@@ -70,7 +70,7 @@ mod task;
 
 pub use auth::{Answered, Challenge, Decision, Handshake, HmacChallenge};
 pub use builder::Builder;
-pub use connection::{Connection, ConnectionId, NodeId};
+pub use connection::{Connection, ConnectionId, NodeId, ParseIdError};
 pub use delivery::{
     Admission, Delivery, DeliveryError, Except, LocalDelivery, Overflow, Packed, Released, Target,
     UserLimit,

@@ -148,7 +148,7 @@ impl Gate {
     }
 
     /// A place for a new connection from `address`, or why there is none. Never waits.
-    pub(crate) fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Ticket, Rejection> {
+    pub(crate) fn enter(self: &Arc<Self>, address: IpAddr) -> Result<Ticket, Rejection> {
         if self.throttled(address, Instant::now()) {
             return Err(Rejection::AuthThrottled);
         }
@@ -247,19 +247,19 @@ mod tests {
         };
         let gate = Arc::new(Gate::new(3, 2, limit));
         let other: IpAddr = "10.0.0.1".parse().unwrap();
-        let a = gate.admit(LOOPBACK).unwrap();
-        let _b = gate.admit(LOOPBACK).unwrap();
+        let a = gate.enter(LOOPBACK).unwrap();
+        let _b = gate.enter(LOOPBACK).unwrap();
         assert_eq!(
-            gate.admit(LOOPBACK).unwrap_err(),
+            gate.enter(LOOPBACK).unwrap_err(),
             Rejection::TooManyFromAddress
         );
-        let _c = gate.admit(other).unwrap();
+        let _c = gate.enter(other).unwrap();
         assert_eq!(
-            gate.admit(other).unwrap_err(),
+            gate.enter(other).unwrap_err(),
             Rejection::TooManyConnections
         );
         drop(a);
-        let _d = gate.admit(LOOPBACK).unwrap();
+        let _d = gate.enter(LOOPBACK).unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -270,11 +270,11 @@ mod tests {
         };
         let gate = Arc::new(Gate::new(100, 100, limit));
         gate.record_failure(LOOPBACK);
-        assert!(gate.admit(LOOPBACK).is_ok());
+        assert!(gate.enter(LOOPBACK).is_ok());
         gate.record_failure(LOOPBACK);
-        assert_eq!(gate.admit(LOOPBACK).unwrap_err(), Rejection::AuthThrottled);
-        assert!(gate.admit("10.0.0.1".parse().unwrap()).is_ok());
+        assert_eq!(gate.enter(LOOPBACK).unwrap_err(), Rejection::AuthThrottled);
+        assert!(gate.enter("10.0.0.1".parse().unwrap()).is_ok());
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(gate.admit(LOOPBACK).is_ok());
+        assert!(gate.enter(LOOPBACK).is_ok());
     }
 }

@@ -16,8 +16,8 @@ use wse_core::{CloseReason, Protocol, RegisterError, Registry, RpcError, SendErr
 use crate::auth::{Challenge, Identify};
 use crate::builder::{Builder, Config};
 use crate::connection::{Connection, ConnectionId, NodeId};
-use crate::delivery::{Delivery, DeliveryError, Except, LocalDelivery, Packed, Target};
-use crate::events::{Event, EventHub, Events};
+use crate::delivery::{Delivery, DeliveryError, Except, LocalDelivery, Packed, Released, Target};
+use crate::events::{Event, EventHub, Events, ServerError};
 use crate::limits::Gate;
 use crate::serving::Tasks;
 
@@ -557,6 +557,22 @@ impl Recipients<'_> {
 }
 
 impl Server {
+    /// Takes a connection that ended out of the delivery engine, within the close timeout;
+    /// what it released, or `None` when the engine failed (reported as an error event).
+    pub(crate) async fn release(&self, connection: &Connection) -> Option<Released> {
+        let release = self.0.delivery.release(connection);
+        let error = match tokio::time::timeout(self.0.config.close_timeout, release).await {
+            Ok(Ok(released)) => return Some(released),
+            Ok(Err(error)) => error,
+            Err(_) => DeliveryError::Unavailable("no answer within the close timeout".into()),
+        };
+        self.emit(Event::Error {
+            connection_id: Some(connection.id()),
+            error: ServerError::Delivery(error),
+        });
+        None
+    }
+
     /// Closes every connection of this node with 1012 `wse.by-server` (so that clients with
     /// reconnect enabled come back), as a listener's shutdown does for its own.
     pub(crate) fn close_local(&self, accepted_by: impl Fn(&Connection) -> bool) {

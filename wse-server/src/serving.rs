@@ -75,9 +75,10 @@ impl Server {
     }
 
     /// Stops every listener, closes every connection of this node with 1012 `wse.by-server`
-    /// (clients with reconnect enabled come back), waits until every connection task has ended
-    /// (each bounded by the close timeout), then closes the delivery engine, which says goodbye
-    /// to the other nodes of a cluster.
+    /// (clients with reconnect enabled come back), waits until every listener and connection
+    /// task has ended (an open connection within the close timeout, one still in its handshake
+    /// within the handshake timeout), then closes the delivery engine, which says goodbye to
+    /// the other nodes of a cluster.
     ///
     /// # Cancel safety
     /// The stop is requested at once; dropping the future only stops the waiting (and skips
@@ -149,11 +150,17 @@ async fn accept_loop(server: Server, listener: TcpListener, mut stop: watch::Rec
     let (done, mut all_done) = mpsc::channel::<()>(1);
     let this = Arc::new(Listener::default());
     let mut server_stop = server.shared().stop.subscribe();
+    // Counted like a connection, so that the server's shutdown waits for this loop too: no
+    // connection is served after it.
+    let _running = server.shared().tasks.enter();
     loop {
         tokio::select! {
+            biased;
             () = stopped(&mut stop) => break,
             () = stopped(&mut server_stop) => break,
             accepted = listener.accept() => match accepted {
+                // Accepted as the server's shutdown began: dropped unserved.
+                Ok(_) if server.stopping() => break,
                 Ok((tcp, remote_addr)) => {
                     // Replies are small and latency matters more than packet count; the
                     // writer batches what is queued.

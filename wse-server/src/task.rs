@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! establish (handshake.rs) ─► Link::serve, routing each message through the rate limit
-//!                             and the engine ─► out of the user registry ─► Link::finish
+//!                             and the engine ─► released by the delivery engine ─► Link::finish
 //! ```
 
 use std::future::Future;
@@ -72,16 +72,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Open<S> {
         // Calls waiting on this device fail now, and sends to its user skip it, rather than
         // after the closing handshake.
         connection.session().close();
-        let left = match server.shared().delivery.release(connection).await {
-            Ok(released) => released.left,
-            Err(error) => {
-                server.emit(Event::Error {
-                    connection_id: Some(connection.id()),
-                    error: ServerError::Delivery(error),
-                });
-                false
-            }
-        };
+        let left = server
+            .release(connection)
+            .await
+            .is_some_and(|released| released.left);
+        self.released = true;
         // Boxed: the closing handshake is brief, and large.
         let closes = Box::pin(link.finish(ended.patience(config.close_timeout))).await;
         let close = closes.ours_first();

@@ -32,7 +32,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::heartbeat::{HEARTBEAT_TIMEOUT, Heartbeat, Liveness, Pulse, pulse};
-use super::{SLOW_CONSUMER, close_for_read_error, close_frame, message_data, received_close};
+use super::{SLOW_CONSUMER, close_for_read_error, close_frame, close_of, message_data};
 use crate::outbox::{Close, Closer, Drain, Outbox, Outgoing, outbox};
 use crate::protocol::MessageKind;
 
@@ -216,7 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
             match message {
                 Message::Text(_) | Message::Binary(_) => return Incoming::Data(message),
                 Message::Close(frame) => {
-                    self.received = Some(received_close(frame));
+                    self.received = Some(close_of(frame));
                     return Incoming::Closed;
                 }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
@@ -368,7 +368,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
                             }
                         }
                     } else if let Message::Close(frame) = message {
-                        self.received = Some(received_close(frame));
+                        self.received = Some(close_of(frame));
                         return Ended::Closed;
                     }
                 }
@@ -438,7 +438,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
                 break;
             };
             if let Message::Close(frame) = message {
-                self.received.get_or_insert(received_close(frame));
+                self.received.get_or_insert(close_of(frame));
             }
         }
         CloseFrames {

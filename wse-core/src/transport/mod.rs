@@ -71,7 +71,7 @@ pub fn close_frame(close: &Close) -> CloseFrame {
 }
 
 /// The close the peer sent, as [`Close`]: 1005 (no status) when its frame had no code.
-pub fn received_close(frame: Option<CloseFrame>) -> Close {
+pub fn close_of(frame: Option<CloseFrame>) -> Close {
     frame.map_or_else(
         || Close::new(1005, ""),
         |frame| Close::new(frame.code.into(), frame.reason.as_str()),

@@ -44,20 +44,25 @@ struct Listed {
     rooms: Vec<Arc<str>>,
 }
 
+/// What queuing a frame for one connection did.
+enum Queued {
+    Yes,
+    /// Closed, or it speaks none of the message's codecs.
+    No,
+    /// Its queue is full: a slow consumer, to close once the index is released.
+    Full,
+}
+
 impl Listed {
-    /// Queues this connection's frame of `packed`: whether it was queued. A full queue closes
-    /// it as a slow consumer.
-    fn queue(&self, packed: &Packed) -> bool {
+    /// Queues this connection's frame of `packed`.
+    fn queue(&self, packed: &Packed) -> Queued {
         let Some(frame) = packed.frame_for(&self.codec) else {
-            return false;
+            return Queued::No;
         };
         match self.outbox.try_send(frame.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.connection.slow_consumer();
-                false
-            }
-            Err(TrySendError::Closed(_)) => false,
+            Ok(()) => Queued::Yes,
+            Err(TrySendError::Full(_)) => Queued::Full,
+            Err(TrySendError::Closed(_)) => Queued::No,
         }
     }
 }
@@ -179,11 +184,11 @@ impl LocalDelivery {
 
     /// Every connection open on this node.
     pub fn connections(&self) -> Vec<Connection> {
-        self.recipients(&Target::All, None)
+        self.targeted(&Target::All, None)
     }
 
     /// The connections of this node that a send to `target` except `except` reaches.
-    pub fn recipients(&self, target: &Target, except: Option<&Except>) -> Vec<Connection> {
+    pub fn targeted(&self, target: &Target, except: Option<&Except>) -> Vec<Connection> {
         let mut recipients = Vec::new();
         self.read().count_recipients(target, except, |listed| {
             recipients.push(listed.connection.clone());
@@ -196,9 +201,23 @@ impl LocalDelivery {
     pub fn admit_now(&self, connection: &Connection, limit: UserLimit) -> Admission {
         let (joined, evicted) = {
             let mut index = self.write();
-            let devices = index.users.get(connection.user_id()).map_or(0, Vec::len);
-            if devices >= limit.max && limit.overflow == Overflow::RefuseNewest {
-                return Admission::Refused;
+            if limit.overflow == Overflow::RefuseNewest {
+                // A device already closing (its peer gone, say) does not hold a place.
+                let open = index
+                    .users
+                    .get(connection.user_id())
+                    .into_iter()
+                    .flatten()
+                    .filter(|id| {
+                        index
+                            .connections
+                            .get(id)
+                            .is_some_and(|listed| !listed.connection.is_closed())
+                    })
+                    .count();
+                if open >= limit.max {
+                    return Admission::Refused;
+                }
             }
             index.connections.insert(
                 connection.id(),
@@ -285,13 +304,27 @@ impl LocalDelivery {
         // snapshot costs two atomic operations on a line of each receiver, and here that is
         // most of the work. Queuing never waits and runs no user code; an admit or a release
         // waits for one pass at most.
-        self.read()
-            .count_recipients(target, except, |listed| listed.queue(packed))
+        let mut slow = Vec::new();
+        let queued =
+            self.read()
+                .count_recipients(target, except, |listed| match listed.queue(packed) {
+                    Queued::Yes => true,
+                    Queued::No => false,
+                    Queued::Full => {
+                        slow.push(listed.connection.clone());
+                        false
+                    }
+                });
+        // Closed (and reported) once the index is released.
+        for connection in slow {
+            connection.slow_consumer();
+        }
+        queued
     }
 
     /// Closes connections of this node; see [`Delivery::disconnect`].
     pub fn disconnect_now(&self, target: &Target, except: Option<&Except>, close: &Close) -> usize {
-        self.recipients(target, except)
+        self.targeted(target, except)
             .iter()
             .filter(|connection| connection.close_with(close.code, close.reason.clone()))
             .count()
