@@ -18,6 +18,7 @@
 //! broadcasts) only queues into the [`Outbox`]. A write is bounded by the write timeout and
 //! cut short by a close request, so a peer that stops reading cannot hold the loop.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::pin::Pin;
@@ -25,7 +26,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -130,6 +131,78 @@ impl CloseFrames {
             .or_else(|| self.sent.clone())
             .unwrap_or_else(abnormal)
     }
+}
+
+/// What ended a write of the serve loop early.
+enum Interrupted {
+    /// The write failed, timed out, or a close was asked for meanwhile.
+    WriteFailed,
+    /// What was read meanwhile ended the connection.
+    Ended(Ended),
+}
+
+/// What a write that has to wait is bounded by: the write timeout, and a close asked for
+/// from then on.
+struct Waiting<'a> {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// `None` when a close was asked for before the write had to wait.
+    closing: Option<Pin<Box<dyn Future<Output = Close> + Send + 'a>>>,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(drain: &'a Drain, timeout: Duration) -> Self {
+        let already_closing = drain.close_requested().is_some();
+        Self {
+            timer: Box::pin(tokio::time::sleep(timeout)),
+            closing: (!already_closing).then(|| Box::pin(drain.closing()) as Pin<Box<_>>),
+        }
+    }
+
+    /// Whether the wait is over: the timeout passed or a close was asked for.
+    fn over(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        let closing = self
+            .closing
+            .as_mut()
+            .is_some_and(|closing| closing.as_mut().poll(cx).is_ready());
+        closing || self.timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// Hands what the serve loop read to `dispatch`: `Continue(true)` after a data message,
+/// `Continue(false)` after a control frame, `Break` when the connection ends (the peer's close
+/// frame, the socket's end or failure, or `dispatch`'s word).
+fn on_read(
+    read: Option<Result<Message, WsError>>,
+    received: &mut Option<Close>,
+    drain: &Drain,
+    dispatch: &mut impl Dispatch,
+    liveness: &mut Option<Liveness>,
+) -> ControlFlow<Ended, bool> {
+    let message = match read {
+        Some(Ok(message)) => message,
+        Some(Err(error)) => {
+            if let Some(close) = close_for_read_error(&error) {
+                drain.closer().request(close);
+            }
+            dispatch.read_failed(&error);
+            return ControlFlow::Break(Ended::Closed);
+        }
+        None => return ControlFlow::Break(Ended::Closed),
+    };
+    if let Some(liveness) = liveness.as_mut() {
+        liveness.heard();
+    }
+    if let Some((kind, data)) = message_data(&message) {
+        if dispatch.message(kind, data).is_break() {
+            return ControlFlow::Break(Ended::Closed);
+        }
+        return ControlFlow::Continue(true);
+    }
+    if let Message::Close(frame) = message {
+        *received = Some(close_of(frame));
+        return ControlFlow::Break(Ended::Closed);
+    }
+    ControlFlow::Continue(false)
 }
 
 /// Polls `future` once with the task's own waker: its output if it is ready at once, else
@@ -344,39 +417,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
             tokio::select! {
                 biased;
                 read = self.ws.next() => {
-                    if let (Some(Ok(_)), Some(liveness)) = (&read, liveness.as_mut()) {
-                        liveness.heard();
-                    }
-                    let message = match read {
-                        Some(Ok(message)) => message,
-                        Some(Err(error)) => {
-                            self.answer_read_error(&error);
-                            dispatch.read_failed(&error);
-                            return Ended::Closed;
-                        }
-                        None => return Ended::Closed,
-                    };
-                    if let Some((kind, data)) = message_data(&message) {
-                        if dispatch.message(kind, data).is_break() {
-                            return Ended::Closed;
-                        }
-                        reads_since_write += 1;
-                        if reads_since_write >= READS_PER_WRITE {
-                            reads_since_write = 0;
-                            if Box::pin(self.write_queued()).await.is_err() {
-                                return self.stuck();
+                    let handled =
+                        on_read(read, &mut self.received, &self.drain, dispatch, &mut liveness);
+                    match handled {
+                        ControlFlow::Break(ended) => return ended,
+                        ControlFlow::Continue(false) => {}
+                        ControlFlow::Continue(true) => {
+                            reads_since_write += 1;
+                            if reads_since_write >= READS_PER_WRITE {
+                                reads_since_write = 0;
+                                if let Some(batch) = self.drain.try_batch() {
+                                    let written =
+                                        Box::pin(self.write_reading(batch, dispatch, &mut liveness));
+                                    if let Err(interrupted) = written.await {
+                                        return self.interrupted(interrupted);
+                                    }
+                                }
                             }
                         }
-                    } else if let Message::Close(frame) = message {
-                        self.received = Some(close_of(frame));
-                        return Ended::Closed;
                     }
                 }
                 queued = self.drain.next() => match queued {
                     Outgoing::Frames(batch) => {
                         reads_since_write = 0;
-                        if Box::pin(self.write(batch)).await.is_err() {
-                            return self.stuck();
+                        let written = Box::pin(self.write_reading(batch, dispatch, &mut liveness));
+                        if let Err(interrupted) = written.await {
+                            return self.interrupted(interrupted);
                         }
                     }
                     // The close frame goes out after what is queued, in `finish`.
@@ -410,6 +476,84 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
         } else {
             Ended::Silent
         }
+    }
+
+    /// What ended a write of the serve loop early.
+    fn interrupted(&self, interrupted: Interrupted) -> Ended {
+        match interrupted {
+            Interrupted::WriteFailed => self.stuck(),
+            Interrupted::Ended(ended) => ended,
+        }
+    }
+
+    /// Writes `frames` and flushes once, within the write timeout, and cut short by a close
+    /// asked for meanwhile, as [`Link::write`]; but while the peer makes the write wait, it
+    /// goes on reading and hands what comes to `dispatch`. A peer that is itself waiting to
+    /// write to us can then go on, where two ends that only wrote would wait for each other
+    /// until one gave the other up.
+    async fn write_reading(
+        &mut self,
+        frames: VecDeque<Bytes>,
+        dispatch: &mut impl Dispatch,
+        liveness: &mut Option<Liveness>,
+    ) -> Result<(), Interrupted> {
+        let Self {
+            ws,
+            drain,
+            kind,
+            write_timeout,
+            received,
+            ..
+        } = self;
+        let mut frames = frames.into_iter();
+        // The message that did not fit yet, and what is armed once the write has to wait.
+        let mut unsent: Option<Message> = None;
+        let mut waiting: Option<Waiting<'_>> = None;
+        std::future::poll_fn(|cx| {
+            loop {
+                // As far as the socket takes it.
+                let written = loop {
+                    let next = unsent
+                        .take()
+                        .or_else(|| frames.by_ref().find_map(|f| super::to_message(*kind, f)));
+                    let Some(message) = next else {
+                        break Pin::new(&mut *ws).poll_flush(cx);
+                    };
+                    match Pin::new(&mut *ws).poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            if let Err(error) = Pin::new(&mut *ws).start_send(message) {
+                                break Poll::Ready(Err(error));
+                            }
+                        }
+                        Poll::Ready(Err(error)) => break Poll::Ready(Err(error)),
+                        Poll::Pending => {
+                            unsent = Some(message);
+                            break Poll::Pending;
+                        }
+                    }
+                };
+                match written {
+                    Poll::Ready(Ok(())) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(Interrupted::WriteFailed)),
+                    Poll::Pending => {}
+                }
+                // The peer makes us wait: read what it sends meanwhile.
+                if let Poll::Ready(read) = Pin::new(&mut *ws).poll_next(cx) {
+                    match on_read(read, received, drain, dispatch, liveness) {
+                        ControlFlow::Break(ended) => {
+                            return Poll::Ready(Err(Interrupted::Ended(ended)));
+                        }
+                        ControlFlow::Continue(_) => continue,
+                    }
+                }
+                let waiting = waiting.get_or_insert_with(|| Waiting::new(drain, *write_timeout));
+                if waiting.over(cx) {
+                    return Poll::Ready(Err(Interrupted::WriteFailed));
+                }
+                return Poll::Pending;
+            }
+        })
+        .await
     }
 
     /// The closing handshake, within `patience`: sends what is queued and our close frame, if
