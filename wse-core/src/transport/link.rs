@@ -16,7 +16,9 @@
 //! halves (measured: half the memory of an idle connection, and less CPU per call, than a
 //! reader task beside a writer task). Everyone else (spawned procedures, sends to the user,
 //! broadcasts) only queues into the [`Outbox`]. A write is bounded by the write timeout and
-//! cut short by a close request, so a peer that stops reading cannot hold the loop.
+//! cut short by a close request, so a peer that stops reading cannot hold the loop; and while
+//! a write of the serve loop waits for the peer, the loop goes on reading, so that two ends
+//! writing to each other at once never wait for each other.
 
 use std::collections::VecDeque;
 use std::future::Future;
