@@ -207,10 +207,48 @@ fn on_read(
     ControlFlow::Continue(false)
 }
 
-/// Polls `future` once with the task's own waker: its output if it is ready at once, else
-/// `Pending`, with the waker registered for when it can go on.
-async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Poll<F::Output> {
-    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+/// Frames on their way into the socket: what the socket has not taken yet.
+struct Pending<I> {
+    frames: I,
+    /// The message the socket had no room for at the last try.
+    unsent: Option<Message>,
+}
+
+impl<I: Iterator<Item = Bytes>> Pending<I> {
+    fn new(frames: impl IntoIterator<IntoIter = I>) -> Self {
+        Self {
+            frames: frames.into_iter(),
+            unsent: None,
+        }
+    }
+
+    /// Feeds the socket as much as it takes, then flushes once: ready when everything is
+    /// written. Most writes are, at the first poll: then nothing else is armed.
+    fn poll_written<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        kind: MessageKind,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), WsError>> {
+        loop {
+            let next = self.unsent.take().or_else(|| {
+                self.frames
+                    .by_ref()
+                    .find_map(|f| super::to_message(kind, f))
+            });
+            let Some(message) = next else {
+                return Pin::new(&mut *ws).poll_flush(cx);
+            };
+            match Pin::new(&mut *ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => Pin::new(&mut *ws).start_send(message)?,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => {
+                    self.unsent = Some(message);
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
 }
 
 fn abnormal() -> Close {
@@ -337,31 +375,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
         &mut self,
         frames: impl IntoIterator<Item = Bytes>,
     ) -> Result<(), WriteFailed> {
-        let (sink, kind, drain) = (&mut self.ws, self.kind, &self.drain);
-        let written = async {
-            for frame in frames {
-                if let Some(message) = super::to_message(kind, frame) {
-                    sink.feed(message).await?;
+        let (ws, drain, kind, timeout) = (&mut self.ws, &self.drain, self.kind, self.write_timeout);
+        let mut pending = Pending::new(frames);
+        let mut waiting: Option<Waiting<'_>> = None;
+        std::future::poll_fn(|cx| match pending.poll_written(ws, kind, cx) {
+            Poll::Ready(written) => Poll::Ready(written.map_err(|_| WriteFailed)),
+            Poll::Pending => {
+                let waiting = waiting.get_or_insert_with(|| Waiting::new(drain, timeout));
+                if waiting.over(cx) {
+                    Poll::Ready(Err(WriteFailed))
+                } else {
+                    Poll::Pending
                 }
             }
-            sink.flush().await
-        };
-        let mut written = std::pin::pin!(written);
-        // Most writes complete at once: the timer and the watch for a close are armed only for
-        // one that has to wait for the peer.
-        if let Poll::Ready(result) = poll_once(written.as_mut()).await {
-            return result.map_err(|_| WriteFailed);
-        }
-        // Only a close asked for from now on cuts the write short.
-        let already_closing = drain.close_requested().is_some();
-        tokio::select! {
-            biased;
-            written = tokio::time::timeout(self.write_timeout, written) => match written {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(WriteFailed),
-            },
-            _ = drain.closing(), if !already_closing => Err(WriteFailed),
-        }
+        })
+        .await
     }
 
     /// Drops whatever is queued, unwritten (a welcome that must not go out after all, say).
@@ -507,34 +535,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
             received,
             ..
         } = self;
-        let mut frames = frames.into_iter();
-        // The message that did not fit yet, and what is armed once the write has to wait.
-        let mut unsent: Option<Message> = None;
+        let mut pending = Pending::new(frames);
         let mut waiting: Option<Waiting<'_>> = None;
         std::future::poll_fn(|cx| {
             loop {
-                // As far as the socket takes it.
-                let written = loop {
-                    let next = unsent
-                        .take()
-                        .or_else(|| frames.by_ref().find_map(|f| super::to_message(*kind, f)));
-                    let Some(message) = next else {
-                        break Pin::new(&mut *ws).poll_flush(cx);
-                    };
-                    match Pin::new(&mut *ws).poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {
-                            if let Err(error) = Pin::new(&mut *ws).start_send(message) {
-                                break Poll::Ready(Err(error));
-                            }
-                        }
-                        Poll::Ready(Err(error)) => break Poll::Ready(Err(error)),
-                        Poll::Pending => {
-                            unsent = Some(message);
-                            break Poll::Pending;
-                        }
-                    }
-                };
-                match written {
+                match pending.poll_written(ws, *kind, cx) {
                     Poll::Ready(Ok(())) => return Poll::Ready(Ok(())),
                     Poll::Ready(Err(_)) => return Poll::Ready(Err(Interrupted::WriteFailed)),
                     Poll::Pending => {}
