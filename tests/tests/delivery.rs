@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wse_server::{
     Admission, Close, Connection, ConnectionId, Decision, Delivery, DeliveryError, Event, Except,
-    LocalDelivery, NoArgs, Overflow, Packed, Rejection, Released, Server, Target, UserLimit,
+    Joined, LocalDelivery, NoArgs, Overflow, Packed, Presence, Profile, ProfileUpdate, Rejection,
+    Released, Server, Target, UserLimit,
 };
 use wse_tests::{Codec, QUIET, Raw, Seen, TestServer, next_event, pick, start, within};
 
@@ -419,9 +420,76 @@ impl Delivery for Recorder {
         self.local.release(connection).await
     }
 
-    async fn join(&self, connection: ConnectionId, room: &str) -> Result<bool, DeliveryError> {
+    async fn join(
+        &self,
+        connection: ConnectionId,
+        room: &str,
+        limit: Option<usize>,
+    ) -> Result<Joined, DeliveryError> {
         self.log.push(format!("join {room}"));
-        self.local.join(connection, room).await
+        self.local.join(connection, room, limit).await
+    }
+
+    async fn leave_all(&self, connection: ConnectionId) -> Result<usize, DeliveryError> {
+        self.log.push("leave all".into());
+        self.local.leave_all(connection).await
+    }
+
+    async fn join_user(&self, user_id: &str, room: &str) -> Result<bool, DeliveryError> {
+        self.log.push(format!("join {user_id} to {room}"));
+        self.local.join_user(user_id, room).await
+    }
+
+    async fn leave_user(&self, user_id: &str, room: &str) -> Result<bool, DeliveryError> {
+        self.log.push(format!("take {user_id} out of {room}"));
+        self.local.leave_user(user_id, room).await
+    }
+
+    async fn room_users(&self, room: &str) -> Result<Vec<Arc<str>>, DeliveryError> {
+        self.log.push(format!("users in {room}"));
+        self.local.room_users(room).await
+    }
+
+    async fn user_rooms(&self, user_id: &str) -> Result<Vec<Arc<str>>, DeliveryError> {
+        self.log.push(format!("rooms of {user_id}"));
+        self.local.user_rooms(user_id).await
+    }
+
+    async fn presence(&self, user_id: &str) -> Result<Option<Presence>, DeliveryError> {
+        self.log.push(format!("presence of {user_id}"));
+        self.local.presence(user_id).await
+    }
+
+    async fn profile(&self, user_id: &str) -> Result<Option<Profile>, DeliveryError> {
+        self.log.push(format!("profile of {user_id}"));
+        self.local.profile(user_id).await
+    }
+
+    async fn online(&self) -> Result<Vec<Presence>, DeliveryError> {
+        self.log.push("online".into());
+        self.local.online().await
+    }
+
+    async fn update_profile(
+        &self,
+        user_id: &str,
+        update: &ProfileUpdate,
+    ) -> Result<Option<Presence>, DeliveryError> {
+        self.log.push(format!("update the profile of {user_id}"));
+        self.local.update_profile(user_id, update).await
+    }
+
+    async fn subscribe_presence(
+        &self,
+        connection: ConnectionId,
+    ) -> Result<Option<Vec<Presence>>, DeliveryError> {
+        self.log.push("subscribe to presence".into());
+        self.local.subscribe_presence(connection).await
+    }
+
+    async fn unsubscribe_presence(&self, connection: ConnectionId) -> Result<bool, DeliveryError> {
+        self.log.push("unsubscribe from presence".into());
+        self.local.unsubscribe_presence(connection).await
     }
 
     async fn leave(&self, connection: ConnectionId, room: &str) -> Result<bool, DeliveryError> {
@@ -608,7 +676,52 @@ impl Delivery for Down {
     async fn release(&self, _: &Connection) -> Result<Released, DeliveryError> {
         Err(unavailable())
     }
-    async fn join(&self, _: ConnectionId, _: &str) -> Result<bool, DeliveryError> {
+    async fn join(
+        &self,
+        _: ConnectionId,
+        _: &str,
+        _: Option<usize>,
+    ) -> Result<Joined, DeliveryError> {
+        Err(unavailable())
+    }
+    async fn leave_all(&self, _: ConnectionId) -> Result<usize, DeliveryError> {
+        Err(unavailable())
+    }
+    async fn join_user(&self, _: &str, _: &str) -> Result<bool, DeliveryError> {
+        Err(unavailable())
+    }
+    async fn leave_user(&self, _: &str, _: &str) -> Result<bool, DeliveryError> {
+        Err(unavailable())
+    }
+    async fn room_users(&self, _: &str) -> Result<Vec<Arc<str>>, DeliveryError> {
+        Err(unavailable())
+    }
+    async fn user_rooms(&self, _: &str) -> Result<Vec<Arc<str>>, DeliveryError> {
+        Err(unavailable())
+    }
+    async fn presence(&self, _: &str) -> Result<Option<Presence>, DeliveryError> {
+        Err(unavailable())
+    }
+    async fn profile(&self, _: &str) -> Result<Option<Profile>, DeliveryError> {
+        Err(unavailable())
+    }
+    async fn online(&self) -> Result<Vec<Presence>, DeliveryError> {
+        Err(unavailable())
+    }
+    async fn update_profile(
+        &self,
+        _: &str,
+        _: &ProfileUpdate,
+    ) -> Result<Option<Presence>, DeliveryError> {
+        Err(unavailable())
+    }
+    async fn subscribe_presence(
+        &self,
+        _: ConnectionId,
+    ) -> Result<Option<Vec<Presence>>, DeliveryError> {
+        Err(unavailable())
+    }
+    async fn unsubscribe_presence(&self, _: ConnectionId) -> Result<bool, DeliveryError> {
         Err(unavailable())
     }
     async fn leave(&self, _: ConnectionId, _: &str) -> Result<bool, DeliveryError> {

@@ -51,11 +51,17 @@ pub enum ErrorCode {
     ConnectionError,
     /// `wse.server.client.connection-missing`: no such connection.
     ConnectionMissing,
+    /// `wse.server.room.forbidden` (**extension**): the server does not let this connection
+    /// join (or leave) that room.
+    RoomForbidden,
+    /// `wse.server.room.limit` (**extension**): the connection is already in as many rooms as
+    /// the server allows one connection.
+    RoomLimit,
 }
 
 impl ErrorCode {
     /// Every code, for look-ups.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::RpTimeout,
         Self::RpDisconnect,
         Self::NotReady,
@@ -74,6 +80,8 @@ impl ErrorCode {
         Self::MsgProcessingError,
         Self::ConnectionError,
         Self::ConnectionMissing,
+        Self::RoomForbidden,
+        Self::RoomLimit,
     ];
 
     /// The code as it travels on the wire.
@@ -97,6 +105,8 @@ impl ErrorCode {
             Self::MsgProcessingError => "wse.server.msg-processing-error",
             Self::ConnectionError => "wse.server.connection-error",
             Self::ConnectionMissing => "wse.server.client.connection-missing",
+            Self::RoomForbidden => "wse.server.room.forbidden",
+            Self::RoomLimit => "wse.server.room.limit",
         }
     }
 
@@ -370,6 +380,9 @@ pub enum CloseReason {
     ByClient,
     /// `wse.by-server`: the server dropped the connection or user.
     ByServer,
+    /// `wse.logout` (**extension**): the user logged out this device or all of them; clients
+    /// do not reconnect.
+    Logout,
 }
 
 impl CloseReason {
@@ -381,6 +394,7 @@ impl CloseReason {
             Self::ClientsConcurrency => "wse.clients-concurrency",
             Self::ByClient => "wse.by-client",
             Self::ByServer => "wse.by-server",
+            Self::Logout => "wse.logout",
         }
     }
 
@@ -392,6 +406,7 @@ impl CloseReason {
             Self::ClientsConcurrency,
             Self::ByClient,
             Self::ByServer,
+            Self::Logout,
         ]
         .into_iter()
         .find(|r| r.as_str() == reason)

@@ -8,6 +8,7 @@
 //! connection reads.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -21,12 +22,19 @@ use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{CallError, ErrorCode, ErrorObject, RpcError};
 use crate::frame::{self, RawFrame};
-use crate::outbox::{Outbox, TrySendError};
+use crate::outbox::{Close, Closer, Outbox, TrySendError};
 use crate::protocol::{MessageKind, PayloadError, Protocol, UnpackError};
 use crate::registry::{Registry, Started};
+
+tokio::task_local! {
+    /// The close a running procedure asked for once its answer is queued
+    /// ([`Session::close_after_answer`]).
+    static AFTER_ANSWER: Cell<Option<(Closer, Close)>>;
+}
 
 /// The context handlers receive, and where the engine reports what it does not act on.
 pub trait Context: Clone + Send + Sync + 'static {
@@ -89,6 +97,12 @@ pub enum Report<'a> {
         /// The stamp of the call that was not answered.
         stamp: Cow<'a, str>,
     },
+    /// The connection closed while a procedure was running: its future was dropped, and the
+    /// call is never answered.
+    CallCancelled {
+        /// The procedure.
+        procedure: Cow<'a, str>,
+    },
 }
 
 impl Report<'_> {
@@ -114,6 +128,9 @@ impl Report<'_> {
             },
             Self::Throttled { kind } => Report::Throttled { kind: own(kind) },
             Self::ReplyDropped { stamp } => Report::ReplyDropped { stamp: own(stamp) },
+            Self::CallCancelled { procedure } => Report::CallCancelled {
+                procedure: own(procedure),
+            },
         }
     }
 }
@@ -200,6 +217,9 @@ struct Inner<C> {
     pending: Mutex<Pending>,
     /// Permits for the other side's calls running at once.
     running: Arc<Semaphore>,
+    /// Cancelled when the session closes: the other side's running calls are dropped, and
+    /// [`Session::closed`] completes.
+    closed: CancellationToken,
     next_stamp: AtomicU64,
     config: SessionConfig,
 }
@@ -259,6 +279,35 @@ impl<C> Session<C> {
         };
         // Dropping the senders wakes every waiting call with `Disconnected`.
         drop(calls);
+        self.0.closed.cancel();
+    }
+
+    /// Completes when the session closes (at once if it has): the connection is over.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only waits.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static + use<C> {
+        self.0.closed.clone().cancelled_owned()
+    }
+
+    /// Closes the connection with `close` once the answer of the call being served is queued,
+    /// so that the caller gets its answer before the close frame. Called from a procedure of
+    /// this or any session; anywhere else, the close is asked for at once (and still follows
+    /// what was queued before it). Returns false if the connection was already closing.
+    pub fn close_after_answer(&self, close: Close) -> bool {
+        let closer = self.0.outbound.closer();
+        if closer.requested().is_some() {
+            return false;
+        }
+        let deferred = AFTER_ANSWER.try_with(|after| {
+            after.set(Some((closer.clone(), close.clone())));
+        });
+        match deferred {
+            Ok(()) => true,
+            // Not inside a spawned procedure: a procedure that finished at once is answered
+            // on the connection's own task before its writer looks at the close.
+            Err(_) => closer.request(close),
+        }
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -287,6 +336,7 @@ impl<C: Context> Session<C> {
                 calls: HashMap::new(),
             }),
             running: Arc::new(Semaphore::new(config.max_running_calls)),
+            closed: CancellationToken::new(),
             next_stamp: AtomicU64::new(0),
             config,
         }))
@@ -443,19 +493,32 @@ impl<C: Context> Session<C> {
         };
         let (ctx, procedure, stamp) = (ctx.clone(), procedure.to_owned(), stamp.to_owned());
         let (protocol, outbound) = (Arc::clone(&self.0.protocol), self.0.outbound.clone());
+        let closed = self.0.closed.clone();
         tokio::spawn(async move {
-            let result = AssertUnwindSafe(waiting)
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| Err(RpcError::panicked()));
-            let Some(frame) = answer(&*protocol, &ctx, &procedure, &stamp, result) else {
-                return;
+            let running =
+                AFTER_ANSWER.scope(Cell::new(None), AssertUnwindSafe(waiting).catch_unwind());
+            let mut running = std::pin::pin!(running);
+            let result = tokio::select! {
+                biased;
+                result = &mut running => result.unwrap_or_else(|_| Err(RpcError::panicked())),
+                () = closed.cancelled() => {
+                    // The procedure's future is dropped here, at one of its awaits.
+                    drop(running);
+                    ctx.report(Report::CallCancelled { procedure: procedure.into() });
+                    return;
+                }
             };
-            // Waiting here is bounded: this task holds one of `max_running_calls` permits.
-            if outbound.send(frame).await.is_err() {
-                ctx.report(Report::ReplyDropped {
-                    stamp: stamp.into(),
-                });
+            let close_after = running.as_mut().take_value().and_then(Cell::into_inner);
+            if let Some(frame) = answer(&*protocol, &ctx, &procedure, &stamp, result) {
+                // Waiting here is bounded: this task holds one of `max_running_calls` permits.
+                if outbound.send(frame).await.is_err() {
+                    ctx.report(Report::ReplyDropped {
+                        stamp: stamp.into(),
+                    });
+                }
+            }
+            if let Some((closer, close)) = close_after {
+                closer.request(close);
             }
             drop(permit);
         });

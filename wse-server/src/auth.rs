@@ -1,5 +1,6 @@
 //! Who may connect: the identify step, challenge-response hooks and the built-in HMAC challenge.
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use wse_core::HmacQuest;
 
 use crate::connection::ConnectionId;
+use crate::presence::Profile;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -45,32 +47,95 @@ pub struct Answered {
 }
 
 /// The identify step's verdict.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Decision {
-    /// Accept the connection as user `user_id` (the "cid"; it need not equal the identity) and
-    /// send `welcome` in `~wse:welcome`.
-    Accept {
-        /// The user this connection belongs to. An empty id refuses the connection.
-        user_id: String,
-        /// The welcome payload.
-        welcome: Value,
-    },
+    /// Accept the connection: as whom, with which welcome, and what it carries.
+    Accept(Box<Accept>),
     /// Refuse: the connection is closed with 1000 `wse.not-authorized`.
     Refuse,
+}
+
+/// An accepted connection's user, welcome, typed data and profile.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Accept {
+    /// The user this connection belongs to (the "cid"; it need not equal the identity). An
+    /// empty id refuses the connection.
+    pub user_id: String,
+    /// The payload of `~wse:welcome`.
+    pub welcome: Value,
+    /// What [`Connection::data`](crate::Connection::data) hands every handler.
+    pub(crate) data: Option<ConnectionData>,
+    /// The user's profile, when this connection brings the user online.
+    pub(crate) profile: Profile,
+}
+
+/// Typed data attached to a connection at accept.
+pub(crate) type ConnectionData = Arc<dyn Any + Send + Sync>;
+
+impl fmt::Debug for Accept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Accept")
+            .field("user_id", &self.user_id)
+            .field("welcome", &self.welcome)
+            .field("data", &self.data.is_some())
+            .field("profile", &self.profile)
+            .finish()
+    }
 }
 
 impl Decision {
     /// Accept as `user_id` with `welcome` data.
     pub fn accept(user_id: impl Into<String>, welcome: Value) -> Self {
-        Self::Accept {
+        Self::Accept(Box::new(Accept {
             user_id: user_id.into(),
             welcome,
-        }
+            data: None,
+            profile: Profile::default(),
+        }))
     }
 
     /// Refuse the connection.
     pub fn refuse() -> Self {
         Self::Refuse
+    }
+
+    /// Attaches `data` to the accepted connection (the user's role, say, parsed once from the
+    /// identity): every handler reads it with [`Connection::data`](crate::Connection::data).
+    /// Nothing to do on a refusal.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use wse_server::{Connection, Decision, NoArgs, Server};
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// enum Role { Reader, Admin }
+    ///
+    /// let server = Server::builder(|hs| async move {
+    ///     let role = if hs.identity == "root" { Role::Admin } else { Role::Reader };
+    ///     Decision::accept("someone", json!({})).with_data(role)
+    /// })
+    /// .build();
+    /// server.register("is_admin", |conn: Connection, NoArgs| async move {
+    ///     Ok(conn.data::<Role>() == Some(&Role::Admin))
+    /// }).unwrap();
+    /// ```
+    pub fn with_data<T: Any + Send + Sync>(mut self, data: T) -> Self {
+        if let Self::Accept(accept) = &mut self {
+            accept.data = Some(Arc::new(data));
+        }
+        self
+    }
+
+    /// The user's public profile, taken when this connection brings the user online (a user
+    /// already online keeps its profile: change it with
+    /// [`Server::update_profile`](crate::Server::update_profile)). Default: no alias,
+    /// available, no public data. Nothing to do on a refusal.
+    pub fn with_profile(mut self, profile: Profile) -> Self {
+        if let Self::Accept(accept) = &mut self {
+            accept.profile = profile;
+        }
+        self
     }
 }
 

@@ -1,15 +1,21 @@
 //! [`Builder`]: every setting of a [`Server`], each with its documented default.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use wse_core::outbox::Close;
 use wse_core::transport::Heartbeat;
 use wse_core::{Json, Protocol, SessionConfig};
 
 use crate::auth::{Challenge, Decision, Handshake, Identify};
+use crate::builtin::{Builtins, DirectMessages, Logout, PresenceProcedures, RoomProcedures};
+use crate::connection::Connection;
 use crate::delivery::{Delivery, LocalDelivery, Overflow, UserLimit};
 use crate::limits::{AuthFailureLimit, RateLimit};
 use crate::server::Server;
@@ -51,7 +57,17 @@ pub struct Builder {
     pub(crate) config: Config,
     pub(crate) events_capacity: usize,
     pub(crate) delivery: Option<WrapDelivery>,
+    pub(crate) state: StateMap,
+    pub(crate) on_disconnect: Option<OnDisconnect>,
+    pub(crate) builtins: Builtins,
 }
+
+/// The application's state, by type.
+pub(crate) type StateMap = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
+
+/// The hook run after a connection ended.
+pub(crate) type OnDisconnect =
+    Arc<dyn Fn(Connection, Close) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Makes the delivery engine from this node's local index.
 pub(crate) type WrapDelivery = Box<dyn FnOnce(LocalDelivery) -> Box<dyn Delivery> + Send>;
@@ -105,6 +121,9 @@ impl Builder {
             },
             events_capacity: 1024,
             delivery: None,
+            state: StateMap::new(),
+            on_disconnect: None,
+            builtins: Builtins::default(),
         }
     }
 
@@ -323,7 +342,77 @@ impl Builder {
         self
     }
 
+    /// Shares `state` with every handler, which reads it with
+    /// [`Connection::state`] (or [`Server::state`]): the application's database pool or
+    /// configuration, without a global. One value per type; a second of the same type
+    /// replaces the first.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use serde_json::json;
+    /// use wse_server::{Connection, Decision, NoArgs, RpcError, Server};
+    ///
+    /// #[derive(Default)]
+    /// struct Counter(AtomicU64);
+    ///
+    /// let server = Server::builder(|_| async { Decision::accept("ann", json!({})) })
+    ///     .state(Counter::default())
+    ///     .build();
+    /// server.register("count", |conn: Connection, NoArgs| async move {
+    ///     let counter = conn.state::<Counter>().ok_or_else(|| RpcError::unexpected("no counter"))?;
+    ///     Ok(counter.0.fetch_add(1, Ordering::Relaxed) + 1)
+    /// }).unwrap();
+    /// ```
+    pub fn state<T: Any + Send + Sync>(mut self, state: T) -> Self {
+        self.state.insert(TypeId::of::<T>(), Arc::new(state));
+        self
+    }
+
+    /// Runs `hook` after each accepted connection ended, with the close it ended with (ours
+    /// when this side closed, the peer's otherwise, 1006 when the socket just ended): it is
+    /// out of its user, its rooms and presence by then, and its running procedures were
+    /// cancelled. It runs on the connection's task, which [`Server::shutdown`] waits for.
+    pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Connection, Close) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_disconnect = Some(Arc::new(move |connection, close| {
+            Box::pin(hook(connection, close))
+        }));
+        self
+    }
+
+    /// Switches on the room procedures (`rooms.join`, `rooms.leave`, `rooms.mine`); see
+    /// [`RoomProcedures`]. Default: off.
+    pub fn room_procedures(mut self, rooms: RoomProcedures) -> Self {
+        self.builtins.rooms = Some(rooms);
+        self
+    }
+
+    /// Switches on the presence procedures (`presence.subscribe`, `presence.unsubscribe`,
+    /// `presence.online`); see [`PresenceProcedures`]. Default: off.
+    pub fn presence_procedures(mut self, presence: PresenceProcedures) -> Self {
+        self.builtins.presence = Some(presence);
+        self
+    }
+
+    /// Switches on private messages (`dm.send`); see [`DirectMessages`]. Default: off.
+    pub fn direct_messages(mut self, direct_messages: DirectMessages) -> Self {
+        self.builtins.direct_messages = Some(direct_messages);
+        self
+    }
+
+    /// Switches on the logout procedure (`logout`); see [`Logout`]. Default: off.
+    pub fn logout(mut self, logout: Logout) -> Self {
+        self.builtins.logout = Some(logout);
+        self
+    }
+
     /// The server.
+    ///
+    /// # Panics
+    /// If two built-in procedures were given one name, or an empty or reserved one.
     pub fn build(self) -> Server {
         Server::new(self)
     }

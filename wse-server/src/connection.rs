@@ -3,6 +3,7 @@
 //! The task behind it (upgrade, handshake, serving, closing) is in `task.rs` and
 //! `handshake.rs`; the socket itself is driven by `wse_core::transport::Link`.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +18,9 @@ use wse_core::outbox::{Close, Closer};
 use wse_core::transport::SLOW_CONSUMER;
 use wse_core::{CallError, Context, Report, SendError, Session, close_code};
 
+use crate::auth::ConnectionData;
 use crate::events::{Event, ServerError};
+use crate::presence::Profile;
 use crate::server::Server;
 use crate::serving::Listener;
 
@@ -151,6 +154,10 @@ pub struct Connection(pub(crate) Arc<Inner>);
 pub(crate) struct Inner {
     pub(crate) id: ConnectionId,
     pub(crate) user_id: Arc<str>,
+    /// What identify attached ([`Decision::with_data`](crate::Decision::with_data)).
+    pub(crate) data: Option<ConnectionData>,
+    /// The profile identify gave, taken if this connection brings its user online.
+    pub(crate) profile: Profile,
     pub(crate) identity: Value,
     pub(crate) meta: Value,
     pub(crate) remote_addr: SocketAddr,
@@ -214,6 +221,24 @@ impl Connection {
         &self.0.meta
     }
 
+    /// The data identify attached with [`Decision::with_data`](crate::Decision::with_data),
+    /// if it is a `T`.
+    pub fn data<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.0.data.as_deref()?.downcast_ref()
+    }
+
+    /// The application state of type `T` given to
+    /// [`Builder::state`](crate::Builder::state), shared by every handler.
+    pub fn state<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.0.server.state()
+    }
+
+    /// The profile identify gave this connection; its user's current profile is
+    /// [`Server::profile`].
+    pub(crate) fn profile(&self) -> &Profile {
+        &self.0.profile
+    }
+
     /// The peer's socket address.
     pub fn remote_addr(&self) -> SocketAddr {
         self.0.remote_addr
@@ -246,6 +271,41 @@ impl Connection {
     /// Whether the connection is closing or closed.
     pub fn is_closed(&self) -> bool {
         self.0.close.requested().is_some() || self.0.session.is_closed()
+    }
+
+    /// Completes when the connection has ended (at once if it has): its calls to this device
+    /// have failed, the procedures it was running have been cancelled, and it is out of its
+    /// user, its rooms and presence once the delivery engine has released it.
+    ///
+    /// ```
+    /// use wse_server::{Connection, Decision, Server};
+    ///
+    /// let server = Server::builder(|_| async { Decision::refuse() }).build();
+    /// server.on("watch", |conn: Connection, ticker: String| {
+    ///     let conn = conn.clone();
+    ///     tokio::spawn(async move {
+    ///         // Work that lives as long as the device does.
+    ///         conn.closed().await;
+    ///         println!("{} stopped watching {ticker}", conn.user_id());
+    ///     });
+    /// }).unwrap();
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only waits.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
+        self.0.session.closed()
+    }
+
+    /// Closes the connection with code 1000 and `reason` once the answer of the procedure
+    /// being served is queued, so the caller gets its answer before the close (what the
+    /// built-in logout does). Outside a procedure, the same as [`Connection::close`]. Returns
+    /// false if it was already closing.
+    pub fn close_after_answer(&self, reason: impl Into<String>) -> bool {
+        self.0.session.close_after_answer(Close::new(
+            close_code::NORMAL,
+            fit_close_reason(reason.into()),
+        ))
     }
 
     /// Sends the one-way message `[kind, payload, null]` to this device.

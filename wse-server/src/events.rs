@@ -161,6 +161,13 @@ pub enum ServerError {
         /// The message type or procedure.
         kind: String,
     },
+    /// The connection closed while a procedure was running for it: the procedure's future
+    /// was dropped and the call never answered.
+    #[error("call of {procedure:?} cancelled: the connection closed")]
+    CallCancelled {
+        /// The procedure.
+        procedure: String,
+    },
     /// The delivery engine failed to do something for this connection (take it out of its
     /// user after it closed, say).
     #[error(transparent)]
@@ -184,6 +191,7 @@ impl ServerError {
             Self::InvalidPayload { .. } => ErrorCode::RpInvalidPayload,
             Self::UnmatchedResponse { .. } => ErrorCode::ProtocolViolation,
             Self::TooManyCalls { .. } => ErrorCode::RpTooManyCalls,
+            Self::CallCancelled { .. } => ErrorCode::RpDisconnect,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
         }
     }
@@ -221,6 +229,9 @@ impl Event {
             },
             Report::Throttled { kind } => ServerError::RateLimited {
                 kind: kind.into_owned(),
+            },
+            Report::CallCancelled { procedure } => ServerError::CallCancelled {
+                procedure: procedure.into_owned(),
             },
             other => ServerError::Other(format!("{other:?}")),
         };

@@ -22,7 +22,7 @@ use wse_core::outbox::Close;
 use wse_core::transport::{Incoming, Link, message_data};
 use wse_core::{CloseReason, MessageKind, Protocol, Session, close_code};
 
-use crate::auth::{Answered, Decision, Handshake};
+use crate::auth::{Accept, Answered, Decision, Handshake};
 use crate::connection::{Connection, ConnectionId, Inner};
 use crate::delivery::Admission;
 use crate::events::{Event, Rejection};
@@ -171,10 +171,8 @@ where
         }),
         Some((codec, _)) => handshake(shared, &mut link, codec, id, remote_addr, deadline).await,
     };
-    let (codec, codec_name, handshake, user_id, welcome) = match (codec, outcome) {
-        (Some((codec, name)), Ok((handshake, user_id, welcome))) => {
-            (codec, name, handshake, user_id, welcome)
-        }
+    let (codec, codec_name, handshake, accept) = match (codec, outcome) {
+        (Some((codec, name)), Ok((handshake, accept))) => (codec, name, handshake, accept),
         (_, outcome) => {
             let reason = outcome.err().unwrap_or(Rejection::Gone);
             reject(server, link, remote_addr, reason).await;
@@ -188,9 +186,17 @@ where
         Arc::clone(&shared.registry),
         shared.config.session,
     );
+    let Accept {
+        user_id,
+        welcome,
+        data,
+        profile,
+    } = *accept;
     let connection = Connection(Arc::new(Inner {
         id,
         user_id: Arc::from(user_id),
+        data,
+        profile,
         identity: handshake.identity,
         meta: handshake.meta,
         remote_addr,
@@ -316,7 +322,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     connection_id: ConnectionId,
     remote_addr: SocketAddr,
     deadline: Instant,
-) -> Result<(Handshake, String, Value), Rejection> {
+) -> Result<(Handshake, Box<Accept>), Rejection> {
     let hi = expect_frame(link, codec, frame::HI, deadline).await?;
     let hi: Hi = codec
         .decode(&hi)
@@ -361,9 +367,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(interrupted)?
     {
-        Decision::Accept { user_id, welcome } if !user_id.is_empty() => {
-            Ok((handshake, user_id, welcome))
-        }
+        Decision::Accept(accept) if !accept.user_id.is_empty() => Ok((handshake, accept)),
         _ => Err(Rejection::NotAuthorized),
     }
 }

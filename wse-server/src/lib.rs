@@ -59,24 +59,31 @@
 
 mod auth;
 mod builder;
+mod builtin;
 mod connection;
 mod delivery;
 mod events;
 mod handshake;
 mod limits;
+mod presence;
 mod server;
 mod serving;
 mod task;
 
-pub use auth::{Answered, Challenge, Decision, Handshake, HmacChallenge};
+pub use auth::{Accept, Answered, Challenge, Decision, Handshake, HmacChallenge};
 pub use builder::Builder;
+pub use builtin::{
+    DM_MESSAGE, DirectMessage, DirectMessages, Logout, PresenceProcedures, RoomAction,
+    RoomProcedures,
+};
 pub use connection::{Connection, ConnectionId, NodeId, ParseIdError};
 pub use delivery::{
-    Admission, Delivery, DeliveryError, Except, LocalDelivery, Overflow, Packed, Released, Target,
-    UserLimit,
+    Admission, Delivery, DeliveryError, Except, Joined, LocalDelivery, Overflow, Packed, Released,
+    Target, UserLimit,
 };
 pub use events::{Event, Events, Rejection, ServerError};
 pub use limits::{AuthFailureLimit, RATE_LIMITED, RateLimit};
+pub use presence::{PRESENCE_MESSAGE, Presence, Profile, ProfileUpdate};
 pub use server::{Recipients, Server};
 pub use serving::Serving;
 

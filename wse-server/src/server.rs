@@ -2,6 +2,7 @@
 //! and everyone, and what is known of users, connections and rooms, all through the delivery
 //! seam. Its settings are in `builder.rs`; binding and shutdown in `serving.rs`.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -14,11 +15,14 @@ use wse_core::outbox::Close;
 use wse_core::{CloseReason, Protocol, RegisterError, Registry, RpcError, SendError, close_code};
 
 use crate::auth::{Challenge, Identify};
-use crate::builder::{Builder, Config};
+use crate::builder::{Builder, Config, OnDisconnect, StateMap};
 use crate::connection::{Connection, ConnectionId, NodeId};
-use crate::delivery::{Delivery, DeliveryError, Except, LocalDelivery, Packed, Released, Target};
+use crate::delivery::{
+    Delivery, DeliveryError, Except, Joined, LocalDelivery, Packed, Released, Target,
+};
 use crate::events::{Event, EventHub, Events, ServerError};
 use crate::limits::Gate;
+use crate::presence::{Presence, Profile, ProfileUpdate};
 use crate::serving::Tasks;
 
 /// A WSE server: procedures, message handlers, users and their connections. A cheap handle:
@@ -47,6 +51,10 @@ pub(crate) struct Shared {
     pub(crate) delivery: Box<dyn Delivery>,
     /// The delivery engine's start, done once before the first connection is served.
     started: OnceCell<()>,
+    /// The application's state, by type ([`Builder::state`]).
+    state: StateMap,
+    /// Runs after each accepted connection ended ([`Builder::on_disconnect`]).
+    pub(crate) on_disconnect: Option<OnDisconnect>,
     events: Arc<EventHub>,
     node: NodeId,
     next_id: AtomicU64,
@@ -91,16 +99,26 @@ impl Server {
         Builder::new(identify)
     }
 
+    /// # Panics
+    /// If two built-in procedures share a name, or one has an empty or reserved name.
     pub(crate) fn new(builder: Builder) -> Self {
-        let local = LocalDelivery::new();
+        let codec_names: Vec<Arc<str>> =
+            builder.codecs.iter().map(|c| Arc::from(c.name())).collect();
+        let local = LocalDelivery::new(
+            codec_names
+                .iter()
+                .cloned()
+                .zip(builder.codecs.iter().cloned()),
+        );
         let delivery = match builder.delivery {
             Some(wrap) => wrap(local.clone()),
             None => Box::new(local.clone()),
         };
         let config = builder.config;
-        Server(Arc::new(Shared {
+        let builtins = builder.builtins;
+        let server = Server(Arc::new(Shared {
             config,
-            codec_names: builder.codecs.iter().map(|c| Arc::from(c.name())).collect(),
+            codec_names,
             codecs: builder.codecs,
             identify: builder.identify,
             challenge: builder.challenge,
@@ -113,13 +131,30 @@ impl Server {
             local,
             delivery,
             started: OnceCell::new(),
+            state: builder.state,
+            on_disconnect: builder.on_disconnect,
             events: Arc::new(EventHub::new(builder.events_capacity)),
             node: NodeId::random(),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             stop: watch::Sender::new(false),
             tasks: Arc::default(),
-        }))
+        }));
+        if let Err(error) = builtins.install(&server) {
+            panic!("the built-in procedures' names collide: {error}");
+        }
+        server
+    }
+
+    /// The delivery seam.
+    pub(crate) fn delivery(&self) -> &dyn Delivery {
+        &*self.0.delivery
+    }
+
+    /// The application state of type `T` given to [`Builder::state`], shared by every
+    /// handler.
+    pub fn state<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.0.state.get(&TypeId::of::<T>())?.downcast_ref()
     }
 
     pub(crate) fn shared(&self) -> &Shared {
@@ -378,7 +413,8 @@ impl Server {
         self.to_user(user_id).disconnect(reason)
     }
 
-    /// Puts connection `id` in `room`; `Ok(false)` when it was there already or is not open.
+    /// Puts connection `id` in `room` by its own join; `Ok(false)` when it had joined it
+    /// already or is not open.
     ///
     /// # Errors
     /// [`DeliveryError::Unavailable`] when the delivery engine failed.
@@ -387,11 +423,13 @@ impl Server {
     /// With the default delivery, it is done before the first poll returns; a backplane's
     /// round trip may or may not complete once the future is dropped.
     pub async fn join(&self, id: ConnectionId, room: &str) -> Result<bool, DeliveryError> {
-        self.0.delivery.join(id, room).await
+        let joined = self.0.delivery.join(id, room, None).await?;
+        Ok(joined == Joined::Now)
     }
 
-    /// Takes connection `id` out of `room`; `Ok(false)` when it was not in it. A room left
-    /// empty is gone.
+    /// Ends connection `id`'s own membership of `room`; `Ok(false)` when it had not joined
+    /// it. It stays in the room while its user is in it as a whole. A room left empty is
+    /// gone.
     ///
     /// # Errors
     /// [`DeliveryError::Unavailable`] when the delivery engine failed.
@@ -400,6 +438,116 @@ impl Server {
     /// As [`Server::join`].
     pub async fn leave(&self, id: ConnectionId, room: &str) -> Result<bool, DeliveryError> {
         self.0.delivery.leave(id, room).await
+    }
+
+    /// Ends every own membership of connection `id`; returns how many.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// As [`Server::join`].
+    pub async fn leave_all(&self, id: ConnectionId) -> Result<usize, DeliveryError> {
+        self.0.delivery.leave_all(id).await
+    }
+
+    /// Puts `user_id` in `room` as a whole: all its devices, and each device it connects
+    /// while it stays online (a user that goes offline leaves its rooms). `Ok(false)` when
+    /// it is not online or is in the room already. A send to the room reaches each device
+    /// once, even one that joined by itself too.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// As [`Server::join`].
+    pub async fn join_user(&self, user_id: &str, room: &str) -> Result<bool, DeliveryError> {
+        self.0.delivery.join_user(user_id, room).await
+    }
+
+    /// Ends `user_id`'s membership of `room` as a whole; devices that joined by themselves
+    /// stay. `Ok(false)` when it was not in it.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// As [`Server::join`].
+    pub async fn leave_user(&self, user_id: &str, room: &str) -> Result<bool, DeliveryError> {
+        self.0.delivery.leave_user(user_id, room).await
+    }
+
+    /// The rooms `user_id` joined as a whole.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only asks.
+    pub async fn user_rooms(&self, user_id: &str) -> Result<Vec<Arc<str>>, DeliveryError> {
+        self.0.delivery.user_rooms(user_id).await
+    }
+
+    /// The users with at least one connection in `room`, sorted.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only asks.
+    pub async fn room_users(&self, room: &str) -> Result<Vec<Arc<str>>, DeliveryError> {
+        self.0.delivery.room_users(room).await
+    }
+
+    /// What others see of `user_id`: online, device count, alias and version (offline when
+    /// it is unavailable), or `None` when it is not online.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only asks.
+    pub async fn presence(&self, user_id: &str) -> Result<Option<Presence>, DeliveryError> {
+        self.0.delivery.presence(user_id).await
+    }
+
+    /// The available online users, sorted by id.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only asks.
+    pub async fn online(&self) -> Result<Vec<Presence>, DeliveryError> {
+        self.0.delivery.online().await
+    }
+
+    /// `user_id`'s profile, when it is online.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only asks.
+    pub async fn profile(&self, user_id: &str) -> Result<Option<Profile>, DeliveryError> {
+        self.0.delivery.profile(user_id).await
+    }
+
+    /// Changes `user_id`'s alias or availability; a change others see takes a new version
+    /// and reaches the presence subscribers. Returns what others see now, or `None` when the
+    /// user is not online.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the delivery engine failed.
+    ///
+    /// # Cancel safety
+    /// As [`Server::join`].
+    pub async fn update_profile(
+        &self,
+        user_id: &str,
+        update: &ProfileUpdate,
+    ) -> Result<Option<Presence>, DeliveryError> {
+        self.0.delivery.update_profile(user_id, update).await
     }
 
     /// The users with at least one open connection.
@@ -440,7 +588,7 @@ impl Server {
             .collect())
     }
 
-    /// The connections in `room`.
+    /// The connections in `room`, whichever way they joined.
     ///
     /// # Errors
     /// [`DeliveryError::Unavailable`] when the delivery engine failed.
@@ -451,7 +599,7 @@ impl Server {
         self.0.delivery.members(room).await
     }
 
-    /// The rooms connection `id` is in.
+    /// The rooms connection `id` is in, by its own join or its user's.
     ///
     /// # Errors
     /// [`DeliveryError::Unavailable`] when the delivery engine failed.

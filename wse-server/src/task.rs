@@ -83,12 +83,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Open<S> {
         server.emit(Event::Disconnected {
             connection: connection.clone(),
             code: close.code,
-            reason: close.reason,
+            reason: close.reason.clone(),
         });
         if left {
             server.emit(Event::Left {
                 user_id: Arc::clone(connection.user_arc()),
             });
+        }
+        if let Some(on_disconnect) = &server.shared().on_disconnect {
+            on_disconnect(connection.clone(), close).await;
         }
     }
 }

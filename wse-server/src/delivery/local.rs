@@ -2,37 +2,66 @@
 //! [`Delivery`].
 //!
 //! One lock guards every map, so that a membership change is one step: a room join racing a
-//! disconnect never leaves a closed connection in the room, and an empty room is gone. Its
-//! critical sections only touch the maps: frames are queued, connections closed and user
-//! code run after it is released.
+//! disconnect never leaves a closed connection in the room, an empty room is gone, and a user
+//! with no device left is gone with its rooms and its presence. Its critical sections only
+//! touch the maps and queue frames (presence changes, which must reach each subscriber in the
+//! order of their versions): connections are closed and user code runs after it is released.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use wse_core::CloseReason;
 use wse_core::outbox::{Close, Outbox, TrySendError};
+use wse_core::{CloseReason, Protocol};
 
 use super::{
-    Admission, Delivery, DeliveryError, Except, Overflow, Packed, Released, Target, UserLimit,
+    Admission, Delivery, DeliveryError, Except, Joined, Overflow, Packed, Released, Target,
+    UserLimit,
 };
 use crate::connection::{Connection, ConnectionId};
+use crate::presence::{PRESENCE_MESSAGE, Presence, Profile, ProfileUpdate, SUBSCRIBERS};
 
 /// This node's users, connections and rooms: delivery to the connections of this node. A
 /// cheap handle; clones share the index.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LocalDelivery {
     index: Arc<RwLock<Index>>,
+    /// The server's codecs, for the presence changes queued under the index's lock.
+    codecs: Arc<Codecs>,
 }
 
 #[derive(Default)]
 struct Index {
     /// Every listed connection, with the rooms it is in.
     connections: HashMap<ConnectionId, Listed>,
-    /// Each user's connections, oldest first.
-    users: HashMap<Arc<str>, Vec<ConnectionId>>,
-    /// Each room's connections; a room with none is not here.
+    /// Every online user: its connections, its rooms and its presence.
+    users: HashMap<Arc<str>, Online>,
+    /// Each room's connections, whichever way they joined; a room with none is not here.
     rooms: HashMap<Arc<str>, HashSet<ConnectionId>>,
+    /// The last presence version given out: every change takes the next, so that versions
+    /// of one user grow even across its going offline and coming back.
+    version: u64,
+}
+
+/// One online user.
+struct Online {
+    /// Its connections, oldest first.
+    devices: Vec<ConnectionId>,
+    /// The rooms the user joined as a whole: each of its devices is in them, and each
+    /// device that connects later joins them.
+    rooms: Vec<Arc<str>>,
+    profile: Profile,
+    version: u64,
+}
+
+impl Online {
+    fn seen(&self, user: &Arc<str>) -> Presence {
+        Presence::seen(user, self.devices.len(), &self.profile, self.version)
+    }
+
+    fn visible(&self) -> bool {
+        !self.devices.is_empty() && self.profile.is_available()
+    }
 }
 
 struct Listed {
@@ -41,7 +70,15 @@ struct Listed {
     /// touches as little of each as it can.
     outbox: Outbox,
     codec: Arc<str>,
-    rooms: Vec<Arc<str>>,
+    rooms: Vec<Membership>,
+}
+
+/// How a connection is in a room: by its own join, through its user's, or both. It is in the
+/// room's set once either way, so a send to the room reaches it once.
+struct Membership {
+    room: Arc<str>,
+    own: bool,
+    through_user: bool,
 }
 
 /// What queuing a frame for one connection did.
@@ -78,24 +115,144 @@ impl fmt::Debug for LocalDelivery {
     }
 }
 
-impl Index {
-    /// Takes `id` out of every map; the connection when it was listed, and whether its user
-    /// has no connection left.
-    fn unlist(&mut self, id: ConnectionId) -> Option<(Connection, bool)> {
-        let listed = self.connections.remove(&id)?;
-        for room in &listed.rooms {
-            remove_member(&mut self.rooms, room, id);
+/// What a change of the index leaves to do once the lock is released: connections to close.
+#[derive(Default)]
+struct Aftermath {
+    /// Presence subscribers whose queue was full.
+    slow: Vec<Connection>,
+}
+
+impl Aftermath {
+    fn finish(self) {
+        for connection in self.slow {
+            connection.slow_consumer();
         }
-        let user_id = listed.connection.user_id();
-        let mut left = false;
-        if let Some(devices) = self.users.get_mut(user_id) {
-            devices.retain(|device| *device != id);
-            left = devices.is_empty();
-            if left {
-                self.users.remove(user_id);
+    }
+}
+
+impl Index {
+    fn next_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    /// Takes `id` out of its rooms, its user's devices and the index; its user's presence is
+    /// left for [`Index::settle`].
+    fn unlist(&mut self, id: ConnectionId) -> Option<Connection> {
+        let listed = self.connections.remove(&id)?;
+        for membership in &listed.rooms {
+            remove_member(&mut self.rooms, &membership.room, id);
+        }
+        if let Some(online) = self.users.get_mut(listed.connection.user_id()) {
+            online.devices.retain(|device| *device != id);
+        }
+        Some(listed.connection)
+    }
+
+    /// Gives `user_id`'s presence a new version after its devices or profile changed (it was
+    /// visible before when `was_visible`), tells the subscribers when the change is visible,
+    /// and takes a user with no device left out. Returns whether the user is offline now.
+    fn settle(
+        &mut self,
+        user_id: &str,
+        was_visible: bool,
+        codecs: &Codecs,
+        after: &mut Aftermath,
+    ) -> bool {
+        let version = self.next_version();
+        let Some(online) = self.users.get_mut(user_id) else {
+            return true;
+        };
+        online.version = version;
+        let gone = online.devices.is_empty();
+        let Some((user, online)) = self.users.get_key_value(user_id) else {
+            return true;
+        };
+        let seen = online.seen(user);
+        if gone {
+            self.users.remove(user_id);
+        }
+        if was_visible || seen.online {
+            self.announce(&seen, codecs, after);
+        }
+        gone
+    }
+
+    /// Queues a presence change for every subscriber, under the lock that made it, so that
+    /// each subscriber gets one user's changes in the order of their versions.
+    fn announce(&self, seen: &Presence, codecs: &Codecs, after: &mut Aftermath) {
+        let Some(subscribers) = self.rooms.get(SUBSCRIBERS) else {
+            return;
+        };
+        let packed = match Packed::encode_named(
+            codecs.iter().map(|(n, c)| (n, c)),
+            PRESENCE_MESSAGE,
+            seen,
+        ) {
+            Ok(packed) => packed,
+            Err(error) => {
+                tracing::error!(%error, "a presence change does not encode");
+                return;
+            }
+        };
+        for id in subscribers {
+            if let Some(listed) = self.connections.get(id)
+                && let Queued::Full = listed.queue(&packed)
+            {
+                after.slow.push(listed.connection.clone());
             }
         }
-        Some((listed.connection, left))
+    }
+
+    /// Puts connection `id` in `room`, by its own join (`own`) or its user's; returns whether
+    /// that way of membership is new.
+    fn add_member(&mut self, id: ConnectionId, room: &Arc<str>, own: bool) -> bool {
+        let Some(listed) = self.connections.get_mut(&id) else {
+            return false;
+        };
+        let membership = match listed.rooms.iter_mut().find(|m| m.room == *room) {
+            Some(membership) => membership,
+            None => {
+                listed.rooms.push(Membership {
+                    room: Arc::clone(room),
+                    own: false,
+                    through_user: false,
+                });
+                self.rooms.entry(Arc::clone(room)).or_default().insert(id);
+                listed.rooms.last_mut().expect("just pushed")
+            }
+        };
+        let way = if own {
+            &mut membership.own
+        } else {
+            &mut membership.through_user
+        };
+        !std::mem::replace(way, true)
+    }
+
+    /// Ends connection `id`'s membership of `room` by its own join (`own`) or its user's; it
+    /// leaves the room when no way is left. Returns whether that way of membership was there.
+    fn remove_way(&mut self, id: ConnectionId, room: &str, own: bool) -> bool {
+        let Some(listed) = self.connections.get_mut(&id) else {
+            return false;
+        };
+        let Some(at) = listed.rooms.iter().position(|m| &*m.room == room) else {
+            return false;
+        };
+        let membership = &mut listed.rooms[at];
+        let way = if own {
+            &mut membership.own
+        } else {
+            &mut membership.through_user
+        };
+        if !std::mem::replace(way, false) {
+            return false;
+        }
+        if !membership.own && !membership.through_user {
+            listed.rooms.swap_remove(at);
+            remove_member(&mut self.rooms, room, id);
+        }
+        true
     }
 
     /// Calls `each` for every listed connection of `target` that `except` does not skip,
@@ -128,7 +285,7 @@ impl Index {
                 .users
                 .get(user_id)
                 .into_iter()
-                .flatten()
+                .flat_map(|online| &online.devices)
                 .for_each(visit_id),
             Target::Room(room) => self
                 .rooms
@@ -159,10 +316,16 @@ fn remove_member(
     }
 }
 
+/// The codecs presence changes are encoded with, each under its name.
+type Codecs = [(Arc<str>, Arc<dyn Protocol>)];
+
 impl LocalDelivery {
-    /// An empty index.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty index whose presence changes are encoded with `codecs`.
+    pub(crate) fn new(codecs: impl IntoIterator<Item = (Arc<str>, Arc<dyn Protocol>)>) -> Self {
+        Self {
+            index: Arc::default(),
+            codecs: codecs.into_iter().collect(),
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Index> {
@@ -197,17 +360,20 @@ impl LocalDelivery {
         recipients
     }
 
-    /// Lists `connection` under its user within `limit`; see [`Delivery::admit`].
+    /// Lists `connection` under its user within `limit`; see [`Delivery::admit`]. A user's
+    /// first connection brings its profile ([`Connection::profile`]).
     pub fn admit_now(&self, connection: &Connection, limit: UserLimit) -> Admission {
+        let mut after = Aftermath::default();
         let (joined, evicted) = {
             let mut index = self.write();
+            let user_id = connection.user_arc();
             if limit.overflow == Overflow::RefuseNewest {
                 // A device already closing (its peer gone, say) does not hold a place.
                 let open = index
                     .users
-                    .get(connection.user_id())
+                    .get(user_id)
                     .into_iter()
-                    .flatten()
+                    .flat_map(|online| &online.devices)
                     .filter(|id| {
                         index
                             .connections
@@ -219,8 +385,9 @@ impl LocalDelivery {
                     return Admission::Refused;
                 }
             }
+            let id = connection.id();
             index.connections.insert(
-                connection.id(),
+                id,
                 Listed {
                     connection: connection.clone(),
                     outbox: connection.session().outbox().clone(),
@@ -228,20 +395,33 @@ impl LocalDelivery {
                     rooms: Vec::new(),
                 },
             );
-            let devices = index
+            let online = index
                 .users
-                .entry(Arc::clone(connection.user_arc()))
-                .or_default();
-            let joined = devices.is_empty();
-            devices.push(connection.id());
-            let excess = devices.len().saturating_sub(limit.max.max(1));
-            let evicted: Vec<ConnectionId> = devices.drain(..excess).collect();
+                .entry(Arc::clone(user_id))
+                .or_insert_with(|| Online {
+                    devices: Vec::new(),
+                    rooms: Vec::new(),
+                    profile: connection.profile().clone(),
+                    version: 0,
+                });
+            let joined = online.devices.is_empty();
+            let was_visible = online.visible();
+            online.devices.push(id);
+            let excess = online.devices.len().saturating_sub(limit.max.max(1));
+            let evicted: Vec<ConnectionId> = online.devices.drain(..excess).collect();
+            let user_rooms = online.rooms.clone();
+            for room in &user_rooms {
+                index.add_member(id, room, false);
+            }
             let evicted: Vec<Connection> = evicted
                 .into_iter()
-                .filter_map(|old| index.unlist(old).map(|(connection, _)| connection))
+                .filter_map(|old| index.unlist(old))
                 .collect();
+            // One change for the user, whatever was evicted to make room.
+            index.settle(user_id, was_visible, &self.codecs, &mut after);
             (joined, evicted)
         };
+        after.finish();
         // Closed once the lock is released: closing only asks the connection's task.
         for old in &evicted {
             old.close(CloseReason::ClientsConcurrency);
@@ -254,47 +434,110 @@ impl LocalDelivery {
 
     /// Takes `connection` out; see [`Delivery::release`].
     pub fn release_now(&self, connection: &Connection) -> Released {
-        match self.write().unlist(connection.id()) {
-            Some((_, left)) => Released { listed: true, left },
-            None => Released {
-                listed: false,
-                left: false,
-            },
-        }
+        let mut after = Aftermath::default();
+        let released = {
+            let mut index = self.write();
+            let was_visible = index
+                .users
+                .get(connection.user_id())
+                .is_some_and(Online::visible);
+            match index.unlist(connection.id()) {
+                Some(_) => {
+                    let left =
+                        index.settle(connection.user_id(), was_visible, &self.codecs, &mut after);
+                    Released { listed: true, left }
+                }
+                None => Released {
+                    listed: false,
+                    left: false,
+                },
+            }
+        };
+        after.finish();
+        released
     }
 
-    /// Puts `connection` in `room`; see [`Delivery::join`].
-    pub fn join_now(&self, connection: ConnectionId, room: &str) -> bool {
+    /// Puts `connection` in `room`, unless it is already in `limit` rooms; see
+    /// [`Delivery::join`].
+    pub fn join_now(&self, connection: ConnectionId, room: &str, limit: Option<usize>) -> Joined {
         let mut index = self.write();
-        let Index {
-            connections, rooms, ..
-        } = &mut *index;
-        let Some(listed) = connections.get_mut(&connection) else {
+        let Some(listed) = index.connections.get(&connection) else {
+            return Joined::NotOpen;
+        };
+        if let Some(membership) = listed.rooms.iter().find(|m| &*m.room == room) {
+            if membership.own {
+                return Joined::Already;
+            }
+        } else if let Some(limit) = limit {
+            let rooms = listed
+                .rooms
+                .iter()
+                .filter(|m| !is_reserved(&m.room))
+                .count();
+            if rooms >= limit {
+                return Joined::AtLimit;
+            }
+        }
+        index.add_member(connection, &Arc::from(room), true);
+        Joined::Now
+    }
+
+    /// Ends `connection`'s own membership of `room`; see [`Delivery::leave`].
+    pub fn leave_now(&self, connection: ConnectionId, room: &str) -> bool {
+        self.write().remove_way(connection, room, true)
+    }
+
+    /// Ends every own membership of `connection`; see [`Delivery::leave_all`].
+    pub fn leave_all_now(&self, connection: ConnectionId) -> usize {
+        let mut index = self.write();
+        let Some(listed) = index.connections.get(&connection) else {
+            return 0;
+        };
+        let rooms: Vec<Arc<str>> = listed
+            .rooms
+            .iter()
+            .filter(|m| m.own && !is_reserved(&m.room))
+            .map(|m| Arc::clone(&m.room))
+            .collect();
+        for room in &rooms {
+            index.remove_way(connection, room, true);
+        }
+        rooms.len()
+    }
+
+    /// Puts every device of `user_id`, and each that connects while the user stays online, in
+    /// `room`; see [`Delivery::join_user`].
+    pub fn join_user_now(&self, user_id: &str, room: &str) -> bool {
+        let mut index = self.write();
+        let Some(online) = index.users.get_mut(user_id) else {
             return false;
         };
-        if listed.rooms.iter().any(|r| &**r == room) {
+        if online.rooms.iter().any(|r| &**r == room) {
             return false;
         }
         let room: Arc<str> = Arc::from(room);
-        listed.rooms.push(Arc::clone(&room));
-        rooms.entry(room).or_default().insert(connection);
+        online.rooms.push(Arc::clone(&room));
+        let devices = online.devices.clone();
+        for device in devices {
+            index.add_member(device, &room, false);
+        }
         true
     }
 
-    /// Takes `connection` out of `room`; see [`Delivery::leave`].
-    pub fn leave_now(&self, connection: ConnectionId, room: &str) -> bool {
+    /// Ends `user_id`'s membership of `room`; see [`Delivery::leave_user`].
+    pub fn leave_user_now(&self, user_id: &str, room: &str) -> bool {
         let mut index = self.write();
-        let Index {
-            connections, rooms, ..
-        } = &mut *index;
-        let Some(listed) = connections.get_mut(&connection) else {
+        let Some(online) = index.users.get_mut(user_id) else {
             return false;
         };
-        let Some(at) = listed.rooms.iter().position(|r| &**r == room) else {
+        let Some(at) = online.rooms.iter().position(|r| &**r == room) else {
             return false;
         };
-        listed.rooms.swap_remove(at);
-        remove_member(rooms, room, connection);
+        online.rooms.swap_remove(at);
+        let devices = online.devices.clone();
+        for device in devices {
+            index.remove_way(device, room, false);
+        }
         true
     }
 
@@ -332,7 +575,11 @@ impl LocalDelivery {
 
     /// The connections of `user_id` on this node, oldest first.
     pub fn devices_now(&self, user_id: &str) -> Vec<ConnectionId> {
-        self.read().users.get(user_id).cloned().unwrap_or_default()
+        self.read()
+            .users
+            .get(user_id)
+            .map(|online| online.devices.clone())
+            .unwrap_or_default()
     }
 
     /// The users with a connection on this node.
@@ -349,12 +596,44 @@ impl LocalDelivery {
             .unwrap_or_default()
     }
 
-    /// The rooms `connection` is in, if it is on this node.
+    /// The users with a connection of this node in `room`, sorted.
+    pub fn room_users_now(&self, room: &str) -> Vec<Arc<str>> {
+        let index = self.read();
+        let mut users: Vec<Arc<str>> = index
+            .rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| index.connections.get(id))
+            .map(|listed| Arc::clone(listed.connection.user_arc()))
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        users
+    }
+
+    /// The rooms `connection` is in, whichever way, if it is on this node.
     pub fn rooms_of_now(&self, connection: ConnectionId) -> Vec<Arc<str>> {
         self.read()
             .connections
             .get(&connection)
-            .map(|listed| listed.rooms.clone())
+            .map(|listed| {
+                listed
+                    .rooms
+                    .iter()
+                    .filter(|m| !is_reserved(&m.room))
+                    .map(|m| Arc::clone(&m.room))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The rooms `user_id` joined as a whole.
+    pub fn user_rooms_now(&self, user_id: &str) -> Vec<Arc<str>> {
+        self.read()
+            .users
+            .get(user_id)
+            .map(|online| online.rooms.clone())
             .unwrap_or_default()
     }
 
@@ -368,6 +647,73 @@ impl LocalDelivery {
     pub fn room_count(&self) -> usize {
         self.read().rooms.len()
     }
+
+    /// What others see of `user_id`, if it is online (shown offline when unavailable).
+    pub fn presence_now(&self, user_id: &str) -> Option<Presence> {
+        let index = self.read();
+        let (user, online) = index.users.get_key_value(user_id)?;
+        Some(online.seen(user))
+    }
+
+    /// `user_id`'s profile, if it is online.
+    pub fn profile_now(&self, user_id: &str) -> Option<Profile> {
+        self.read()
+            .users
+            .get(user_id)
+            .map(|online| online.profile.clone())
+    }
+
+    /// The available online users, sorted by id.
+    pub fn online_now(&self) -> Vec<Presence> {
+        online_list(&self.read())
+    }
+
+    /// Changes `user_id`'s profile; see [`Delivery::update_profile`].
+    pub fn update_profile_now(&self, user_id: &str, update: &ProfileUpdate) -> Option<Presence> {
+        let mut after = Aftermath::default();
+        let seen = {
+            let mut index = self.write();
+            let online = index.users.get_mut(user_id)?;
+            let was_visible = online.visible();
+            if online.profile.apply(update) {
+                index.settle(user_id, was_visible, &self.codecs, &mut after);
+            }
+            let (user, online) = index.users.get_key_value(user_id)?;
+            online.seen(user)
+        };
+        after.finish();
+        Some(seen)
+    }
+
+    /// Subscribes `connection` to presence changes and takes the snapshot they apply to, in
+    /// one step; see [`Delivery::subscribe_presence`].
+    pub fn subscribe_presence_now(&self, connection: ConnectionId) -> Option<Vec<Presence>> {
+        let mut index = self.write();
+        index.connections.get(&connection)?;
+        index.add_member(connection, &Arc::from(SUBSCRIBERS), true);
+        Some(online_list(&index))
+    }
+
+    /// Ends `connection`'s presence subscription; whether it had one.
+    pub fn unsubscribe_presence_now(&self, connection: ConnectionId) -> bool {
+        self.write().remove_way(connection, SUBSCRIBERS, true)
+    }
+}
+
+/// Rooms the server keeps for itself (`~wse:…`): not listed, not counted against a limit.
+fn is_reserved(room: &str) -> bool {
+    wse_core::frame::is_reserved(room)
+}
+
+fn online_list(index: &Index) -> Vec<Presence> {
+    let mut online: Vec<Presence> = index
+        .users
+        .iter()
+        .filter(|(_, online)| online.visible())
+        .map(|(user, online)| online.seen(user))
+        .collect();
+    online.sort_unstable_by(|a, b| a.user.cmp(&b.user));
+    online
 }
 
 #[async_trait::async_trait]
@@ -402,12 +748,29 @@ impl Delivery for LocalDelivery {
         Ok(self.release_now(connection))
     }
 
-    async fn join(&self, connection: ConnectionId, room: &str) -> Result<bool, DeliveryError> {
-        Ok(self.join_now(connection, room))
+    async fn join(
+        &self,
+        connection: ConnectionId,
+        room: &str,
+        limit: Option<usize>,
+    ) -> Result<Joined, DeliveryError> {
+        Ok(self.join_now(connection, room, limit))
     }
 
     async fn leave(&self, connection: ConnectionId, room: &str) -> Result<bool, DeliveryError> {
         Ok(self.leave_now(connection, room))
+    }
+
+    async fn leave_all(&self, connection: ConnectionId) -> Result<usize, DeliveryError> {
+        Ok(self.leave_all_now(connection))
+    }
+
+    async fn join_user(&self, user_id: &str, room: &str) -> Result<bool, DeliveryError> {
+        Ok(self.join_user_now(user_id, room))
+    }
+
+    async fn leave_user(&self, user_id: &str, room: &str) -> Result<bool, DeliveryError> {
+        Ok(self.leave_user_now(user_id, room))
     }
 
     async fn devices(&self, user_id: &str) -> Result<Vec<ConnectionId>, DeliveryError> {
@@ -422,11 +785,50 @@ impl Delivery for LocalDelivery {
         Ok(self.members_now(room))
     }
 
+    async fn room_users(&self, room: &str) -> Result<Vec<Arc<str>>, DeliveryError> {
+        Ok(self.room_users_now(room))
+    }
+
     async fn rooms_of(&self, connection: ConnectionId) -> Result<Vec<Arc<str>>, DeliveryError> {
         Ok(self.rooms_of_now(connection))
     }
 
+    async fn user_rooms(&self, user_id: &str) -> Result<Vec<Arc<str>>, DeliveryError> {
+        Ok(self.user_rooms_now(user_id))
+    }
+
     async fn counts(&self) -> Result<(usize, usize), DeliveryError> {
         Ok(self.counts_now())
+    }
+
+    async fn presence(&self, user_id: &str) -> Result<Option<Presence>, DeliveryError> {
+        Ok(self.presence_now(user_id))
+    }
+
+    async fn profile(&self, user_id: &str) -> Result<Option<Profile>, DeliveryError> {
+        Ok(self.profile_now(user_id))
+    }
+
+    async fn online(&self) -> Result<Vec<Presence>, DeliveryError> {
+        Ok(self.online_now())
+    }
+
+    async fn update_profile(
+        &self,
+        user_id: &str,
+        update: &ProfileUpdate,
+    ) -> Result<Option<Presence>, DeliveryError> {
+        Ok(self.update_profile_now(user_id, update))
+    }
+
+    async fn subscribe_presence(
+        &self,
+        connection: ConnectionId,
+    ) -> Result<Option<Vec<Presence>>, DeliveryError> {
+        Ok(self.subscribe_presence_now(connection))
+    }
+
+    async fn unsubscribe_presence(&self, connection: ConnectionId) -> Result<bool, DeliveryError> {
+        Ok(self.unsubscribe_presence_now(connection))
     }
 }

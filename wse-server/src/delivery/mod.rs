@@ -9,6 +9,7 @@ use wse_core::outbox::Close;
 use wse_core::{Protocol, SendError, frame};
 
 use crate::connection::{Connection, ConnectionId};
+use crate::presence::{Presence, Profile, ProfileUpdate};
 
 mod local;
 
@@ -114,6 +115,20 @@ pub struct Released {
     pub left: bool,
 }
 
+/// The outcome of [`Delivery::join`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Joined {
+    /// The connection is in the room by its own join now.
+    Now,
+    /// It had joined the room already.
+    Already,
+    /// It is already in as many rooms as the limit allows: nothing changed.
+    AtLimit,
+    /// It is not open: nothing changed.
+    NotOpen,
+}
+
 /// A delivery operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -130,7 +145,8 @@ pub enum DeliveryError {
 
 /// The delivery seam: every send to a connection, a user, a room or everyone, every change of
 /// membership (a connection admitted under `conn_per_user` and released, a room joined and
-/// left) and every question about who is where goes through it.
+/// left by a connection or a whole user), presence and profiles, and every question about who
+/// is where goes through it.
 ///
 /// The server encodes a message once per codec it offers ([`Packed`], keyed by codec name)
 /// and hands it to its `Delivery` with a [`Target`] and an optional [`Except`]. The default,
@@ -219,17 +235,44 @@ pub trait Delivery: Send + Sync + 'static {
     /// itself (a backplane notices a node that stopped renewing its connections).
     async fn release(&self, connection: &Connection) -> Result<Released, DeliveryError>;
 
-    /// Puts `connection` in `room`; false when it was there already or is not open.
+    /// Puts `connection` in `room` by its own join, unless it is already in `limit` rooms
+    /// (whichever way it joined them).
     ///
     /// # Errors
     /// [`DeliveryError::Unavailable`].
-    async fn join(&self, connection: ConnectionId, room: &str) -> Result<bool, DeliveryError>;
+    async fn join(
+        &self,
+        connection: ConnectionId,
+        room: &str,
+        limit: Option<usize>,
+    ) -> Result<Joined, DeliveryError>;
 
-    /// Takes `connection` out of `room`; false when it was not in it. An empty room is gone.
+    /// Ends `connection`'s own membership of `room`; false when it had not joined it. It stays
+    /// in the room while its user is in it. An empty room is gone.
     ///
     /// # Errors
     /// [`DeliveryError::Unavailable`].
     async fn leave(&self, connection: ConnectionId, room: &str) -> Result<bool, DeliveryError>;
+
+    /// Ends every own membership of `connection`; returns how many.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`].
+    async fn leave_all(&self, connection: ConnectionId) -> Result<usize, DeliveryError>;
+
+    /// Puts `user_id` in `room` as a whole: every device it has and every device it connects
+    /// while it stays online; false when it is not online or in the room already.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`].
+    async fn join_user(&self, user_id: &str, room: &str) -> Result<bool, DeliveryError>;
+
+    /// Ends `user_id`'s membership of `room` (its devices' own joins stay); false when it was
+    /// not in it.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`].
+    async fn leave_user(&self, user_id: &str, room: &str) -> Result<bool, DeliveryError>;
 
     /// The open connections of `user_id`, oldest first.
     ///
@@ -249,17 +292,76 @@ pub trait Delivery: Send + Sync + 'static {
     /// [`DeliveryError::Unavailable`].
     async fn members(&self, room: &str) -> Result<Vec<ConnectionId>, DeliveryError>;
 
-    /// The rooms `connection` is in.
+    /// The users with at least one connection in `room`, sorted.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`].
+    async fn room_users(&self, room: &str) -> Result<Vec<Arc<str>>, DeliveryError>;
+
+    /// The rooms `connection` is in, by its own join or its user's.
     ///
     /// # Errors
     /// [`DeliveryError::Unavailable`].
     async fn rooms_of(&self, connection: ConnectionId) -> Result<Vec<Arc<str>>, DeliveryError>;
+
+    /// The rooms `user_id` joined as a whole.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`].
+    async fn user_rooms(&self, user_id: &str) -> Result<Vec<Arc<str>>, DeliveryError>;
 
     /// How many (users, connections) are open.
     ///
     /// # Errors
     /// [`DeliveryError::Unavailable`].
     async fn counts(&self) -> Result<(usize, usize), DeliveryError>;
+
+    /// What others see of `user_id` (offline when it is not available), or `None` when it is
+    /// not online.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`].
+    async fn presence(&self, user_id: &str) -> Result<Option<Presence>, DeliveryError>;
+
+    /// `user_id`'s profile, when it is online.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`].
+    async fn profile(&self, user_id: &str) -> Result<Option<Profile>, DeliveryError>;
+
+    /// The online users that are available, sorted by id.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`].
+    async fn online(&self) -> Result<Vec<Presence>, DeliveryError>;
+
+    /// Applies `update` to `user_id`'s profile; a change that others see gets a new version
+    /// and reaches the presence subscribers. `None` when the user is not online.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`].
+    async fn update_profile(
+        &self,
+        user_id: &str,
+        update: &ProfileUpdate,
+    ) -> Result<Option<Presence>, DeliveryError>;
+
+    /// Subscribes `connection` to presence changes (`presence` messages) and returns the
+    /// online list they apply to, in one step: no change falls between the two. `None` when
+    /// the connection is not open.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`].
+    async fn subscribe_presence(
+        &self,
+        connection: ConnectionId,
+    ) -> Result<Option<Vec<Presence>>, DeliveryError>;
+
+    /// Ends `connection`'s presence subscription; false when it had none.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`].
+    async fn unsubscribe_presence(&self, connection: ConnectionId) -> Result<bool, DeliveryError>;
 }
 
 /// One message encoded once in every codec the server offers, each frame under its codec's
