@@ -28,6 +28,20 @@
 //!   caller's `client_sum {"a": 20, "b": 22}`), `drop_me {reason}`.
 //! - messages: `echo` (the payload back as `echo`), `hey` (`only` to that device, `both` to
 //!   every device of its user).
+//! - rooms: the built-in `rooms.join {room}`, `rooms.leave {room}` (whether it was a
+//!   member), `rooms.mine {}` (sorted), for rooms named `public-…` only (anything else is
+//!   `wse.server.room.forbidden`); `join_user_room {room}` (the caller's user, all its devices
+//!   and later ones, joins; true); `room_send {room, type, payload, except}` with `except`
+//!   `"none"`, `"connection"` or `"user"` (`[type, payload, null]` to each connection of the
+//!   room once, less those; true); `room_members {room}` (the sorted user ids in it).
+//! - presence: the built-in `presence.subscribe {}`, `presence.unsubscribe {}`,
+//!   `presence.online {}`; `set_profile {alias?, available?}` (true). The alias defaults to
+//!   the user id; everyone starts available.
+//! - private messages: the built-in `dm.send {to, payload}`, no copy to the sender's other
+//!   devices; a payload that is the string `"spam"` is refused with `app.dm-refused`.
+//! - `whoami {}` → `{"user": <id>, "meta": <meta given at hi>}`, from the connection's data.
+//! - the built-in `logout {all}`: closes this device, or all of its user's, with 1000
+//!   `wse.logout`.
 
 use std::time::Duration;
 
@@ -36,14 +50,26 @@ pub mod tls;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wse_server::{
-    Connection, Decision, DeliveryError, ErrorCode, Handshake, HmacChallenge, Json, MsgPack,
-    RpcError, Server,
+    Connection, Decision, DeliveryError, DirectMessages, ErrorCode, Handshake, HmacChallenge, Json,
+    Logout, MsgPack, NoArgs, PresenceProcedures, ProfileUpdate, RoomProcedures, RpcError, Server,
 };
 
 /// The identity the demo accepts.
 pub const IDENTITY: &str = "secret";
 /// The HMAC secret of [`IDENTITY`] on the challenge port.
 pub const HMAC_SECRET: &str = "s3cret";
+
+/// The prefix of the rooms clients may join and leave themselves.
+pub const PUBLIC_ROOMS: &str = "public-";
+
+/// Who a demo connection is, parsed once at identify: what `whoami` answers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DemoUser {
+    /// The user id.
+    pub user: String,
+    /// The meta given at hi.
+    pub meta: Value,
+}
 
 /// How the demo authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +85,19 @@ pub fn demo_server(auth: Auth) -> Server {
     let mut builder = Server::builder(identify)
         .protocol(Json)
         .add_protocol(MsgPack)
-        .conn_per_user(2);
+        .conn_per_user(2)
+        .room_procedures(
+            RoomProcedures::new()
+                .authorize(|_, room, _| async move { room.starts_with(PUBLIC_ROOMS) }),
+        )
+        .presence_procedures(PresenceProcedures::new())
+        .direct_messages(DirectMessages::new().filter(|_, message| async move {
+            if message.payload == "spam" {
+                return Err(RpcError::new("app.dm-refused"));
+            }
+            Ok(())
+        }))
+        .logout(Logout::new());
     if auth == Auth::Hmac {
         builder = builder.challenge(HmacChallenge::new(|identity| async move {
             (identity == IDENTITY).then(|| HMAC_SECRET.as_bytes().to_vec())
@@ -78,7 +116,11 @@ async fn identify(handshake: Handshake) -> Decision {
             if handshake.challenge.is_some() {
                 welcome["cra"] = json!(true);
             }
-            Decision::accept(user_id, welcome)
+            let data = DemoUser {
+                user: user_id.to_owned(),
+                meta: handshake.meta.clone(),
+            };
+            Decision::accept(user_id, welcome).with_data(data)
         }
         _ => Decision::refuse(),
     }
@@ -113,6 +155,34 @@ struct ToAll {
     kind: String,
     #[serde(default)]
     payload: Value,
+}
+
+#[derive(Deserialize)]
+struct Room {
+    room: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Exclude {
+    None,
+    Connection,
+    User,
+}
+
+#[derive(Deserialize)]
+struct RoomSend {
+    room: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    payload: Value,
+    #[serde(default = "no_exclusion")]
+    except: Exclude,
+}
+
+fn no_exclusion() -> Exclude {
+    Exclude::None
 }
 
 #[derive(Deserialize)]
@@ -182,6 +252,47 @@ fn register(server: &Server) {
         server.register("drop_me", |conn: Connection, args: DropMe| async move {
             conn.close(args.reason);
             Ok(())
+        }),
+        server.register(
+            "join_user_room",
+            |conn: Connection, args: Room| async move {
+                // Already in it is fine: the user is in the room either way.
+                conn.server()
+                    .join_user(conn.user_id(), &args.room)
+                    .await
+                    .map_err(refused)?;
+                Ok(true)
+            },
+        ),
+        server.register("room_send", |conn: Connection, args: RoomSend| async move {
+            let recipients = conn.server().to_room(&args.room);
+            let recipients = match args.except {
+                Exclude::None => recipients,
+                Exclude::Connection => recipients.except_connection(conn.id()),
+                Exclude::User => recipients.except_user(conn.user_id()),
+            };
+            recipients
+                .send(&args.kind, &args.payload)
+                .map_err(refused)?;
+            Ok(true)
+        }),
+        server.register("room_members", |conn: Connection, args: Room| async move {
+            conn.server().room_users(&args.room).await.map_err(refused)
+        }),
+        server.register(
+            "set_profile",
+            |conn: Connection, update: ProfileUpdate| async move {
+                conn.server()
+                    .update_profile(conn.user_id(), &update)
+                    .await
+                    .map_err(refused)?;
+                Ok(true)
+            },
+        ),
+        server.register("whoami", |conn: Connection, NoArgs| async move {
+            conn.data::<DemoUser>()
+                .cloned()
+                .ok_or_else(|| RpcError::unexpected("a demo connection always has its user"))
         }),
     ];
     for result in registered {
