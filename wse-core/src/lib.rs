@@ -60,7 +60,9 @@ pub use protocol::{
     Json, MAX_DEPTH, MessageKind, PackError, PayloadError, PayloadVisitor, Protocol, UnpackError,
 };
 pub use registry::{NoArgs, RegisterError, Registry};
-pub use session::{Context, ProtocolViolation, Report, SendError, Session, SessionConfig};
+pub use session::{
+    Context, ProtocolViolation, Report, SendError, Session, SessionConfig, SessionHold,
+};
 
 /// Re-exported so a custom [`Protocol`] can name the erased serde traits without a dependency
 /// of its own.

@@ -23,12 +23,17 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::{TaskTracker, TaskTrackerToken};
 
 use crate::error::{CallError, ErrorCode, ErrorObject, RpcError};
 use crate::frame::{self, RawFrame};
 use crate::outbox::{Close, Closer, Outbox, TrySendError};
 use crate::protocol::{MessageKind, PayloadError, Protocol, UnpackError};
 use crate::registry::{Registry, Started};
+
+/// Keeps [`Session::closed`] from completing while held; from [`Session::hold`].
+#[derive(Debug)]
+pub struct SessionHold(#[allow(dead_code)] TaskTrackerToken);
 
 tokio::task_local! {
     /// The close a running procedure asked for once its answer is queued
@@ -217,9 +222,11 @@ struct Inner<C> {
     pending: Mutex<Pending>,
     /// Permits for the other side's calls running at once.
     running: Arc<Semaphore>,
-    /// Cancelled when the session closes: the other side's running calls are dropped, and
-    /// [`Session::closed`] completes.
+    /// Cancelled when the session closes: the other side's running calls are dropped.
     closed: CancellationToken,
+    /// The futures of the other side's running calls, and the holds
+    /// ([`Session::hold`]): [`Session::closed`] waits for the last to go.
+    procedures: TaskTracker,
     next_stamp: AtomicU64,
     config: SessionConfig,
 }
@@ -282,12 +289,24 @@ impl<C> Session<C> {
         self.0.closed.cancel();
     }
 
-    /// Completes when the session closes (at once if it has): the connection is over.
+    /// Completes once the session has closed, every procedure it was running has been
+    /// dropped, and every [`Session::hold`] is gone (at once if all that is so).
     ///
     /// # Cancel safety
     /// Cancel-safe: it only waits.
     pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static + use<C> {
-        self.0.closed.clone().cancelled_owned()
+        let (closed, procedures) = (self.0.closed.clone(), self.0.procedures.clone());
+        async move {
+            closed.cancelled().await;
+            procedures.close();
+            procedures.wait().await;
+        }
+    }
+
+    /// Keeps [`Session::closed`] from completing until it is dropped: what the connection's
+    /// task holds while it still has to take the connection out of the places that list it.
+    pub fn hold(&self) -> SessionHold {
+        SessionHold(self.0.procedures.token())
     }
 
     /// Closes the connection with `close` once the answer of the call being served is queued,
@@ -337,6 +356,7 @@ impl<C: Context> Session<C> {
             }),
             running: Arc::new(Semaphore::new(config.max_running_calls)),
             closed: CancellationToken::new(),
+            procedures: TaskTracker::new(),
             next_stamp: AtomicU64::new(0),
             config,
         }))
@@ -494,21 +514,29 @@ impl<C: Context> Session<C> {
         let (ctx, procedure, stamp) = (ctx.clone(), procedure.to_owned(), stamp.to_owned());
         let (protocol, outbound) = (Arc::clone(&self.0.protocol), self.0.outbound.clone());
         let closed = self.0.closed.clone();
+        let running = AFTER_ANSWER.scope(Cell::new(None), AssertUnwindSafe(waiting).catch_unwind());
+        let alive = self.0.procedures.token();
         tokio::spawn(async move {
-            let running =
-                AFTER_ANSWER.scope(Cell::new(None), AssertUnwindSafe(waiting).catch_unwind());
-            let mut running = std::pin::pin!(running);
-            let result = tokio::select! {
-                biased;
-                result = &mut running => result.unwrap_or_else(|_| Err(RpcError::panicked())),
-                () = closed.cancelled() => {
-                    // The procedure's future is dropped here, at one of its awaits.
-                    drop(running);
-                    ctx.report(Report::CallCancelled { procedure: procedure.into() });
-                    return;
+            // In a block of its own, so that the procedure's future is dropped (and then the
+            // token that counts it) before its end is reported or its answer waits for room.
+            let finished = {
+                let _alive = alive;
+                let mut running = std::pin::pin!(running);
+                tokio::select! {
+                    biased;
+                    result = &mut running => {
+                        let close_after = running.as_mut().take_value().and_then(Cell::into_inner);
+                        Some((result.unwrap_or_else(|_| Err(RpcError::panicked())), close_after))
+                    }
+                    () = closed.cancelled() => None,
                 }
             };
-            let close_after = running.as_mut().take_value().and_then(Cell::into_inner);
+            let Some((result, close_after)) = finished else {
+                ctx.report(Report::CallCancelled {
+                    procedure: procedure.into(),
+                });
+                return;
+            };
             if let Some(frame) = answer(&*protocol, &ctx, &procedure, &stamp, result) {
                 // Waiting here is bounded: this task holds one of `max_running_calls` permits.
                 if outbound.send(frame).await.is_err() {

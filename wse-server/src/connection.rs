@@ -274,8 +274,9 @@ impl Connection {
     }
 
     /// Completes when the connection has ended (at once if it has): its calls to this device
-    /// have failed, the procedures it was running have been cancelled, and it is out of its
-    /// user, its rooms and presence once the delivery engine has released it.
+    /// have failed, the procedures it was running have been cancelled (their futures
+    /// dropped), and the delivery engine has taken it out of its user, its rooms and
+    /// presence.
     ///
     /// ```
     /// use wse_server::{Connection, Decision, Server};

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use wse_core::frame::{self, Hi};
 use wse_core::outbox::Close;
 use wse_core::transport::{Incoming, Link, message_data};
-use wse_core::{CloseReason, MessageKind, Protocol, Session, close_code};
+use wse_core::{CloseReason, MessageKind, Protocol, Session, SessionHold, close_code};
 
 use crate::auth::{Accept, Answered, Decision, Handshake};
 use crate::connection::{Connection, ConnectionId, Inner};
@@ -39,6 +39,8 @@ pub(crate) struct Open<S> {
     /// Whether the delivery engine has taken it out again; until then, dropping this (the
     /// future of [`Server::serve_io`] dropped, say) does it.
     pub(crate) released: bool,
+    /// Keeps [`Connection::closed`] waiting until the connection is released.
+    pub(crate) hold: Option<SessionHold>,
 }
 
 impl<S> Drop for Open<S> {
@@ -48,6 +50,7 @@ impl<S> Drop for Open<S> {
         }
         let connection = self.connection.clone();
         connection.session().close();
+        let hold = self.hold.take();
         let server = connection.server().clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // No runtime to ask the engine in: this node's index at least lets it go.
@@ -56,6 +59,7 @@ impl<S> Drop for Open<S> {
         };
         runtime.spawn(async move {
             let released = server.release(&connection).await;
+            drop(hold);
             server.emit(Event::Disconnected {
                 connection: connection.clone(),
                 code: 1006,
@@ -263,6 +267,7 @@ where
         connection.close_with(close_code::SERVICE_RESTART, CloseReason::ByServer);
     }
     Some(Open {
+        hold: Some(connection.session().hold()),
         connection,
         link,
         _ticket: ticket,

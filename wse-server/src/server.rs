@@ -243,6 +243,14 @@ impl Server {
     /// server.register("time", |_: Connection, NoArgs| async { Ok(42) }).unwrap();
     /// ```
     ///
+    /// # Cancellation
+    /// When the caller's connection closes, a procedure still running is cancelled: its
+    /// future is dropped at the await it waits on, and the call is never answered (an
+    /// [`Event::Error`] with [`ServerError::CallCancelled`] says so). Write procedures so
+    /// that stopping at any await leaves the application consistent (a transaction rolled
+    /// back on drop, say), or spawn work that must finish whoever waits for it. Procedures
+    /// that finish without waiting are never cancelled.
+    ///
     /// # Errors
     /// [`RegisterError`] if the name is taken, empty or reserved.
     pub fn register<A, R, F, Fut>(

@@ -77,6 +77,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Open<S> {
             .await
             .is_some_and(|released| released.left);
         self.released = true;
+        self.hold = None;
         // Boxed: the closing handshake is brief, and large.
         let closes = Box::pin(link.finish(ended.patience(config.close_timeout))).await;
         let close = closes.ours_first();
@@ -91,6 +92,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Open<S> {
             });
         }
         if let Some(on_disconnect) = &server.shared().on_disconnect {
+            // Its cancelled procedures are dropped at their next poll, on other tasks.
+            let _ = tokio::time::timeout(config.close_timeout, connection.closed()).await;
             on_disconnect(connection.clone(), close).await;
         }
     }
