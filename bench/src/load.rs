@@ -591,10 +591,50 @@ pub(crate) enum Audience {
     Everyone,
     /// Every device of one user: `send_to_user`.
     OneUser,
+    /// The members of one room, among `bystanders` more connections that are in no room:
+    /// `room_send`.
+    Room {
+        /// Connections held besides the receivers, each its own user, in no room.
+        bystanders: usize,
+    },
 }
 
 /// The user whose devices receive in [`Audience::OneUser`].
 const DEVICES_OF: &str = "devices-of-one-user";
+
+/// The room whose members receive in [`Audience::Room`].
+pub(crate) const ROOM: &str = "bench-room";
+
+/// Joins [`ROOM`] with the built-in `rooms.join`, over the connection before it turns lean.
+async fn join_room(ws: &mut Ws, codec: Codec) -> Result<(), Failure> {
+    let call = codec
+        .protocol()
+        .encode(
+            "rooms.join",
+            &serde_json::json!({"room": ROOM}),
+            Some("join"),
+        )
+        .map_err(|e| e.to_string())?;
+    ws.send(codec.message(call))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let message = ws
+            .next()
+            .await
+            .ok_or("closed while joining the room")?
+            .map_err(|e| e.to_string())?;
+        if !(message.is_text() || message.is_binary()) {
+            continue;
+        }
+        let data = message.into_data();
+        let frame = codec.protocol().unpack(&data).map_err(|e| e.to_string())?;
+        return match frame.kind.as_ref() {
+            frame::RESPONSE => Ok(()),
+            other => Err(format!("rooms.join answered {other}")),
+        };
+    }
+}
 
 /// The read buffer of a fan-out receiver: the largest message it can take (they are about 20
 /// bytes); small, since 10,000 receivers each hold one.
@@ -631,9 +671,22 @@ async fn fanout_on_this_thread(
     server: Option<u32>,
 ) -> Result<(Duration, cpu::Spent), Failure> {
     let user = (audience == Audience::OneUser).then_some(DEVICES_OF);
+    let in_room = matches!(audience, Audience::Room { .. });
     let held = open_many(receivers, 64, |i| async move {
         let identity = user.map_or_else(|| format!("idle{i}"), str::to_owned);
-        Conn::from_ws(open(dial, &identity).await?, RECEIVER_READ_BUFFER)
+        let mut ws = open(dial, &identity).await?;
+        if in_room {
+            join_room(&mut ws, dial.codec).await?;
+        }
+        Conn::from_ws(ws, RECEIVER_READ_BUFFER)
+    })
+    .await?;
+    let bystanders = match audience {
+        Audience::Room { bystanders } => bystanders,
+        _ => 0,
+    };
+    let bystanders = open_many(bystanders, 64, |i| async move {
+        open(dial, &format!("bystander{i}")).await
     })
     .await?;
     let delivery = Rc::new(Delivery {
@@ -665,6 +718,11 @@ async fn fanout_on_this_thread(
                         &serde_json::json!({"user": DEVICES_OF, "type": "tick", "payload": round}),
                         Some(&round.to_string()),
                     ),
+                    Audience::Room { .. } => protocol.encode(
+                        "room_send",
+                        &serde_json::json!({"room": ROOM, "type": "tick", "payload": round}),
+                        Some(&round.to_string()),
+                    ),
                 },
             }
             .map(|frame| dial.codec.message(frame))
@@ -688,6 +746,7 @@ async fn fanout_on_this_thread(
         received.push(task.await.map_err(|e| e.to_string())??);
     }
     let closed = futures_util::future::join_all(received.into_iter().map(Conn::close)).await;
+    futures_util::future::join_all(bystanders.into_iter().map(close)).await;
     drop(control);
     closed.into_iter().collect::<Result<(), _>>()?;
     Ok((elapsed, cpu))

@@ -135,6 +135,15 @@ struct FanoutArgs {
     /// Broadcasts of the reach throughput run.
     #[arg(long, default_value_t = 3)]
     reach_rounds: usize,
+    /// Members of the room of the room run, and the broadcast it is compared with.
+    #[arg(long, default_value_t = 1_000)]
+    room_members: usize,
+    /// Connections held in all during the room run: the members, and the rest in no room.
+    #[arg(long, default_value_t = 10_000)]
+    room_among: usize,
+    /// Sends to the room (and broadcasts to as many) of the room run.
+    #[arg(long, default_value_t = 20)]
+    room_rounds: usize,
     /// Times each figure is measured, the servers taking turns: messages/s adds them up, the
     /// time to the last takes the median (one run takes milliseconds, and the shared machine
     /// jitters).
@@ -428,6 +437,56 @@ async fn fanout(args: &FanoutArgs, report: &mut Report) -> Result<(), String> {
             });
         }
     }
+    rooms(args, report).await
+}
+
+/// A send to a room of M members among N connections, against a broadcast to M connections
+/// (all there are), both wse-rs: what finding a room's members costs beside reaching them.
+async fn rooms(args: &FanoutArgs, report: &mut Report) -> Result<(), String> {
+    let members = args.room_members;
+    let shape = format!("{} sends to {members}", args.room_rounds);
+    let subjects = [
+        ("wse-rs broadcast (all connected)", Audience::Everyone),
+        (
+            &*format!("wse-rs room (of {})", args.room_among),
+            Audience::Room {
+                bystanders: args.room_among.saturating_sub(members),
+            },
+        ),
+    ];
+    let mut times = subjects.map(|_| Duration::ZERO);
+    let mut server_cpu = subjects.map(|_| Duration::ZERO);
+    for _ in 0..args.repeat.max(1) {
+        for (((_, audience), time), cpu) in subjects.iter().zip(&mut times).zip(&mut server_cpu) {
+            let server = Spawned::start(Target::Wse).await?;
+            let d = dial(server.url(), Codec::Json, Hello::Wse);
+            let (took, spent) =
+                load::fanout(&d, members, args.room_rounds, *audience, server.pid()).await?;
+            *time += took;
+            *cpu += spent.server.unwrap_or_default();
+        }
+    }
+    let delivered = (members * args.room_rounds * args.repeat.max(1) as usize) as f64;
+    let rates = times.map(|time| delivered / time.as_secs_f64());
+    let cpu_per_message = server_cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / delivered);
+    for (i, (name, _)) in subjects.iter().enumerate() {
+        let rate = Row::new("fanout", name, &shape, "messages/s", rates[i]);
+        let cpu = Row::new(
+            "fanout",
+            name,
+            &shape,
+            "server CPU us/message",
+            cpu_per_message[i],
+        )
+        .lower_is_better();
+        if i == 0 {
+            report.push(rate);
+            report.push(cpu);
+        } else {
+            report.push(rate.against(rates[0]));
+            report.push(cpu.against(cpu_per_message[0]));
+        }
+    }
     Ok(())
 }
 
@@ -473,6 +532,9 @@ async fn run(cli: Cli) -> Result<Report, String> {
                     devices: 10,
                     reach: 10_000,
                     reach_rounds: 3,
+                    room_members: 1_000,
+                    room_among: 10_000,
+                    room_rounds: 20,
                     repeat: 5,
                 },
                 &mut report,

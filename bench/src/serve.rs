@@ -14,7 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use wse_server::{Connection, Decision, HmacChallenge, MsgPack, Server};
+use wse_server::{Connection, Decision, HmacChallenge, MsgPack, RoomProcedures, Server};
 
 /// The read buffer of every baseline connection: what the anchors were measured with.
 pub(crate) const BASELINE_READ_BUFFER: usize = 8 << 10;
@@ -71,6 +71,14 @@ struct ToUser {
 }
 
 #[derive(Deserialize)]
+struct RoomSend {
+    room: String,
+    #[serde(rename = "type")]
+    kind: String,
+    payload: Value,
+}
+
+#[derive(Deserialize)]
 struct Broadcast {
     #[serde(rename = "type")]
     kind: String,
@@ -78,7 +86,8 @@ struct Broadcast {
 }
 
 /// The wse-rs application under test: `add {a, b}`, `broadcast {type, payload}`,
-/// `send_to_user {user, type, payload}`; any
+/// `send_to_user {user, type, payload}`, `room_send {room, type, payload}` and the built-in
+/// `rooms.join` (any room); any
 /// string identity is accepted as that user. Limits meant for the internet (rate limit,
 /// connections per address) are lifted: the load generator is one address sending flat out.
 pub(crate) fn application(hmac: bool) -> Server {
@@ -92,7 +101,8 @@ pub(crate) fn application(hmac: bool) -> Server {
     .conn_per_user(1 << 20)
     .rate_limit(None)
     .max_connections(1 << 20)
-    .max_connections_per_address(1 << 20);
+    .max_connections_per_address(1 << 20)
+    .room_procedures(RoomProcedures::new().authorize(|_, _, _| async { true }));
     if hmac {
         builder = builder.challenge(HmacChallenge::new(|_| async { Some(SECRET.to_vec()) }));
     }
@@ -107,6 +117,11 @@ pub(crate) fn application(hmac: bool) -> Server {
                 Ok(conn.server().broadcast(&args.kind, &args.payload)?)
             },
         ),
+        server.register("room_send", |conn: Connection, args: RoomSend| async move {
+            Ok(conn
+                .server()
+                .send_to_room(&args.room, &args.kind, &args.payload)?)
+        }),
         server.register(
             "send_to_user",
             |conn: Connection, args: ToUser| async move {

@@ -361,7 +361,7 @@ impl LocalDelivery {
     }
 
     /// Lists `connection` under its user within `limit`; see [`Delivery::admit`]. A user's
-    /// first connection brings its profile ([`Connection::profile`]).
+    /// first connection brings the profile identify gave it ([`Decision::with_profile`](crate::Decision::with_profile)).
     pub fn admit_now(&self, connection: &Connection, limit: UserLimit) -> Admission {
         let mut after = Aftermath::default();
         let (joined, evicted) = {
