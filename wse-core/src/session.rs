@@ -22,8 +22,6 @@ use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, oneshot};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::task_tracker::{TaskTracker, TaskTrackerToken};
 
 use crate::error::{CallError, ErrorCode, ErrorObject, RpcError};
 use crate::frame::{self, RawFrame};
@@ -31,9 +29,24 @@ use crate::outbox::{Close, Closer, Outbox, TrySendError};
 use crate::protocol::{MessageKind, PayloadError, Protocol, UnpackError};
 use crate::registry::{Registry, Started};
 
+mod ending;
+
+use ending::Ending;
+
 /// Keeps [`Session::closed`] from completing while held; from [`Session::hold`].
-#[derive(Debug)]
-pub struct SessionHold(#[allow(dead_code)] TaskTrackerToken);
+pub struct SessionHold<C>(Session<C>);
+
+impl<C> fmt::Debug for SessionHold<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionHold").finish_non_exhaustive()
+    }
+}
+
+impl<C> Drop for SessionHold<C> {
+    fn drop(&mut self) {
+        self.0.0.ending.leave();
+    }
+}
 
 tokio::task_local! {
     /// The close a running procedure asked for once its answer is queued
@@ -222,11 +235,9 @@ struct Inner<C> {
     pending: Mutex<Pending>,
     /// Permits for the other side's calls running at once.
     running: Arc<Semaphore>,
-    /// Cancelled when the session closes: the other side's running calls are dropped.
-    closed: CancellationToken,
-    /// The futures of the other side's running calls, and the holds
-    /// ([`Session::hold`]): [`Session::closed`] waits for the last to go.
-    procedures: TaskTracker,
+    /// Closed with the session: the other side's running calls are dropped then, and
+    /// [`Session::closed`] waits for the last of them and of the holds to go.
+    ending: Ending,
     next_stamp: AtomicU64,
     config: SessionConfig,
 }
@@ -286,7 +297,7 @@ impl<C> Session<C> {
         };
         // Dropping the senders wakes every waiting call with `Disconnected`.
         drop(calls);
-        self.0.closed.cancel();
+        self.0.ending.close();
     }
 
     /// Completes once the session has closed, every procedure it was running has been
@@ -294,19 +305,19 @@ impl<C> Session<C> {
     ///
     /// # Cancel safety
     /// Cancel-safe: it only waits.
-    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static + use<C> {
-        let (closed, procedures) = (self.0.closed.clone(), self.0.procedures.clone());
-        async move {
-            closed.cancelled().await;
-            procedures.close();
-            procedures.wait().await;
-        }
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static + use<C>
+    where
+        C: Context,
+    {
+        let session = self.clone();
+        async move { session.0.ending.ended().await }
     }
 
     /// Keeps [`Session::closed`] from completing until it is dropped: what the connection's
     /// task holds while it still has to take the connection out of the places that list it.
-    pub fn hold(&self) -> SessionHold {
-        SessionHold(self.0.procedures.token())
+    pub fn hold(&self) -> SessionHold<C> {
+        self.0.ending.enter();
+        SessionHold(self.clone())
     }
 
     /// Closes the connection with `close` once the answer of the call being served is queued,
@@ -355,8 +366,7 @@ impl<C: Context> Session<C> {
                 calls: HashMap::new(),
             }),
             running: Arc::new(Semaphore::new(config.max_running_calls)),
-            closed: CancellationToken::new(),
-            procedures: TaskTracker::new(),
+            ending: Ending::default(),
             next_stamp: AtomicU64::new(0),
             config,
         }))
@@ -513,14 +523,13 @@ impl<C: Context> Session<C> {
         };
         let (ctx, procedure, stamp) = (ctx.clone(), procedure.to_owned(), stamp.to_owned());
         let (protocol, outbound) = (Arc::clone(&self.0.protocol), self.0.outbound.clone());
-        let closed = self.0.closed.clone();
         let running = AFTER_ANSWER.scope(Cell::new(None), AssertUnwindSafe(waiting).catch_unwind());
-        let alive = self.0.procedures.token();
+        let alive = self.hold();
         tokio::spawn(async move {
             // In a block of its own, so that the procedure's future is dropped (and then the
             // token that counts it) before its end is reported or its answer waits for room.
             let finished = {
-                let _alive = alive;
+                let alive = alive;
                 let mut running = std::pin::pin!(running);
                 tokio::select! {
                     biased;
@@ -528,7 +537,7 @@ impl<C: Context> Session<C> {
                         let close_after = running.as_mut().take_value().and_then(Cell::into_inner);
                         Some((result.unwrap_or_else(|_| Err(RpcError::panicked())), close_after))
                     }
-                    () = closed.cancelled() => None,
+                    () = alive.0.0.ending.cancelled() => None,
                 }
             };
             let Some((result, close_after)) = finished else {

@@ -66,8 +66,9 @@ pub struct Accept {
     pub welcome: Value,
     /// What [`Connection::data`](crate::Connection::data) hands every handler.
     pub(crate) data: Option<ConnectionData>,
-    /// The user's profile, when this connection brings the user online.
-    pub(crate) profile: Profile,
+    /// The user's profile, when this connection brings the user online (`None`: the
+    /// default).
+    pub(crate) profile: Option<Box<Profile>>,
 }
 
 /// Typed data attached to a connection at accept.
@@ -91,7 +92,7 @@ impl Decision {
             user_id: user_id.into(),
             welcome,
             data: None,
-            profile: Profile::default(),
+            profile: None,
         }))
     }
 
@@ -133,7 +134,7 @@ impl Decision {
     /// available, no public data. Nothing to do on a refusal.
     pub fn with_profile(mut self, profile: Profile) -> Self {
         if let Self::Accept(accept) = &mut self {
-            accept.profile = profile;
+            accept.profile = Some(Box::new(profile));
         }
         self
     }

@@ -156,8 +156,9 @@ pub(crate) struct Inner {
     pub(crate) user_id: Arc<str>,
     /// What identify attached ([`Decision::with_data`](crate::Decision::with_data)).
     pub(crate) data: Option<ConnectionData>,
-    /// The profile identify gave, taken if this connection brings its user online.
-    pub(crate) profile: Profile,
+    /// The profile identify gave, taken if this connection brings its user online; `None`
+    /// for the default, which most connections have (it costs them nothing then).
+    pub(crate) profile: Option<Box<Profile>>,
     pub(crate) identity: Value,
     pub(crate) meta: Value,
     pub(crate) remote_addr: SocketAddr,
@@ -235,8 +236,8 @@ impl Connection {
 
     /// The profile identify gave this connection; its user's current profile is
     /// [`Server::profile`].
-    pub(crate) fn profile(&self) -> &Profile {
-        &self.0.profile
+    pub(crate) fn profile(&self) -> Option<Profile> {
+        self.0.profile.as_deref().cloned()
     }
 
     /// The peer's socket address.

@@ -40,7 +40,7 @@ pub(crate) struct Open<S> {
     /// future of [`Server::serve_io`] dropped, say) does it.
     pub(crate) released: bool,
     /// Keeps [`Connection::closed`] waiting until the connection is released.
-    pub(crate) hold: Option<SessionHold>,
+    pub(crate) hold: Option<SessionHold<Connection>>,
 }
 
 impl<S> Drop for Open<S> {

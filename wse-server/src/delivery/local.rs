@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use wse_core::outbox::{Close, Outbox, TrySendError};
 use wse_core::{CloseReason, Protocol};
@@ -47,20 +47,56 @@ struct Index {
 struct Online {
     /// Its connections, oldest first.
     devices: Vec<ConnectionId>,
+    version: u64,
+    /// What most users do without, boxed so that they pay one pointer for it: every online
+    /// user has an entry in a map, whose every slot is as large as its largest.
+    more: Option<Box<More>>,
+}
+
+#[derive(Default)]
+struct More {
     /// The rooms the user joined as a whole: each of its devices is in them, and each
     /// device that connects later joins them.
     rooms: Vec<Arc<str>>,
     profile: Profile,
-    version: u64,
 }
 
 impl Online {
+    fn new(profile: Option<Profile>) -> Self {
+        Self {
+            devices: Vec::new(),
+            version: 0,
+            more: profile.map(|profile| {
+                Box::new(More {
+                    rooms: Vec::new(),
+                    profile,
+                })
+            }),
+        }
+    }
+
+    fn profile(&self) -> &Profile {
+        static DEFAULT: OnceLock<Profile> = OnceLock::new();
+        match &self.more {
+            Some(more) => &more.profile,
+            None => DEFAULT.get_or_init(Profile::default),
+        }
+    }
+
+    fn rooms(&self) -> &[Arc<str>] {
+        self.more.as_ref().map_or(&[], |more| &more.rooms)
+    }
+
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Box::default)
+    }
+
     fn seen(&self, user: &Arc<str>) -> Presence {
-        Presence::seen(user, self.devices.len(), &self.profile, self.version)
+        Presence::seen(user, self.devices.len(), self.profile(), self.version)
     }
 
     fn visible(&self) -> bool {
-        !self.devices.is_empty() && self.profile.is_available()
+        !self.devices.is_empty() && self.profile().is_available()
     }
 }
 
@@ -398,18 +434,13 @@ impl LocalDelivery {
             let online = index
                 .users
                 .entry(Arc::clone(user_id))
-                .or_insert_with(|| Online {
-                    devices: Vec::new(),
-                    rooms: Vec::new(),
-                    profile: connection.profile().clone(),
-                    version: 0,
-                });
+                .or_insert_with(|| Online::new(connection.profile()));
             let joined = online.devices.is_empty();
             let was_visible = online.visible();
             online.devices.push(id);
             let excess = online.devices.len().saturating_sub(limit.max.max(1));
             let evicted: Vec<ConnectionId> = online.devices.drain(..excess).collect();
-            let user_rooms = online.rooms.clone();
+            let user_rooms = online.rooms().to_vec();
             for room in &user_rooms {
                 index.add_member(id, room, false);
             }
@@ -512,11 +543,11 @@ impl LocalDelivery {
         let Some(online) = index.users.get_mut(user_id) else {
             return false;
         };
-        if online.rooms.iter().any(|r| &**r == room) {
+        if online.rooms().iter().any(|r| &**r == room) {
             return false;
         }
         let room: Arc<str> = Arc::from(room);
-        online.rooms.push(Arc::clone(&room));
+        online.more().rooms.push(Arc::clone(&room));
         let devices = online.devices.clone();
         for device in devices {
             index.add_member(device, &room, false);
@@ -530,10 +561,10 @@ impl LocalDelivery {
         let Some(online) = index.users.get_mut(user_id) else {
             return false;
         };
-        let Some(at) = online.rooms.iter().position(|r| &**r == room) else {
+        let Some(at) = online.rooms().iter().position(|r| &**r == room) else {
             return false;
         };
-        online.rooms.swap_remove(at);
+        online.more().rooms.swap_remove(at);
         let devices = online.devices.clone();
         for device in devices {
             index.remove_way(device, room, false);
@@ -633,7 +664,7 @@ impl LocalDelivery {
         self.read()
             .users
             .get(user_id)
-            .map(|online| online.rooms.clone())
+            .map(|online| online.rooms().to_vec())
             .unwrap_or_default()
     }
 
@@ -660,7 +691,7 @@ impl LocalDelivery {
         self.read()
             .users
             .get(user_id)
-            .map(|online| online.profile.clone())
+            .map(|online| online.profile().clone())
     }
 
     /// The available online users, sorted by id.
@@ -675,7 +706,7 @@ impl LocalDelivery {
             let mut index = self.write();
             let online = index.users.get_mut(user_id)?;
             let was_visible = online.visible();
-            if online.profile.apply(update) {
+            if online.more().profile.apply(update) {
                 index.settle(user_id, was_visible, &self.codecs, &mut after);
             }
             let (user, online) = index.users.get_key_value(user_id)?;
