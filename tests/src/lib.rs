@@ -388,6 +388,40 @@ impl Raw {
         );
     }
 
+    /// Calls `procedure` with `args` under `stamp`; its answer must be the next frame.
+    pub async fn call(&mut self, procedure: &str, args: Value, stamp: &str) -> Value {
+        self.send(&serde_json::json!([procedure, args, stamp]))
+            .await;
+        let answer = self.frame().await;
+        assert_eq!(answer[2], stamp, "{:?} {procedure}: {answer}", self.codec);
+        answer
+    }
+
+    /// The result of a call that must succeed (its answer the next frame).
+    pub async fn ok(&mut self, procedure: &str, args: Value, stamp: &str) -> Value {
+        let answer = self.call(procedure, args, stamp).await;
+        assert_eq!(
+            answer[0], "~wse:response",
+            "{:?} {procedure}: {answer}",
+            self.codec
+        );
+        answer[1].clone()
+    }
+
+    /// The error code of a call that must fail (its answer the next frame).
+    pub async fn refused(&mut self, procedure: &str, args: Value, stamp: &str) -> String {
+        let answer = self.call(procedure, args, stamp).await;
+        assert_eq!(
+            answer[0], "~wse:response-err",
+            "{:?} {procedure}: {answer}",
+            self.codec
+        );
+        answer[1]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("an error code in {answer}"))
+            .to_owned()
+    }
+
     /// Calls the demo's `add {a: 40, b: 2}` with `stamp` and expects the exact response.
     pub async fn expect_add_works(&mut self, stamp: &str) {
         self.expect_reply(

@@ -56,20 +56,6 @@ fn register_ping(server: &Server) {
         .unwrap();
 }
 
-/// Calls `procedure` with `args` on `raw` and returns the result; the next frame must be its
-/// response.
-async fn answer(raw: &mut Raw, procedure: &str, args: Value, stamp: &str) -> Value {
-    raw.send(&json!([procedure, args, stamp])).await;
-    let frame = raw.frame().await;
-    assert_eq!(
-        frame[0], "~wse:response",
-        "{:?}: {procedure} → {frame}",
-        raw.codec
-    );
-    assert_eq!(frame[2], stamp, "{frame}");
-    frame[1].clone()
-}
-
 /// `user`'s only connection.
 async fn only_connection(server: &TestServer, user: &str) -> Connection {
     let mut connections = server.server.connections_of(user).await.unwrap();
@@ -184,11 +170,11 @@ async fn state_given_to_the_builder_is_shared_by_every_handler() {
     let mut ann = peer(&server, Codec::Json, "ann").await;
     let mut root = peer(&server, Codec::MsgPack, "root").await;
 
-    assert_eq!(answer(&mut ann, "hit", json!({}), "h1").await, json!(1));
-    assert_eq!(answer(&mut root, "hit", json!(null), "h2").await, json!(2));
+    assert_eq!(ann.ok("hit", json!({}), "h1").await, json!(1));
+    assert_eq!(root.ok("hit", json!(null), "h2").await, json!(2));
     // A message handler shares it too, and runs before the call that follows it.
     ann.send(&json!(["hit", null, null])).await;
-    assert_eq!(answer(&mut ann, "hit", json!({}), "h3").await, json!(4));
+    assert_eq!(ann.ok("hit", json!({}), "h3").await, json!(4));
     assert_eq!(
         server
             .server
@@ -200,25 +186,13 @@ async fn state_given_to_the_builder_is_shared_by_every_handler() {
     );
 
     // One value a type: the second replaced the first; a type never given is not there.
-    assert_eq!(
-        answer(&mut root, "label", json!({}), "l").await,
-        json!("second")
-    );
-    assert_eq!(
-        answer(&mut ann, "missing", json!({}), "m").await,
-        json!(true)
-    );
+    assert_eq!(root.ok("label", json!({}), "l").await, json!("second"));
+    assert_eq!(ann.ok("missing", json!({}), "m").await, json!(true));
     assert!(server.server.state::<u32>().is_none());
 
     // Connection data is each connection's own.
-    assert_eq!(
-        answer(&mut ann, "role", json!({}), "r1").await,
-        json!("reader")
-    );
-    assert_eq!(
-        answer(&mut root, "role", json!({}), "r2").await,
-        json!("admin")
-    );
+    assert_eq!(ann.ok("role", json!({}), "r1").await, json!("reader"));
+    assert_eq!(root.ok("role", json!({}), "r2").await, json!("admin"));
 }
 
 // ---------------------------------------------------------------- cancellation

@@ -26,23 +26,9 @@ async fn device(addr: SocketAddr, codec: Codec, user: &str) -> Raw {
     raw
 }
 
-/// Calls `procedure` with `args` on `raw` and returns the result; the next frame must be its
-/// response.
-async fn answer(raw: &mut Raw, procedure: &str, args: Value, stamp: &str) -> Value {
-    raw.send(&json!([procedure, args, stamp])).await;
-    let frame = raw.frame().await;
-    assert_eq!(
-        frame[0], "~wse:response",
-        "{:?}: {procedure} → {frame}",
-        raw.codec
-    );
-    assert_eq!(frame[2], stamp, "{frame}");
-    frame[1].clone()
-}
-
 /// Sends `payload` from `raw` to `to` with `dm.send` and returns whether it was delivered.
 async fn dm(raw: &mut Raw, to: &str, payload: Value, stamp: &str) -> bool {
-    answer(raw, "dm.send", json!({"to": to, "payload": payload}), stamp)
+    raw.ok("dm.send", json!({"to": to, "payload": payload}), stamp)
         .await
         .as_bool()
         .expect("dm.send answers a bool")
@@ -126,7 +112,7 @@ async fn subscribe_returns_a_snapshot_and_then_every_change_in_version_order() {
         let mut ann = device(server.addr(), other, "ann").await;
         let mut watcher = device(server.addr(), codec, "watcher").await;
 
-        let snapshot = answer(&mut watcher, "presence.subscribe", json!({}), "s1").await;
+        let snapshot = watcher.ok("presence.subscribe", json!({}), "s1").await;
         let versions = listed(&snapshot, &[("ann", 1, "ann"), ("watcher", 1, "watcher")]);
         assert!(versions[0] < versions[1], "ann came first: {snapshot}");
 
@@ -135,7 +121,7 @@ async fn subscribe_returns_a_snapshot_and_then_every_change_in_version_order() {
         let mut laptop = device(server.addr(), codec, "bob").await;
         let last = change(&watcher.frame().await, "bob", true, 2, "bob", last);
 
-        let set = answer(&mut ann, "set_profile", json!({"alias": "Ann"}), "p1").await;
+        let set = ann.ok("set_profile", json!({"alias": "Ann"}), "p1").await;
         assert_eq!(set, json!(true));
         let alias_version = change(&watcher.frame().await, "ann", true, 1, "Ann", last);
 
@@ -145,7 +131,7 @@ async fn subscribe_returns_a_snapshot_and_then_every_change_in_version_order() {
         change(&watcher.frame().await, "bob", false, 0, "bob", last);
 
         // The list the changes were applied to agrees with the server's.
-        let online = answer(&mut watcher, "presence.online", json!({}), "o1").await;
+        let online = watcher.ok("presence.online", json!({}), "o1").await;
         let versions = listed(&online, &[("ann", 1, "Ann"), ("watcher", 1, "watcher")]);
         assert_eq!(versions[0], alias_version);
         assert_eq!(
@@ -154,11 +140,11 @@ async fn subscribe_returns_a_snapshot_and_then_every_change_in_version_order() {
         );
 
         // Unsubscribed, it hears of nothing more.
-        let was = answer(&mut watcher, "presence.unsubscribe", json!({}), "u1").await;
+        let was = watcher.ok("presence.unsubscribe", json!({}), "u1").await;
         assert_eq!(was, json!(true), "{codec:?}");
         let _carol = device(server.addr(), other, "carol").await;
         watcher.expect_silence(QUIET).await;
-        let again = answer(&mut watcher, "presence.unsubscribe", json!({}), "u2").await;
+        let again = watcher.ok("presence.unsubscribe", json!({}), "u2").await;
         assert_eq!(again, json!(false), "{codec:?}");
     }
 }
@@ -192,7 +178,7 @@ async fn come_and_go(server: Server, addr: SocketAddr, user: String, index: usiz
 async fn presence_versions_grow_for_each_user_while_devices_of_several_users_come_and_go() {
     let server = start_demo(Auth::Plain).await;
     let mut watcher = device(server.addr(), Codec::MsgPack, "watcher").await;
-    let snapshot = answer(&mut watcher, "presence.subscribe", json!({}), "s").await;
+    let snapshot = watcher.ok("presence.subscribe", json!({}), "s").await;
     let start_version = listed(&snapshot, &[("watcher", 1, "watcher")])[0];
 
     let users: Vec<String> = (0..USERS).map(|i| format!("u{i}")).collect();
@@ -379,7 +365,7 @@ async fn an_unavailable_user_is_invisible_and_unreachable_until_available_again(
     let mut ann = device(server.addr(), Codec::Json, "ann").await;
     let mut bob = device(server.addr(), Codec::MsgPack, "bob").await;
     let mut watcher = device(server.addr(), Codec::MsgPack, "watcher").await;
-    let snapshot = answer(&mut watcher, "presence.subscribe", json!({}), "s").await;
+    let snapshot = watcher.ok("presence.subscribe", json!({}), "s").await;
     let versions = listed(
         &snapshot,
         &[
@@ -389,12 +375,14 @@ async fn an_unavailable_user_is_invisible_and_unreachable_until_available_again(
         ],
     );
 
-    let set = answer(&mut ann, "set_profile", json!({"available": false}), "p1").await;
+    let set = ann
+        .ok("set_profile", json!({"available": false}), "p1")
+        .await;
     assert_eq!(set, json!(true));
     let hidden = change(&watcher.frame().await, "ann", false, 0, "ann", versions[2]);
 
     // Not listed, shown offline.
-    let online = answer(&mut watcher, "presence.online", json!({}), "o1").await;
+    let online = watcher.ok("presence.online", json!({}), "o1").await;
     listed(&online, &[("bob", 1, "bob"), ("watcher", 1, "watcher")]);
     let seen = server.server.presence("ann").await.unwrap().unwrap();
     assert!(!seen.online);
@@ -423,10 +411,12 @@ async fn an_unavailable_user_is_invisible_and_unreachable_until_available_again(
     assert_eq!(seen.devices, 0);
 
     // Available again: seen with every device, and reachable.
-    let set = answer(&mut tablet, "set_profile", json!({"available": true}), "p2").await;
+    let set = tablet
+        .ok("set_profile", json!({"available": true}), "p2")
+        .await;
     assert_eq!(set, json!(true));
     change(&watcher.frame().await, "ann", true, 2, "ann", hidden);
-    let online = answer(&mut watcher, "presence.online", json!({}), "o2").await;
+    let online = watcher.ok("presence.online", json!({}), "o2").await;
     listed(
         &online,
         &[
@@ -451,18 +441,18 @@ async fn a_profile_lasts_while_its_user_is_online() {
     let server = start_demo(Auth::Plain).await;
     let mut events = server.server.events();
     let mut watcher = device(server.addr(), Codec::Json, "watcher").await;
-    let snapshot = answer(&mut watcher, "presence.subscribe", json!({}), "s").await;
+    let snapshot = watcher.ok("presence.subscribe", json!({}), "s").await;
     let start_version = listed(&snapshot, &[("watcher", 1, "watcher")])[0];
 
     let mut ann = device(server.addr(), Codec::MsgPack, "ann").await;
     let last = change(&watcher.frame().await, "ann", true, 1, "ann", start_version);
-    let set = answer(
-        &mut ann,
-        "set_profile",
-        json!({"alias": "Ann", "available": false}),
-        "p",
-    )
-    .await;
+    let set = ann
+        .ok(
+            "set_profile",
+            json!({"alias": "Ann", "available": false}),
+            "p",
+        )
+        .await;
     assert_eq!(set, json!(true));
     let last = change(&watcher.frame().await, "ann", false, 0, "Ann", last);
 

@@ -18,39 +18,6 @@ use wse_server::{
 };
 use wse_tests::{Codec, QUIET, Raw, Seen, demo_client, next_event, start, start_demo, within};
 
-/// Calls `procedure` with `args` under `stamp`; its answer must be the next frame.
-async fn call(raw: &mut Raw, procedure: &str, args: Value, stamp: &str) -> Value {
-    raw.send(&json!([procedure, args, stamp])).await;
-    let answer = raw.frame().await;
-    assert_eq!(answer[2], stamp, "{:?} {procedure}: {answer}", raw.codec);
-    answer
-}
-
-/// The result of a call that must succeed.
-async fn ok(raw: &mut Raw, procedure: &str, args: Value, stamp: &str) -> Value {
-    let answer = call(raw, procedure, args, stamp).await;
-    assert_eq!(
-        answer[0], "~wse:response",
-        "{:?} {procedure}: {answer}",
-        raw.codec
-    );
-    answer[1].clone()
-}
-
-/// The error code of a call that must fail.
-async fn refused(raw: &mut Raw, procedure: &str, args: Value, stamp: &str) -> String {
-    let answer = call(raw, procedure, args, stamp).await;
-    assert_eq!(
-        answer[0], "~wse:response-err",
-        "{:?} {procedure}: {answer}",
-        raw.codec
-    );
-    answer[1]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("an error code in {answer}"))
-        .to_owned()
-}
-
 /// Calls the demo's `room_send` from a member of the room that hears it too: the message and
 /// the answer arrive in either order, and nothing else.
 async fn room_send_heard(raw: &mut Raw, args: Value, stamp: &str, message: &Value) {
@@ -149,31 +116,35 @@ async fn a_room_send_reaches_a_member_through_two_paths_once_on_both_codecs() {
         let mut phone = Raw::login(server.addr(), codec, &ann).await;
         // The phone joins by itself, then as part of its user.
         assert_eq!(
-            ok(&mut phone, "rooms.join", json!({"room": room}), "j1").await,
+            phone.ok("rooms.join", json!({"room": room}), "j1").await,
             true
         );
         assert_eq!(
-            ok(&mut phone, "join_user_room", json!({"room": room}), "u1").await,
+            phone
+                .ok("join_user_room", json!({"room": room}), "u1")
+                .await,
             true
         );
         // The laptop connects later: in through its user, then joins by itself too.
         let mut laptop = Raw::login(server.addr(), codec, &ann).await;
         assert_eq!(
-            ok(&mut laptop, "rooms.mine", json!({}), "m1").await,
+            laptop.ok("rooms.mine", json!({}), "m1").await,
             json!([room])
         );
         assert_eq!(
-            ok(&mut laptop, "rooms.join", json!({"room": room}), "j2").await,
+            laptop.ok("rooms.join", json!({"room": room}), "j2").await,
             true
         );
         let mut bob_raw = Raw::login(server.addr(), codec, &bob).await;
         assert_eq!(
-            ok(&mut bob_raw, "rooms.join", json!({"room": room}), "j3").await,
+            bob_raw.ok("rooms.join", json!({"room": room}), "j3").await,
             true
         );
         assert_eq!(server.server.room_members(&room).await.unwrap().len(), 3);
         assert_eq!(
-            ok(&mut bob_raw, "room_members", json!({"room": room}), "r1").await,
+            bob_raw
+                .ok("room_members", json!({"room": room}), "r1")
+                .await,
             json!([ann, bob])
         );
 
@@ -199,13 +170,10 @@ async fn a_room_send_reaches_a_member_through_two_paths_once_on_both_codecs() {
 
         // The phone ends its own join: still in through its user, still reached once.
         assert_eq!(
-            ok(&mut phone, "rooms.leave", json!({"room": room}), "l1").await,
+            phone.ok("rooms.leave", json!({"room": room}), "l1").await,
             true
         );
-        assert_eq!(
-            ok(&mut phone, "rooms.mine", json!({}), "m2").await,
-            json!([room])
-        );
+        assert_eq!(phone.ok("rooms.mine", json!({}), "m2").await, json!([room]));
         assert_eq!(server.server.send_to_room(&room, "tick", &2).unwrap(), 3);
         heard_once(
             &mut [&mut phone, &mut laptop, &mut bob_raw],
@@ -215,10 +183,7 @@ async fn a_room_send_reaches_a_member_through_two_paths_once_on_both_codecs() {
 
         // The user leaves as a whole: the laptop stays by its own join, the phone is out.
         assert!(server.server.leave_user(&ann, &room).await.unwrap());
-        assert_eq!(
-            ok(&mut phone, "rooms.mine", json!({}), "m3").await,
-            json!([])
-        );
+        assert_eq!(phone.ok("rooms.mine", json!({}), "m3").await, json!([]));
         assert_eq!(server.server.send_to_room(&room, "tick", &3).unwrap(), 2);
         heard_once(&mut [&mut laptop, &mut bob_raw], &json!(["tick", 3, null])).await;
         phone.expect_silence(QUIET).await;
@@ -234,7 +199,8 @@ async fn a_room_send_skips_the_calling_device_or_every_device_of_its_user() {
     let mut eve = Raw::login(server.addr(), Codec::MsgPack, "eve").await;
     for (raw, stamp) in [(&mut phone, "j1"), (&mut laptop, "j2"), (&mut bob, "j3")] {
         assert_eq!(
-            ok(raw, "rooms.join", json!({"room": "public-chat"}), stamp).await,
+            raw.ok("rooms.join", json!({"room": "public-chat"}), stamp)
+                .await,
             true
         );
     }
@@ -242,17 +208,14 @@ async fn a_room_send_skips_the_calling_device_or_every_device_of_its_user() {
 
     // "connection": the calling device alone is skipped; its user's other device hears it.
     assert_eq!(
-        ok(&mut phone, "room_send", send("connection", 1), "s1").await,
+        phone.ok("room_send", send("connection", 1), "s1").await,
         true
     );
     heard_once(&mut [&mut laptop, &mut bob], &json!(["said", 1, null])).await;
     phone.expect_silence(QUIET).await;
 
     // "user": every device of the calling user is skipped.
-    assert_eq!(
-        ok(&mut phone, "room_send", send("user", 2), "s2").await,
-        true
-    );
+    assert_eq!(phone.ok("room_send", send("user", 2), "s2").await, true);
     heard_once(&mut [&mut bob], &json!(["said", 2, null])).await;
     phone.expect_silence(QUIET).await;
     laptop.expect_silence(QUIET).await;
@@ -264,7 +227,7 @@ async fn a_room_send_skips_the_calling_device_or_every_device_of_its_user() {
 
     // Whoever is not in the room hears none of it, and may send to it all the same.
     eve.expect_silence(QUIET).await;
-    assert_eq!(ok(&mut eve, "room_send", send("user", 4), "s4").await, true);
+    assert_eq!(eve.ok("room_send", send("user", 4), "s4").await, true);
     heard_once(
         &mut [&mut phone, &mut laptop, &mut bob],
         &json!(["said", 4, null]),
@@ -280,16 +243,18 @@ async fn a_client_join_is_refused_unless_authorized_and_never_for_a_reserved_nam
     let mut raw = Raw::login(server.addr(), Codec::Json, "ann").await;
     for (room, stamp) in [("private-x", "j1"), ("~wse:presence", "j2"), ("", "j3")] {
         assert_eq!(
-            refused(&mut raw, "rooms.join", json!({"room": room}), stamp).await,
+            raw.refused("rooms.join", json!({"room": room}), stamp)
+                .await,
             "wse.server.room.forbidden",
             "{room:?}"
         );
     }
     assert_eq!(
-        refused(&mut raw, "rooms.leave", json!({"room": "private-x"}), "l1").await,
+        raw.refused("rooms.leave", json!({"room": "private-x"}), "l1")
+            .await,
         "wse.server.room.forbidden"
     );
-    assert_eq!(ok(&mut raw, "rooms.mine", json!({}), "m1").await, json!([]));
+    assert_eq!(raw.ok("rooms.mine", json!({}), "m1").await, json!([]));
     assert!(
         server
             .server
@@ -299,7 +264,8 @@ async fn a_client_join_is_refused_unless_authorized_and_never_for_a_reserved_nam
             .is_empty()
     );
     assert_eq!(
-        ok(&mut raw, "rooms.join", json!({"room": "public-x"}), "j4").await,
+        raw.ok("rooms.join", json!({"room": "public-x"}), "j4")
+            .await,
         true
     );
 
@@ -327,18 +293,20 @@ async fn a_client_join_is_refused_unless_authorized_and_never_for_a_reserved_nam
         ("rooms.join", "", "j3"),
     ] {
         assert_eq!(
-            refused(&mut raw, procedure, json!({"room": room}), stamp).await,
+            raw.refused(procedure, json!({"room": room}), stamp).await,
             "wse.server.room.forbidden",
             "{procedure} {room:?}"
         );
     }
     assert_eq!(local.room_count(), 0);
     assert_eq!(
-        ok(&mut raw, "rooms.join", json!({"room": "private-x"}), "j4").await,
+        raw.ok("rooms.join", json!({"room": "private-x"}), "j4")
+            .await,
         true
     );
     assert_eq!(
-        ok(&mut raw, "rooms.leave", json!({"room": "private-x"}), "l2").await,
+        raw.ok("rooms.leave", json!({"room": "private-x"}), "l2")
+            .await,
         true
     );
     assert_eq!(
@@ -354,14 +322,16 @@ async fn a_client_join_is_refused_unless_authorized_and_never_for_a_reserved_nam
     let closed = start(closed).await;
     let mut raw = Raw::login_identity(closed.addr(), Codec::Json, "ann").await;
     assert_eq!(
-        refused(&mut raw, "rooms.join", json!({"room": "public-x"}), "j1").await,
+        raw.refused("rooms.join", json!({"room": "public-x"}), "j1")
+            .await,
         "wse.server.room.forbidden"
     );
     assert_eq!(
-        refused(&mut raw, "rooms.leave", json!({"room": "public-x"}), "l1").await,
+        raw.refused("rooms.leave", json!({"room": "public-x"}), "l1")
+            .await,
         "wse.server.room.forbidden"
     );
-    assert_eq!(ok(&mut raw, "rooms.mine", json!({}), "m1").await, json!([]));
+    assert_eq!(raw.ok("rooms.mine", json!({}), "m1").await, json!([]));
     assert_eq!(local.room_count(), 0);
 }
 
@@ -372,98 +342,80 @@ async fn leave_says_whether_it_was_a_member_and_a_users_rooms_end_with_its_last_
     let mut zed = Raw::login(server.addr(), Codec::Json, "zed").await;
     for (room, stamp) in [("public-b", "j1"), ("public-c", "j2"), ("public-a", "j3")] {
         assert_eq!(
-            ok(&mut zed, "rooms.join", json!({"room": room}), stamp).await,
+            zed.ok("rooms.join", json!({"room": room}), stamp).await,
             true
         );
     }
     // Twice changes nothing.
     assert_eq!(
-        ok(&mut zed, "rooms.join", json!({"room": "public-a"}), "j4").await,
+        zed.ok("rooms.join", json!({"room": "public-a"}), "j4")
+            .await,
         false
     );
     assert_eq!(
-        ok(&mut zed, "rooms.mine", json!({}), "m1").await,
+        zed.ok("rooms.mine", json!({}), "m1").await,
         json!(["public-a", "public-b", "public-c"])
     );
     assert_eq!(
-        ok(&mut zed, "rooms.leave", json!({"room": "public-b"}), "l1").await,
+        zed.ok("rooms.leave", json!({"room": "public-b"}), "l1")
+            .await,
         true
     );
     assert_eq!(
-        ok(&mut zed, "rooms.leave", json!({"room": "public-b"}), "l2").await,
+        zed.ok("rooms.leave", json!({"room": "public-b"}), "l2")
+            .await,
         false
     );
     assert_eq!(
-        ok(
-            &mut zed,
-            "rooms.leave",
-            json!({"room": "public-never"}),
-            "l3"
-        )
-        .await,
+        zed.ok("rooms.leave", json!({"room": "public-never"}), "l3")
+            .await,
         false
     );
     assert_eq!(
-        ok(&mut zed, "rooms.mine", json!({}), "m2").await,
+        zed.ok("rooms.mine", json!({}), "m2").await,
         json!(["public-a", "public-c"])
     );
 
     // Members are user ids, sorted, each once whatever its devices.
     let mut amy = Raw::login(server.addr(), Codec::MsgPack, "amy").await;
     assert_eq!(
-        ok(&mut amy, "rooms.join", json!({"room": "public-a"}), "j1").await,
+        amy.ok("rooms.join", json!({"room": "public-a"}), "j1")
+            .await,
         true
     );
     assert_eq!(
-        ok(&mut zed, "room_members", json!({"room": "public-a"}), "r1").await,
+        zed.ok("room_members", json!({"room": "public-a"}), "r1")
+            .await,
         json!(["amy", "zed"])
     );
 
     // Amy joins a room as a whole user; a device she connects later is in it too.
     assert_eq!(
-        ok(
-            &mut amy,
-            "join_user_room",
-            json!({"room": "public-team"}),
-            "u1"
-        )
-        .await,
+        amy.ok("join_user_room", json!({"room": "public-team"}), "u1")
+            .await,
         true
     );
     let mut amy_laptop = Raw::login(server.addr(), Codec::Json, "amy").await;
     assert_eq!(
-        ok(&mut amy_laptop, "rooms.mine", json!({}), "m1").await,
+        amy_laptop.ok("rooms.mine", json!({}), "m1").await,
         json!(["public-team"])
     );
     assert_eq!(
-        ok(
-            &mut amy_laptop,
-            "room_members",
-            json!({"room": "public-a"}),
-            "r1"
-        )
-        .await,
+        amy_laptop
+            .ok("room_members", json!({"room": "public-a"}), "r1")
+            .await,
         json!(["amy", "zed"])
     );
     assert_eq!(
-        ok(
-            &mut zed,
-            "room_members",
-            json!({"room": "public-team"}),
-            "r2"
-        )
-        .await,
+        zed.ok("room_members", json!({"room": "public-team"}), "r2")
+            .await,
         json!(["amy"])
     );
     // Not by its own join: its leave ends nothing, and it stays reached.
     assert_eq!(
-        ok(
-            &mut amy_laptop,
-            "rooms.leave",
-            json!({"room": "public-team"}),
-            "l1"
-        )
-        .await,
+        amy_laptop
+            .ok("rooms.leave", json!({"room": "public-team"}), "l1")
+            .await,
         false
     );
     assert_eq!(
@@ -508,14 +460,12 @@ async fn leave_says_whether_it_was_a_member_and_a_users_rooms_end_with_its_last_
             .is_empty()
     );
     assert_eq!(
-        ok(&mut zed, "room_members", json!({"room": "public-a"}), "r3").await,
+        zed.ok("room_members", json!({"room": "public-a"}), "r3")
+            .await,
         json!(["zed"])
     );
     let mut amy_again = Raw::login(server.addr(), Codec::Json, "amy").await;
-    assert_eq!(
-        ok(&mut amy_again, "rooms.mine", json!({}), "m1").await,
-        json!([])
-    );
+    assert_eq!(amy_again.ok("rooms.mine", json!({}), "m1").await, json!([]));
     assert_eq!(
         server
             .server
@@ -534,42 +484,39 @@ async fn a_join_past_the_per_connection_room_limit_is_refused_until_a_leave() {
     let id = only_device(&local, "ann");
     // A presence subscription is a room of the server's own: it does not count.
     assert!(
-        ok(&mut raw, "presence.subscribe", json!({}), "p1")
+        raw.ok("presence.subscribe", json!({}), "p1")
             .await
             .is_array()
     );
     for (room, stamp) in [("a", "j1"), ("b", "j2"), ("c", "j3")] {
         assert_eq!(
-            ok(&mut raw, "rooms.join", json!({"room": room}), stamp).await,
+            raw.ok("rooms.join", json!({"room": room}), stamp).await,
             true
         );
     }
     assert_eq!(
-        refused(&mut raw, "rooms.join", json!({"room": "d"}), "j4").await,
+        raw.refused("rooms.join", json!({"room": "d"}), "j4").await,
         "wse.server.room.limit"
     );
     // A room it is in already is not one more.
     assert_eq!(
-        ok(&mut raw, "rooms.join", json!({"room": "a"}), "j5").await,
+        raw.ok("rooms.join", json!({"room": "a"}), "j5").await,
         false
     );
     assert_eq!(
-        ok(&mut raw, "rooms.mine", json!({}), "m1").await,
+        raw.ok("rooms.mine", json!({}), "m1").await,
         json!(["a", "b", "c"])
     );
     assert!(local.members_now("d").is_empty());
 
     // After a leave, a join works again, up to the limit.
     assert_eq!(
-        ok(&mut raw, "rooms.leave", json!({"room": "b"}), "l1").await,
+        raw.ok("rooms.leave", json!({"room": "b"}), "l1").await,
         true
     );
+    assert_eq!(raw.ok("rooms.join", json!({"room": "d"}), "j6").await, true);
     assert_eq!(
-        ok(&mut raw, "rooms.join", json!({"room": "d"}), "j6").await,
-        true
-    );
-    assert_eq!(
-        refused(&mut raw, "rooms.join", json!({"room": "b"}), "j7").await,
+        raw.refused("rooms.join", json!({"room": "b"}), "j7").await,
         "wse.server.room.limit"
     );
 
@@ -577,25 +524,22 @@ async fn a_join_past_the_per_connection_room_limit_is_refused_until_a_leave() {
     assert!(server.server.join(id, "x").await.unwrap());
     assert!(server.server.join_user("ann", "y").await.unwrap());
     assert_eq!(
-        ok(&mut raw, "rooms.mine", json!({}), "m2").await,
+        raw.ok("rooms.mine", json!({}), "m2").await,
         json!(["a", "c", "d", "x", "y"])
     );
     for (room, stamp) in [("a", "l2"), ("c", "l3"), ("d", "l4")] {
         assert_eq!(
-            ok(&mut raw, "rooms.leave", json!({"room": room}), stamp).await,
+            raw.ok("rooms.leave", json!({"room": room}), stamp).await,
             true
         );
     }
+    assert_eq!(raw.ok("rooms.join", json!({"room": "e"}), "j8").await, true);
     assert_eq!(
-        ok(&mut raw, "rooms.join", json!({"room": "e"}), "j8").await,
-        true
-    );
-    assert_eq!(
-        refused(&mut raw, "rooms.join", json!({"room": "f"}), "j9").await,
+        raw.refused("rooms.join", json!({"room": "f"}), "j9").await,
         "wse.server.room.limit"
     );
     assert_eq!(
-        ok(&mut raw, "rooms.mine", json!({}), "m3").await,
+        raw.ok("rooms.mine", json!({}), "m3").await,
         json!(["e", "x", "y"])
     );
 }
@@ -730,7 +674,7 @@ async fn ten_thousand_join_and_leave_cycles_leave_no_room_connection_or_task_beh
                     assert_eq!(answer[0], "~wse:response", "{answer}");
                     assert_eq!(answer[1], true, "{answer}");
                 }
-                assert_eq!(ok(&mut raw, "rooms.mine", json!({}), "m").await, json!(odd));
+                assert_eq!(raw.ok("rooms.mine", json!({}), "m").await, json!(odd));
                 raw
             })
         })
@@ -864,9 +808,7 @@ async fn the_client_joins_a_public_room_hears_a_room_send_and_lists_its_rooms() 
     // Another device of another user sends to the room.
     let mut bob = Raw::login(server.addr(), Codec::MsgPack, "bob").await;
     assert_eq!(
-        ok(
-            &mut bob,
-            "room_send",
+        bob.ok("room_send",
             json!({"room": "public-x", "type": "said", "payload": {"text": "hi"}, "except": "user"}),
             "s1"
         )
