@@ -7,7 +7,7 @@
 //! touch the maps and queue frames (presence changes, which must reach each subscriber in the
 //! order of their versions): connections are closed and user code runs after it is released.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -37,7 +37,7 @@ struct Index {
     /// Every online user: its connections, its rooms and its presence.
     users: HashMap<Arc<str>, Online>,
     /// Each room's connections, whichever way they joined; a room with none is not here.
-    rooms: HashMap<Arc<str>, HashSet<ConnectionId>>,
+    rooms: HashMap<Arc<str>, Members>,
     /// The last presence version given out: every change takes the next, so that versions
     /// of one user grow even across its going offline and coming back.
     version: u64,
@@ -100,13 +100,23 @@ impl Online {
     }
 }
 
+/// A room's connections, each with what a send needs of it.
+type Members = HashMap<ConnectionId, Reach>;
+
 struct Listed {
+    reach: Reach,
+    rooms: Vec<Membership>,
+}
+
+/// A connection, with its outbound queue and its codec's name at hand: a send to thousands of
+/// connections touches as little of each as it can. The index keeps one for each connection
+/// and each room one for each member, so a send to a room finds its members without a look-up
+/// in the index.
+#[derive(Clone)]
+struct Reach {
     connection: Connection,
-    /// Its outbound queue and its codec's name, at hand: a send to thousands of connections
-    /// touches as little of each as it can.
     outbox: Outbox,
     codec: Arc<str>,
-    rooms: Vec<Membership>,
 }
 
 /// How a connection is in a room: by its own join, through its user's, or both. It is in the
@@ -126,7 +136,7 @@ enum Queued {
     Full,
 }
 
-impl Listed {
+impl Reach {
     /// Queues this connection's frame of `packed`.
     fn queue(&self, packed: &Packed) -> Queued {
         let Some(frame) = packed.frame_for(&self.codec) else {
@@ -179,10 +189,10 @@ impl Index {
         for membership in &listed.rooms {
             remove_member(&mut self.rooms, &membership.room, id);
         }
-        if let Some(online) = self.users.get_mut(listed.connection.user_id()) {
+        if let Some(online) = self.users.get_mut(listed.reach.connection.user_id()) {
             online.devices.retain(|device| *device != id);
         }
-        Some(listed.connection)
+        Some(listed.reach.connection)
     }
 
     /// Gives `user_id`'s presence a new version after its devices or profile changed (it was
@@ -231,11 +241,9 @@ impl Index {
                 return;
             }
         };
-        for id in subscribers {
-            if let Some(listed) = self.connections.get(id)
-                && let Queued::Full = listed.queue(&packed)
-            {
-                after.slow.push(listed.connection.clone());
+        for reach in subscribers.values() {
+            if let Queued::Full = reach.queue(&packed) {
+                after.slow.push(reach.connection.clone());
             }
         }
     }
@@ -254,7 +262,10 @@ impl Index {
                     own: false,
                     through_user: false,
                 });
-                self.rooms.entry(Arc::clone(room)).or_default().insert(id);
+                self.rooms
+                    .entry(Arc::clone(room))
+                    .or_default()
+                    .insert(id, listed.reach.clone());
                 listed.rooms.last_mut().expect("just pushed")
             }
         };
@@ -297,22 +308,22 @@ impl Index {
         &self,
         target: &Target,
         except: Option<&Except>,
-        mut each: impl FnMut(&Listed) -> bool,
+        mut each: impl FnMut(&Reach) -> bool,
     ) -> usize {
         let mut count = 0;
-        let mut visit = |id: &ConnectionId, listed: &Listed| {
+        let mut visit = |id: &ConnectionId, reach: &Reach| {
             let skipped = match except {
                 None => false,
                 Some(Except::Connection(skip)) => skip == id,
-                Some(except) => except.skips(&listed.connection),
+                Some(except) => except.skips(&reach.connection),
             };
-            if !skipped && each(listed) {
+            if !skipped && each(reach) {
                 count += 1;
             }
         };
         let mut visit_id = |id: &ConnectionId| {
             if let Some(listed) = self.connections.get(id) {
-                visit(id, listed);
+                visit(id, &listed.reach);
             }
         };
         match target {
@@ -328,22 +339,18 @@ impl Index {
                 .get(room)
                 .into_iter()
                 .flatten()
-                .for_each(visit_id),
+                .for_each(|(id, reach)| visit(id, reach)),
             Target::All => self
                 .connections
                 .iter()
-                .for_each(|(id, listed)| visit(id, listed)),
+                .for_each(|(id, listed)| visit(id, &listed.reach)),
         }
         count
     }
 }
 
 /// Takes `id` out of `room`'s members; a room left empty is gone.
-fn remove_member(
-    rooms: &mut HashMap<Arc<str>, HashSet<ConnectionId>>,
-    room: &str,
-    id: ConnectionId,
-) {
+fn remove_member(rooms: &mut HashMap<Arc<str>, Members>, room: &str, id: ConnectionId) {
     if let Some(members) = rooms.get_mut(room) {
         members.remove(&id);
         if members.is_empty() {
@@ -378,7 +385,7 @@ impl LocalDelivery {
         self.read()
             .connections
             .get(&id)
-            .map(|listed| listed.connection.clone())
+            .map(|listed| listed.reach.connection.clone())
     }
 
     /// Every connection open on this node.
@@ -389,8 +396,8 @@ impl LocalDelivery {
     /// The connections of this node that a send to `target` except `except` reaches.
     pub fn targeted(&self, target: &Target, except: Option<&Except>) -> Vec<Connection> {
         let mut recipients = Vec::new();
-        self.read().count_recipients(target, except, |listed| {
-            recipients.push(listed.connection.clone());
+        self.read().count_recipients(target, except, |reach| {
+            recipients.push(reach.connection.clone());
             true
         });
         recipients
@@ -414,7 +421,7 @@ impl LocalDelivery {
                         index
                             .connections
                             .get(id)
-                            .is_some_and(|listed| !listed.connection.is_closed())
+                            .is_some_and(|listed| !listed.reach.connection.is_closed())
                     })
                     .count();
                 if open >= limit.max {
@@ -425,9 +432,11 @@ impl LocalDelivery {
             index.connections.insert(
                 id,
                 Listed {
-                    connection: connection.clone(),
-                    outbox: connection.session().outbox().clone(),
-                    codec: Arc::clone(connection.codec()),
+                    reach: Reach {
+                        connection: connection.clone(),
+                        outbox: connection.session().outbox().clone(),
+                        codec: Arc::clone(connection.codec()),
+                    },
                     rooms: Vec::new(),
                 },
             );
@@ -581,11 +590,11 @@ impl LocalDelivery {
         let mut slow = Vec::new();
         let queued =
             self.read()
-                .count_recipients(target, except, |listed| match listed.queue(packed) {
+                .count_recipients(target, except, |reach| match reach.queue(packed) {
                     Queued::Yes => true,
                     Queued::No => false,
                     Queued::Full => {
-                        slow.push(listed.connection.clone());
+                        slow.push(reach.connection.clone());
                         false
                     }
                 });
@@ -623,7 +632,7 @@ impl LocalDelivery {
         self.read()
             .rooms
             .get(room)
-            .map(|members| members.iter().copied().collect())
+            .map(|members| members.keys().copied().collect())
             .unwrap_or_default()
     }
 
@@ -634,9 +643,8 @@ impl LocalDelivery {
             .rooms
             .get(room)
             .into_iter()
-            .flatten()
-            .filter_map(|id| index.connections.get(id))
-            .map(|listed| Arc::clone(listed.connection.user_arc()))
+            .flat_map(Members::values)
+            .map(|reach| Arc::clone(reach.connection.user_arc()))
             .collect();
         users.sort_unstable();
         users.dedup();
