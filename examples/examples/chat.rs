@@ -32,7 +32,8 @@ fn chat_server() -> Result<Server, Box<dyn std::error::Error>> {
             return Decision::refuse();
         };
         let alias = handshake.meta["alias"].as_str().unwrap_or(name).to_owned();
-        Decision::accept(name, json!({"hello": alias})).with_profile(Profile::new().alias(alias))
+        Decision::accept(name, json!({"hello": alias}))
+            .with_profile(Profile::new().with_alias(alias))
     })
     .conn_per_user(3)
     .room_procedures(

@@ -31,7 +31,8 @@
 //! - rooms: the built-in `rooms.join {room}`, `rooms.leave {room}` (whether it was a
 //!   member), `rooms.mine {}` (sorted), for rooms named `public-…` only (anything else is
 //!   `wse.server.room.forbidden`); `join_user_room {room}` (the caller's user, all its devices
-//!   and later ones, joins; true); `room_send {room, type, payload, except}` with `except`
+//!   and later ones, joins; true; at most 100 such rooms per user, `wse.server.room.limit`
+//!   past them; room names up to 128 bytes); `room_send {room, type, payload, except}` with `except`
 //!   `"none"`, `"connection"` or `"user"` (`[type, payload, null]` to each connection of the
 //!   room once, less those; true); `room_members {room}` (the sorted user ids in it).
 //! - presence: the built-in `presence.subscribe {}`, `presence.unsubscribe {}`,
@@ -61,6 +62,12 @@ pub const HMAC_SECRET: &str = "s3cret";
 
 /// The prefix of the rooms clients may join and leave themselves.
 pub const PUBLIC_ROOMS: &str = "public-";
+
+/// The longest room name the demo takes, in bytes.
+const MAX_ROOM_NAME: usize = 128;
+
+/// How many rooms a user of the demo may join as a whole.
+const MAX_USER_ROOMS: usize = 100;
 
 /// Who a demo connection is, parsed once at identify: what `whoami` answers.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -256,8 +263,19 @@ fn register(server: &Server) {
         server.register(
             "join_user_room",
             |conn: Connection, args: Room| async move {
+                // What a client may ask of the server's memory stays bounded, as for its own
+                // joins.
+                if args.room.len() > MAX_ROOM_NAME {
+                    return Err(RpcError::code(ErrorCode::RpInvalidPayload)
+                        .with_message(format!("a room name is at most {MAX_ROOM_NAME} bytes")));
+                }
+                let server = conn.server();
+                let rooms = server.user_rooms(conn.user_id()).await.map_err(refused)?;
+                if rooms.len() >= MAX_USER_ROOMS && !rooms.iter().any(|r| **r == *args.room) {
+                    return Err(RpcError::code(ErrorCode::RoomLimit));
+                }
                 // Already in it is fine: the user is in the room either way.
-                conn.server()
+                server
                     .join_user(conn.user_id(), &args.room)
                     .await
                     .map_err(refused)?;

@@ -343,7 +343,7 @@ async fn online_lists_available_users_with_their_devices_and_aliases() {
         Some(&after[1])
     );
     let profile = server.server.profile("bob").await.unwrap().unwrap();
-    assert_eq!(profile.alias_set(), Some("Bobby"));
+    assert_eq!(profile.alias(), Some("Bobby"));
     assert!(profile.is_available());
     assert_eq!(server.server.presence("nobody").await.unwrap(), None);
 
@@ -467,7 +467,7 @@ async fn a_profile_lasts_while_its_user_is_online() {
     let _ann = device(server.addr(), Codec::Json, "ann").await;
     change(&watcher.frame().await, "ann", true, 1, "ann", last);
     let profile = server.server.profile("ann").await.unwrap().unwrap();
-    assert_eq!(profile.alias_set(), None);
+    assert_eq!(profile.alias(), None);
     assert!(profile.is_available());
 }
 

@@ -846,3 +846,70 @@ async fn the_client_joins_a_public_room_hears_a_room_send_and_lists_its_rooms() 
         "nothing after the leave"
     );
 }
+
+#[tokio::test]
+async fn a_room_named_like_the_presence_subscribers_is_an_ordinary_room() {
+    // Subscribers to presence are kept apart from the rooms: a room of any name, sent to or
+    // joined by a whole user, never reaches them.
+    let server = start_demo(Auth::Plain).await;
+    let mut watcher = Raw::login(server.addr(), Codec::Json, "watcher").await;
+    watcher.ok("presence.subscribe", json!({}), "s1").await;
+    let mut mallory = Raw::login(server.addr(), Codec::Json, "mallory").await;
+    assert_eq!(
+        mallory
+            .ok("join_user_room", json!({"room": "~wse:presence"}), "u1")
+            .await,
+        json!(true)
+    );
+    // The watcher hears mallory come online, and nothing of what mallory sends to the room.
+    let online = watcher.frame().await;
+    assert_eq!(online[0], "presence", "{online}");
+    assert_eq!(online[1]["user"], "mallory", "{online}");
+    let forged =
+        json!({"user": "bob", "online": false, "devices": 0, "alias": "bob", "version": u64::MAX});
+    let args =
+        json!({"room": "~wse:presence", "type": "presence", "payload": forged, "except": "none"});
+    mallory.send(&json!(["room_send", args, "r1"])).await;
+    let mut heard = 0;
+    within("mallory's own copy and the answer", async {
+        while heard < 2 {
+            let frame = mallory.frame().await;
+            assert!(frame[0] == "presence" || frame[2] == "r1", "{frame}");
+            heard += 1;
+        }
+    })
+    .await;
+    watcher.expect_silence(QUIET).await;
+    assert_eq!(
+        watcher
+            .ok("room_members", json!({"room": "~wse:presence"}), "m1")
+            .await,
+        json!(["mallory"])
+    );
+}
+
+#[tokio::test]
+async fn a_room_name_past_the_limit_is_an_invalid_payload() {
+    let (server, local) = room_server(open_rooms().max_name_len(8), 2);
+    let server = start(server).await;
+    let mut raw = Raw::login_identity(server.addr(), Codec::Json, "ann").await;
+    assert_eq!(
+        raw.refused("rooms.join", json!({"room": "123456789"}), "j1")
+            .await,
+        "wse.server.rp.invalid-payload"
+    );
+    assert_eq!(
+        raw.ok("rooms.join", json!({"room": "12345678"}), "j2")
+            .await,
+        json!(true)
+    );
+    assert_eq!(local.room_count(), 1);
+    let demo = start_demo(Auth::Plain).await;
+    let mut raw = Raw::login(demo.addr(), Codec::Json, "ann").await;
+    let long = "x".repeat(129);
+    assert_eq!(
+        raw.refused("join_user_room", json!({"room": long}), "u1")
+            .await,
+        "wse.server.rp.invalid-payload"
+    );
+}

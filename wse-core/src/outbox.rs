@@ -242,6 +242,11 @@ impl Closer {
     pub fn requested(&self) -> Option<Close> {
         self.0.close_requested()
     }
+
+    /// Whether `other` closes the same connection.
+    pub fn same_as(&self, other: &Closer) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// What the writer has to do next.

@@ -51,7 +51,13 @@ impl<C> Drop for SessionHold<C> {
 tokio::task_local! {
     /// The close a running procedure asked for once its answer is queued
     /// ([`Session::close_after_answer`]).
-    static AFTER_ANSWER: Cell<Option<(Closer, Close)>>;
+    static AFTER_ANSWER: AfterAnswer;
+}
+
+/// The close a running procedure asked for its own connection once its answer is queued.
+struct AfterAnswer {
+    own: Closer,
+    close: Cell<Option<Close>>,
 }
 
 /// The context handlers receive, and where the engine reports what it does not act on.
@@ -321,23 +327,27 @@ impl<C> Session<C> {
     }
 
     /// Closes the connection with `close` once the answer of the call being served is queued,
-    /// so that the caller gets its answer before the close frame. Called from a procedure of
-    /// this or any session; anywhere else, the close is asked for at once (and still follows
-    /// what was queued before it). Returns false if the connection was already closing.
+    /// so that the caller gets its answer before the close frame, when called from one of
+    /// this session's own procedures; anywhere else (another session's procedure, a task of
+    /// its own), the close is asked for at once, and still follows what was queued before it.
+    /// Returns false if the connection was already closing.
     pub fn close_after_answer(&self, close: Close) -> bool {
         let closer = self.0.outbound.closer();
         if closer.requested().is_some() {
             return false;
         }
-        let deferred = AFTER_ANSWER.try_with(|after| {
-            after.set(Some((closer.clone(), close.clone())));
-        });
-        match deferred {
-            Ok(()) => true,
-            // Not inside a spawned procedure: a procedure that finished at once is answered
-            // on the connection's own task before its writer looks at the close.
-            Err(_) => closer.request(close),
-        }
+        let deferred = AFTER_ANSWER
+            .try_with(|after| {
+                let own = after.own.same_as(&closer);
+                if own {
+                    after.close.set(Some(close.clone()));
+                }
+                own
+            })
+            .unwrap_or(false);
+        // A procedure that finished at its first poll runs outside the scope, and is answered
+        // on the connection's own task before its writer looks at the close.
+        deferred || closer.request(close)
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -523,7 +533,11 @@ impl<C: Context> Session<C> {
         };
         let (ctx, procedure, stamp) = (ctx.clone(), procedure.to_owned(), stamp.to_owned());
         let (protocol, outbound) = (Arc::clone(&self.0.protocol), self.0.outbound.clone());
-        let running = AFTER_ANSWER.scope(Cell::new(None), AssertUnwindSafe(waiting).catch_unwind());
+        let after = AfterAnswer {
+            own: self.0.outbound.closer(),
+            close: Cell::new(None),
+        };
+        let running = AFTER_ANSWER.scope(after, AssertUnwindSafe(waiting).catch_unwind());
         let alive = self.hold();
         tokio::spawn(async move {
             // In a block of its own, so that the procedure's future is dropped (and then the
@@ -534,7 +548,7 @@ impl<C: Context> Session<C> {
                 tokio::select! {
                     biased;
                     result = &mut running => {
-                        let close_after = running.as_mut().take_value().and_then(Cell::into_inner);
+                        let close_after = running.as_mut().take_value().and_then(|after| Some((after.own, after.close.into_inner()?)));
                         Some((result.unwrap_or_else(|_| Err(RpcError::panicked())), close_after))
                     }
                     () = alive.0.0.ending.cancelled() => None,

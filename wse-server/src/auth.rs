@@ -16,7 +16,8 @@ use wse_core::HmacQuest;
 use crate::connection::ConnectionId;
 use crate::presence::Profile;
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// A boxed future, as the hooks an application gives are kept.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// What a connection presented before it is accepted: its `~wse:hi` and, with a challenge,
 /// the quest it was given and its response.
@@ -82,6 +83,18 @@ impl fmt::Debug for Accept {
             .field("data", &self.data.is_some())
             .field("profile", &self.profile)
             .finish()
+    }
+}
+
+impl Accept {
+    /// The profile identify gave, if not the default.
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_deref()
+    }
+
+    /// Whether identify attached data ([`Decision::with_data`]).
+    pub fn has_data(&self) -> bool {
+        self.data.is_some()
     }
 }
 

@@ -4,7 +4,6 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use wse_core::outbox::Close;
 use wse_core::transport::Heartbeat;
 use wse_core::{Json, Protocol, SessionConfig};
 
-use crate::auth::{Challenge, Decision, Handshake, Identify};
+use crate::auth::{BoxFuture, Challenge, Decision, Handshake, Identify};
 use crate::builtin::{Builtins, DirectMessages, Logout, PresenceProcedures, RoomProcedures};
 use crate::connection::Connection;
 use crate::delivery::{Delivery, LocalDelivery, Overflow, UserLimit};
@@ -66,8 +65,7 @@ pub struct Builder {
 pub(crate) type StateMap = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
 
 /// The hook run after a connection ended.
-pub(crate) type OnDisconnect =
-    Arc<dyn Fn(Connection, Close) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+pub(crate) type OnDisconnect = Arc<dyn Fn(Connection, Close) -> BoxFuture<()> + Send + Sync>;
 
 /// Makes the delivery engine from this node's local index.
 pub(crate) type WrapDelivery = Box<dyn FnOnce(LocalDelivery) -> Box<dyn Delivery> + Send>;
@@ -371,7 +369,7 @@ impl Builder {
     /// Runs `hook` after each accepted connection ended, with the close it ended with (ours
     /// when this side closed, the peer's otherwise, 1006 when the socket just ended): it is
     /// out of its user, its rooms and presence by then, and its running procedures were
-    /// cancelled. It runs on the connection's task, which [`Server::shutdown`] waits for.
+    /// cancelled (or the close timeout passed while one was still being dropped). It runs on the connection's task, which [`Server::shutdown`] waits for.
     pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn(Connection, Close) -> Fut + Send + Sync + 'static,

@@ -4,19 +4,17 @@
 //! under names the application may choose, so a plain `wse` client calls them like any other.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wse_core::{CloseReason, ErrorCode, NoArgs, RegisterError, RpcError};
 
+use crate::auth::BoxFuture;
 use crate::connection::Connection;
 use crate::delivery::{DeliveryError, Joined, Target};
 use crate::presence::Presence;
 use crate::server::Server;
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// What a client asks of a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,6 +53,7 @@ pub struct RoomProcedures {
     leave: String,
     mine: String,
     max_per_connection: usize,
+    max_name_len: usize,
     authorize: Option<Authorize>,
 }
 
@@ -65,6 +64,7 @@ impl std::fmt::Debug for RoomProcedures {
             .field("leave", &self.leave)
             .field("mine", &self.mine)
             .field("max_per_connection", &self.max_per_connection)
+            .field("max_name_len", &self.max_name_len)
             .field("authorize", &self.authorize.is_some())
             .finish()
     }
@@ -77,6 +77,7 @@ impl Default for RoomProcedures {
             leave: "rooms.leave".into(),
             mine: "rooms.mine".into(),
             max_per_connection: 100,
+            max_name_len: 128,
             authorize: None,
         }
     }
@@ -111,6 +112,13 @@ impl RoomProcedures {
         self.join = join.into();
         self.leave = leave.into();
         self.mine = mine.into();
+        self
+    }
+
+    /// The longest room name a client may ask for, in bytes; a longer one is
+    /// `wse.server.rp.invalid-payload`. Default: 128.
+    pub fn max_name_len(mut self, bytes: usize) -> Self {
+        self.max_name_len = bytes;
         self
     }
 
@@ -372,16 +380,26 @@ impl Builtins {
     }
 }
 
-/// Whether the hook lets `connection` do `action` to `room`; reserved names never.
+/// Whether the hook lets `connection` do `action` to `room`; reserved names never, names
+/// past `max_name_len` never.
 async fn authorized(
-    authorize: Option<&Authorize>,
+    rooms: &RoomProcedures,
     connection: &Connection,
     room: &str,
     action: RoomAction,
 ) -> Result<(), RpcError> {
+    if room.len() > rooms.max_name_len {
+        return Err(
+            RpcError::code(ErrorCode::RpInvalidPayload).with_message(format!(
+                "a room name is at most {} bytes",
+                rooms.max_name_len
+            )),
+        );
+    }
     if room.is_empty() || wse_core::frame::is_reserved(room) {
         return Err(forbidden());
     }
+    let authorize = rooms.authorize.as_ref();
     match authorize {
         Some(authorize) if authorize(connection.clone(), room.to_owned(), action).await => Ok(()),
         _ => Err(forbidden()),
@@ -389,11 +407,14 @@ async fn authorized(
 }
 
 fn install_rooms(server: &Server, rooms: RoomProcedures) -> Result<(), RegisterError> {
-    let (authorize, limit) = (rooms.authorize.clone(), rooms.max_per_connection);
-    server.register(rooms.join, move |conn: Connection, args: RoomArgs| {
-        let authorize = authorize.clone();
+    let limit = rooms.max_per_connection;
+    let (join, leave, mine) = (rooms.join.clone(), rooms.leave.clone(), rooms.mine.clone());
+    let rooms = Arc::new(rooms);
+    let config = Arc::clone(&rooms);
+    server.register(join, move |conn: Connection, args: RoomArgs| {
+        let rooms = Arc::clone(&config);
         async move {
-            authorized(authorize.as_ref(), &conn, &args.room, RoomAction::Join).await?;
+            authorized(&rooms, &conn, &args.room, RoomAction::Join).await?;
             let joined = conn
                 .server()
                 .delivery()
@@ -409,18 +430,17 @@ fn install_rooms(server: &Server, rooms: RoomProcedures) -> Result<(), RegisterE
             }
         }
     })?;
-    let authorize = rooms.authorize;
-    server.register(rooms.leave, move |conn: Connection, args: RoomArgs| {
-        let authorize = authorize.clone();
+    server.register(leave, move |conn: Connection, args: RoomArgs| {
+        let rooms = Arc::clone(&rooms);
         async move {
-            authorized(authorize.as_ref(), &conn, &args.room, RoomAction::Leave).await?;
+            authorized(&rooms, &conn, &args.room, RoomAction::Leave).await?;
             conn.server()
                 .leave(conn.id(), &args.room)
                 .await
                 .map_err(unavailable)
         }
     })?;
-    server.register(rooms.mine, |conn: Connection, NoArgs| async move {
+    server.register(mine, |conn: Connection, NoArgs| async move {
         let mut rooms = conn
             .server()
             .rooms_of(conn.id())

@@ -70,6 +70,9 @@ impl<S> Drop for Open<S> {
                     user_id: Arc::clone(connection.user_arc()),
                 });
             }
+            server
+                .disconnected(&connection, Close::new(1006, String::new()))
+                .await;
         });
     }
 }

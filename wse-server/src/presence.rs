@@ -11,9 +11,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The reserved room whose members are the connections subscribed to presence changes.
-pub(crate) const SUBSCRIBERS: &str = "~wse:presence";
-
 /// The message type presence changes are sent under.
 pub const PRESENCE_MESSAGE: &str = "presence";
 
@@ -45,26 +42,26 @@ impl Profile {
     }
 
     /// The name others see (default: the user id).
-    pub fn alias(mut self, alias: impl Into<String>) -> Self {
+    pub fn with_alias(mut self, alias: impl Into<String>) -> Self {
         self.alias = Some(alias.into());
         self
     }
 
     /// Whether the user can be seen and reached (default: true). An unavailable user is not
     /// listed as online and neither sends nor receives private messages.
-    pub fn available(mut self, available: bool) -> Self {
+    pub fn with_availability(mut self, available: bool) -> Self {
         self.available = available;
         self
     }
 
     /// Data anyone may read (an avatar, a role), fixed while the user is online.
-    pub fn public(mut self, public: Value) -> Self {
+    pub fn with_public(mut self, public: Value) -> Self {
         self.public = Arc::new(public);
         self
     }
 
     /// The alias, if one was set.
-    pub fn alias_set(&self) -> Option<&str> {
+    pub fn alias(&self) -> Option<&str> {
         self.alias.as_deref()
     }
 
@@ -74,8 +71,13 @@ impl Profile {
     }
 
     /// The public data (`null` when none).
-    pub fn public_data(&self) -> &Value {
+    pub fn public(&self) -> &Value {
         &self.public
+    }
+
+    /// Whether others see a user with this profile and `devices` connected as online.
+    pub(crate) fn shows_online(&self, devices: usize) -> bool {
+        devices > 0 && self.available
     }
 
     /// Applies `update`; returns whether anything changed.
@@ -124,7 +126,7 @@ pub struct Presence {
 impl Presence {
     /// What others see of `user` with `devices` connected (0 when offline) and `profile`.
     pub(crate) fn seen(user: &Arc<str>, devices: usize, profile: &Profile, version: u64) -> Self {
-        let visible = devices > 0 && profile.available;
+        let visible = profile.shows_online(devices);
         Self {
             user: Arc::clone(user),
             online: visible,
@@ -142,7 +144,7 @@ mod tests {
     #[test]
     fn an_unavailable_user_is_seen_offline_with_no_device() {
         let user: Arc<str> = Arc::from("ann");
-        let profile = Profile::new().available(false);
+        let profile = Profile::new().with_availability(false);
         let seen = Presence::seen(&user, 2, &profile, 7);
         assert!(!seen.online);
         assert_eq!(seen.devices, 0);
@@ -152,15 +154,15 @@ mod tests {
     #[test]
     fn an_update_changes_only_what_it_names() {
         let mut profile = Profile::new()
-            .alias("Ann")
-            .public(serde_json::json!({"role": "x"}));
+            .with_alias("Ann")
+            .with_public(serde_json::json!({"role": "x"}));
         assert!(!profile.apply(&ProfileUpdate::default()));
         assert!(profile.apply(&ProfileUpdate {
             alias: None,
             available: Some(false),
         }));
-        assert_eq!(profile.alias_set(), Some("Ann"));
+        assert_eq!(profile.alias(), Some("Ann"));
         assert!(!profile.is_available());
-        assert_eq!(profile.public_data(), &serde_json::json!({"role": "x"}));
+        assert_eq!(profile.public(), &serde_json::json!({"role": "x"}));
     }
 }

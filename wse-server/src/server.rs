@@ -729,6 +729,16 @@ impl Server {
         None
     }
 
+    /// Runs the on-disconnect hook for a connection that ended with `close`, once its
+    /// cancelled procedures are gone (or the close timeout has passed).
+    pub(crate) async fn disconnected(&self, connection: &Connection, close: Close) {
+        if let Some(on_disconnect) = &self.0.on_disconnect {
+            // Its cancelled procedures are dropped at their next poll, on other tasks.
+            let _ = tokio::time::timeout(self.0.config.close_timeout, connection.closed()).await;
+            on_disconnect(connection.clone(), close).await;
+        }
+    }
+
     /// Closes every connection of this node with 1012 `wse.by-server` (so that clients with
     /// reconnect enabled come back), as a listener's shutdown does for its own.
     pub(crate) fn close_local(&self, accepted_by: impl Fn(&Connection) -> bool) {

@@ -91,11 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Open<S> {
                 user_id: Arc::clone(connection.user_arc()),
             });
         }
-        if let Some(on_disconnect) = &server.shared().on_disconnect {
-            // Its cancelled procedures are dropped at their next poll, on other tasks.
-            let _ = tokio::time::timeout(config.close_timeout, connection.closed()).await;
-            on_disconnect(connection.clone(), close).await;
-        }
+        server.disconnected(connection, close).await;
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
     UserLimit,
 };
 use crate::connection::{Connection, ConnectionId};
-use crate::presence::{PRESENCE_MESSAGE, Presence, Profile, ProfileUpdate, SUBSCRIBERS};
+use crate::presence::{PRESENCE_MESSAGE, Presence, Profile, ProfileUpdate};
 
 /// This node's users, connections and rooms: delivery to the connections of this node. A
 /// cheap handle; clones share the index.
@@ -38,6 +38,9 @@ struct Index {
     users: HashMap<Arc<str>, Online>,
     /// Each room's connections, whichever way they joined; a room with none is not here.
     rooms: HashMap<Arc<str>, Members>,
+    /// The connections subscribed to presence changes: apart from the rooms, which a client
+    /// or the application may name as it likes.
+    subscribers: Members,
     /// The last presence version given out: every change takes the next, so that versions
     /// of one user grow even across its going offline and coming back.
     version: u64,
@@ -96,7 +99,7 @@ impl Online {
     }
 
     fn visible(&self) -> bool {
-        !self.devices.is_empty() && self.profile().is_available()
+        self.profile().shows_online(self.devices.len())
     }
 }
 
@@ -186,6 +189,7 @@ impl Index {
     /// left for [`Index::settle`].
     fn unlist(&mut self, id: ConnectionId) -> Option<Connection> {
         let listed = self.connections.remove(&id)?;
+        self.subscribers.remove(&id);
         for membership in &listed.rooms {
             remove_member(&mut self.rooms, &membership.room, id);
         }
@@ -227,9 +231,9 @@ impl Index {
     /// Queues a presence change for every subscriber, under the lock that made it, so that
     /// each subscriber gets one user's changes in the order of their versions.
     fn announce(&self, seen: &Presence, codecs: &Codecs, after: &mut Aftermath) {
-        let Some(subscribers) = self.rooms.get(SUBSCRIBERS) else {
+        if self.subscribers.is_empty() {
             return;
-        };
+        }
         let packed = match Packed::encode_named(
             codecs.iter().map(|(n, c)| (n, c)),
             PRESENCE_MESSAGE,
@@ -241,7 +245,7 @@ impl Index {
                 return;
             }
         };
-        for reach in subscribers.values() {
+        for reach in self.subscribers.values() {
             if let Queued::Full = reach.queue(&packed) {
                 after.slow.push(reach.connection.clone());
             }
@@ -509,12 +513,7 @@ impl LocalDelivery {
                 return Joined::Already;
             }
         } else if let Some(limit) = limit {
-            let rooms = listed
-                .rooms
-                .iter()
-                .filter(|m| !is_reserved(&m.room))
-                .count();
-            if rooms >= limit {
+            if listed.rooms.len() >= limit {
                 return Joined::AtLimit;
             }
         }
@@ -536,7 +535,7 @@ impl LocalDelivery {
         let rooms: Vec<Arc<str>> = listed
             .rooms
             .iter()
-            .filter(|m| m.own && !is_reserved(&m.room))
+            .filter(|m| m.own)
             .map(|m| Arc::clone(&m.room))
             .collect();
         for room in &rooms {
@@ -656,14 +655,7 @@ impl LocalDelivery {
         self.read()
             .connections
             .get(&connection)
-            .map(|listed| {
-                listed
-                    .rooms
-                    .iter()
-                    .filter(|m| !is_reserved(&m.room))
-                    .map(|m| Arc::clone(&m.room))
-                    .collect()
-            })
+            .map(|listed| listed.rooms.iter().map(|m| Arc::clone(&m.room)).collect())
             .unwrap_or_default()
     }
 
@@ -728,20 +720,15 @@ impl LocalDelivery {
     /// one step; see [`Delivery::subscribe_presence`].
     pub fn subscribe_presence_now(&self, connection: ConnectionId) -> Option<Vec<Presence>> {
         let mut index = self.write();
-        index.connections.get(&connection)?;
-        index.add_member(connection, &Arc::from(SUBSCRIBERS), true);
+        let reach = index.connections.get(&connection)?.reach.clone();
+        index.subscribers.insert(connection, reach);
         Some(online_list(&index))
     }
 
     /// Ends `connection`'s presence subscription; whether it had one.
     pub fn unsubscribe_presence_now(&self, connection: ConnectionId) -> bool {
-        self.write().remove_way(connection, SUBSCRIBERS, true)
+        self.write().subscribers.remove(&connection).is_some()
     }
-}
-
-/// Rooms the server keeps for itself (`~wse:…`): not listed, not counted against a limit.
-fn is_reserved(room: &str) -> bool {
-    wse_core::frame::is_reserved(room)
 }
 
 fn online_list(index: &Index) -> Vec<Presence> {
