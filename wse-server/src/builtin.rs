@@ -135,6 +135,12 @@ impl RoomProcedures {
 /// `presence.unsubscribe {}` ends it (whether it was subscribed), `presence.online {}` returns
 /// the online list: every available online user as `{"user", "online", "devices", "alias",
 /// "version"}`, sorted by user.
+///
+/// A change is queued for every subscriber in the same step that makes it, under the index's
+/// lock, so that each subscriber gets one user's changes in the order of their versions: a
+/// change costs one encoding per codec and one queue push per subscriber. A subscriber whose
+/// queue is full is closed as a slow consumer (1013 `wse.slow-consumer`), like any receiver
+/// that stops reading; one that reconnects subscribes again and gets a fresh snapshot.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct PresenceProcedures {
@@ -192,6 +198,10 @@ type Filter =
 /// user>, "payload": ...}, null]` to every device of `to` and returns true, or returns false
 /// when `to` is offline or either side is unavailable. A filter may refuse a message first
 /// with its own error.
+///
+/// Delivered means handed to the delivery engine for a receiver that presence shows online;
+/// like every send, it is at most once: a device whose queue is full is closed as a slow
+/// consumer rather than waited for.
 ///
 /// ```
 /// use serde_json::json;
