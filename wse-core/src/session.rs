@@ -22,6 +22,7 @@ use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, oneshot};
+use tracing::Instrument;
 
 use crate::error::{CallError, ErrorCode, ErrorObject, RpcError};
 use crate::frame::{self, RawFrame};
@@ -481,8 +482,13 @@ impl<C: Context> Session<C> {
     fn serve(&self, ctx: &C, procedure: &str, stamp: &str, payload: &[u8]) {
         // The snapshot is held while the procedure starts (up to its first wait), never while
         // it waits.
+        // Every log line of the procedure carries these (and its connection's, on a server).
+        let span = tracing::info_span!("wse_call", %procedure, %stamp);
         let started = match self.0.registry.entries().procedure(procedure) {
-            Some(handler) => handler.start(ctx.clone(), &self.0.protocol, payload, stamp),
+            Some(handler) => {
+                let _in_call = span.enter();
+                handler.start(ctx.clone(), &self.0.protocol, payload, stamp)
+            }
             None => {
                 self.reply_now(ctx, stamp, &ErrorObject::from(ErrorCode::RpNotRegistered));
                 return;
@@ -572,7 +578,7 @@ impl<C: Context> Session<C> {
                 closer.request(close);
             }
             drop(permit);
-        });
+        }.instrument(span));
     }
 
     /// Queues a reply once the outbound queue has room, in a task holding one of the running

@@ -101,6 +101,7 @@ pub(crate) async fn establish<S>(
     io: S,
     remote_addr: SocketAddr,
     listener: Option<Arc<Listener>>,
+    id: ConnectionId,
 ) -> Option<Open<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -170,7 +171,9 @@ where
         shared.config.close_timeout,
     );
 
-    let id = shared.next_connection_id();
+    if let Some((_, name)) = &codec {
+        tracing::Span::current().record("codec", tracing::field::display(name));
+    }
     let outcome = match &codec {
         None => Err(Rejection::NoCommonProtocol {
             offered: offers,
@@ -251,6 +254,8 @@ where
             return None;
         }
     };
+    tracing::Span::current().record("user", tracing::field::display(connection.user_id()));
+    tracing::debug!("wse connection accepted");
     if joined {
         server.emit(Event::Joined {
             user_id: Arc::clone(connection.user_arc()),

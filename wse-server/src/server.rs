@@ -187,12 +187,18 @@ impl Server {
     }
 
     pub(crate) fn emit(&self, event: Event) {
-        if let Event::Error {
-            connection_id,
-            error,
-        } = &event
-        {
-            tracing::debug!(connection = ?connection_id, code = %error.code(), %error, "wse connection error");
+        match &event {
+            Event::Error {
+                connection_id,
+                error,
+            } => {
+                tracing::debug!(connection = ?connection_id, code = %error.code(), %error, "wse connection error");
+            }
+            Event::Rejected {
+                remote_addr,
+                reason,
+            } => tracing::debug!(remote = %remote_addr, ?reason, "wse connection rejected"),
+            _ => {}
         }
         if self.listening() {
             self.0.events.send(event);

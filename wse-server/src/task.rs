@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Error as WsError;
+use tracing::Instrument;
 use wse_core::transport::{Dispatch, Ended};
 use wse_core::{CloseReason, ErrorCode, MessageKind};
 
@@ -38,7 +39,17 @@ where
     // are large and over at the welcome, and the task, which lives as long as the
     // connection, keeps only what an open connection needs.
     let running = server.shared().tasks.enter();
-    let establishing = Box::pin(establish(server, io, remote_addr, listener));
+    let id = server.shared().next_connection_id();
+    // Every log line of the connection, its handlers' included, carries these; the user and
+    // the codec are recorded once known.
+    let span = tracing::info_span!(
+        "wse_connection",
+        connection = %id,
+        remote = %remote_addr,
+        user = tracing::field::Empty,
+        codec = tracing::field::Empty,
+    );
+    let establishing = Box::pin(establish(server, io, remote_addr, listener, id));
     async move {
         let _running = running;
         // A statement of its own: the finished handshake's box is freed at its end.
@@ -47,6 +58,7 @@ where
         };
         open.serve().await;
     }
+    .instrument(span)
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Open<S> {
@@ -81,6 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Open<S> {
         // Boxed: the closing handshake is brief, and large.
         let closes = Box::pin(link.finish(ended.patience(config.close_timeout))).await;
         let close = closes.ours_first();
+        tracing::debug!(code = close.code, reason = %close.reason, "wse connection closed");
         server.emit(Event::Disconnected {
             connection: connection.clone(),
             code: close.code,
