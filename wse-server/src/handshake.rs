@@ -70,6 +70,7 @@ impl<S> Drop for Open<S> {
                     user_id: Arc::clone(connection.user_arc()),
                 });
             }
+            server.shared().metrics.closed(1006);
             server
                 .disconnected(&connection, Close::new(1006, String::new()))
                 .await;
@@ -234,7 +235,12 @@ where
     )
     .await;
     let joined = match admitted {
-        Ok(Ok(Admission::Admitted { joined, .. })) => joined,
+        Ok(Ok(Admission::Admitted { joined, evicted })) => {
+            let node = server.node_id();
+            let evicted_here = evicted.iter().filter(|id| id.node() == node).count();
+            shared.metrics.accepted(joined, evicted_here);
+            joined
+        }
         Ok(Ok(Admission::Refused)) => {
             link.discard_queued();
             reject(server, link, remote_addr, Rejection::UserLimit).await;

@@ -47,6 +47,13 @@
 //!   [`ServerError`].
 //! - Limits: [`RateLimit`], [`AuthFailureLimit`], [`Heartbeat`], and the close codes
 //!   [`RATE_LIMITED`] and [`SLOW_CONSUMER`].
+//! - Rooms, presence, private messages, logout: [`Server::join_user`] and the other room
+//!   methods, [`Presence`], [`Profile`], and the built-in procedures [`RoomProcedures`],
+//!   [`PresenceProcedures`], [`DirectMessages`], [`Logout`].
+//! - Logs and metrics: a `tracing` span per connection (`wse_connection`) and per call
+//!   (`wse_call`); counters and gauges through the `metrics` facade (`wse_connections`,
+//!   `wse_handshakes_total`, ...; see the README), whose recorder is installed before the
+//!   server is built.
 //!
 //! The RPC engine itself (routing, pending calls, procedures) and the socket driver are
 //! `wse-core`'s, which the client runs too.
@@ -65,6 +72,7 @@ mod delivery;
 mod events;
 mod handshake;
 mod limits;
+mod metrics;
 mod presence;
 mod server;
 mod serving;

@@ -22,6 +22,7 @@ use crate::delivery::{
 };
 use crate::events::{Event, EventHub, Events, ServerError};
 use crate::limits::Gate;
+use crate::metrics::Metrics;
 use crate::presence::{Presence, Profile, ProfileUpdate};
 use crate::serving::Tasks;
 
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     started: OnceCell<()>,
     /// The application's state, by type ([`Builder::state`]).
     state: StateMap,
+    /// What the server counts.
+    pub(crate) metrics: Metrics,
     /// Runs after each accepted connection ended ([`Builder::on_disconnect`]).
     pub(crate) on_disconnect: Option<OnDisconnect>,
     events: Arc<EventHub>,
@@ -132,6 +135,7 @@ impl Server {
             delivery,
             started: OnceCell::new(),
             state: builder.state,
+            metrics: Metrics::new(),
             on_disconnect: builder.on_disconnect,
             events: Arc::new(EventHub::new(builder.events_capacity)),
             node: NodeId::random(),
@@ -192,12 +196,18 @@ impl Server {
                 connection_id,
                 error,
             } => {
+                if *error == ServerError::SlowConsumer {
+                    self.0.metrics.slow_consumer();
+                }
                 tracing::debug!(connection = ?connection_id, code = %error.code(), %error, "wse connection error");
             }
             Event::Rejected {
                 remote_addr,
                 reason,
-            } => tracing::debug!(remote = %remote_addr, ?reason, "wse connection rejected"),
+            } => {
+                self.0.metrics.rejected(reason);
+                tracing::debug!(remote = %remote_addr, ?reason, "wse connection rejected");
+            }
             _ => {}
         }
         if self.listening() {
@@ -724,7 +734,12 @@ impl Server {
     pub(crate) async fn release(&self, connection: &Connection) -> Option<Released> {
         let release = self.0.delivery.release(connection);
         let error = match tokio::time::timeout(self.0.config.close_timeout, release).await {
-            Ok(Ok(released)) => return Some(released),
+            Ok(Ok(released)) => {
+                if released.listed {
+                    self.0.metrics.released(released.left);
+                }
+                return Some(released);
+            }
             Ok(Err(error)) => error,
             Err(_) => DeliveryError::Unavailable("no answer within the close timeout".into()),
         };

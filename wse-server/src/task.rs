@@ -94,6 +94,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Open<S> {
         let closes = Box::pin(link.finish(ended.patience(config.close_timeout))).await;
         let close = closes.ours_first();
         tracing::debug!(code = close.code, reason = %close.reason, "wse connection closed");
+        server.shared().metrics.closed(close.code);
         server.emit(Event::Disconnected {
             connection: connection.clone(),
             code: close.code,
@@ -119,6 +120,8 @@ impl Dispatch for Routing<'_> {
     fn message(&mut self, kind: MessageKind, data: &[u8]) -> ControlFlow<()> {
         let connection = self.connection;
         let session = connection.session();
+        let metrics = &connection.server().shared().metrics;
+        metrics.received(data.len());
         let verdict = self
             .bucket
             .as_mut()
@@ -126,6 +129,7 @@ impl Dispatch for Routing<'_> {
         let routed = match verdict {
             Verdict::Admit => session.dispatch(connection, data, kind),
             Verdict::Refuse | Verdict::Abuse => {
+                metrics.rate_limited();
                 session.refuse(connection, data, kind, ErrorCode::RateLimited)
             }
         };
@@ -142,6 +146,14 @@ impl Dispatch for Routing<'_> {
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
+    }
+
+    fn writing(&mut self, frames: usize, bytes: usize) {
+        self.connection
+            .server()
+            .shared()
+            .metrics
+            .sent(frames, bytes);
     }
 
     fn read_failed(&mut self, error: &WsError) {

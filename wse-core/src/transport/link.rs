@@ -266,6 +266,12 @@ pub trait Dispatch {
     fn read_failed(&mut self, error: &WsError) {
         let _ = error;
     }
+
+    /// A batch of `frames` queued frames, `bytes` in all, is about to be written: as many as
+    /// the queue held. Default: nothing to count.
+    fn writing(&mut self, frames: usize, bytes: usize) {
+        let _ = (frames, bytes);
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
@@ -527,6 +533,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
         dispatch: &mut impl Dispatch,
         liveness: &mut Option<Liveness>,
     ) -> Result<(), Interrupted> {
+        dispatch.writing(frames.len(), frames.iter().map(Bytes::len).sum());
         let Self {
             ws,
             drain,
