@@ -66,20 +66,23 @@ impl Totals {
 async fn counters_and_gauges_move_with_handshakes_messages_and_closes() {
     let recorder = DebuggingRecorder::new();
     let mut totals = Totals::new(recorder.snapshotter());
-    // The server takes its handles when it is built: from this recorder.
+    // The server takes its handles when it is built, and a procedure's when it is
+    // registered: from this recorder.
     let server = metrics::with_local_recorder(&recorder, || {
-        Server::builder(|handshake| async move {
+        let server = Server::builder(|handshake| async move {
             match handshake.identity.as_str() {
                 Some("mallory") | None => Decision::refuse(),
                 Some(user) => Decision::accept(user, Value::Null),
             }
         })
         .conn_per_user(2)
-        .build()
+        .call_latency(true)
+        .build();
+        server
+            .register("ping", |_: Connection, NoArgs| async { Ok("pong") })
+            .unwrap();
+        server
     });
-    server
-        .register("ping", |_: Connection, NoArgs| async { Ok("pong") })
-        .unwrap();
     let server = start(server).await;
 
     let mut ann = Raw::login_identity(server.addr(), Codec::Json, "ann").await;
@@ -117,6 +120,26 @@ async fn counters_and_gauges_move_with_handshakes_messages_and_closes() {
         .await;
     totals
         .reaches("wse_messages_sent_total", &[], sent + 3.0)
+        .await;
+    totals
+        .reaches(
+            "wse_calls_total",
+            &[("procedure", "ping"), ("outcome", "ok")],
+            3.0,
+        )
+        .await;
+    totals
+        .reaches("wse_call_seconds", &[("procedure", "ping")], 3.0)
+        .await;
+    // A name that is not registered is counted under `-`, whatever the peer sends.
+    ann.send(&json!(["no-such-procedure", null, "4"])).await;
+    assert_eq!(ann.frame().await[0], "~wse:response-err");
+    totals
+        .reaches(
+            "wse_calls_total",
+            &[("procedure", "-"), ("outcome", "not_registered")],
+            1.0,
+        )
         .await;
     assert!(totals.value("wse_bytes_received_total", &[]) > 0.0);
     assert!(totals.value("wse_outbound_queue_high_water", &[]) >= 1.0);

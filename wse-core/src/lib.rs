@@ -61,7 +61,7 @@ pub use protocol::{
 };
 pub use registry::{NoArgs, RegisterError, Registry};
 pub use session::{
-    Context, ProtocolViolation, Report, SendError, Session, SessionConfig, SessionHold,
+    CallOutcome, Context, ProtocolViolation, Report, SendError, Session, SessionConfig, SessionHold,
 };
 
 /// Re-exported so a custom [`Protocol`] can name the erased serde traits without a dependency

@@ -68,6 +68,85 @@ pub trait Context: Clone + Send + Sync + 'static {
     /// The report borrows from the frame, so that a context nobody listens to costs nothing:
     /// [`Report::into_owned`] keeps it.
     fn report(&self, report: Report<'_>);
+
+    /// Whether [`Context::call_ended`] wants each call's duration: the engine reads the
+    /// clock twice per call only when it does. Default: no.
+    fn times_calls(&self) -> bool {
+        false
+    }
+
+    /// A call from the other side ended with `outcome`, after `elapsed` when
+    /// [`Context::times_calls`] (zero otherwise). `procedure` is the name the peer sent,
+    /// registered or not. Must not block: it runs on the connection's read loop or the call's
+    /// task. Default: nothing.
+    fn call_ended(&self, procedure: &str, outcome: CallOutcome, elapsed: Duration) {
+        let _ = (procedure, outcome, elapsed);
+    }
+}
+
+/// How a call from the other side ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CallOutcome {
+    /// Answered with a result.
+    Ok,
+    /// Answered with the procedure's own error.
+    Error,
+    /// The procedure failed unexpectedly or panicked: `wse.server.rp.failed`.
+    Failed,
+    /// The payload did not fit the procedure's argument.
+    InvalidPayload,
+    /// No such procedure.
+    NotRegistered,
+    /// Refused: too many calls running on the connection.
+    TooManyCalls,
+    /// Refused: the connection is over its rate limit.
+    RateLimited,
+    /// The connection closed while it ran.
+    Cancelled,
+}
+
+impl CallOutcome {
+    /// Every outcome, for look-ups.
+    pub const ALL: [CallOutcome; 8] = [
+        Self::Ok,
+        Self::Error,
+        Self::Failed,
+        Self::InvalidPayload,
+        Self::NotRegistered,
+        Self::TooManyCalls,
+        Self::RateLimited,
+        Self::Cancelled,
+    ];
+
+    /// The outcome as a metric label says it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Failed => "failed",
+            Self::InvalidPayload => "invalid_payload",
+            Self::NotRegistered => "not_registered",
+            Self::TooManyCalls => "too_many_calls",
+            Self::RateLimited => "rate_limited",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// When a call started, for [`Context::call_ended`]: read only for a context that times calls.
+#[derive(Clone, Copy)]
+struct CallClock(Option<std::time::Instant>);
+
+impl CallClock {
+    fn start<C: Context>(ctx: &C) -> Self {
+        Self(ctx.times_calls().then(std::time::Instant::now))
+    }
+
+    fn end<C: Context>(self, ctx: &C, procedure: &str, outcome: CallOutcome) {
+        let elapsed = self.0.map_or(Duration::ZERO, |started| started.elapsed());
+        ctx.call_ended(procedure, outcome, elapsed);
+    }
 }
 
 /// Something the engine noticed and did not turn into a reply. It borrows the frame's
@@ -440,6 +519,7 @@ impl<C: Context> Session<C> {
             (stamp, kind) if refusal.is_some() => {
                 ctx.report(Report::Throttled { kind: kind.into() });
                 if let (Some(stamp), Some(code)) = (stamp, refusal) {
+                    CallClock(None).end(ctx, kind, CallOutcome::RateLimited);
                     self.reply_now(ctx, stamp, &RpcError::code(code).to_object(kind));
                 }
                 Ok(())
@@ -484,12 +564,14 @@ impl<C: Context> Session<C> {
         // it waits.
         // Every log line of the procedure carries these (and its connection's, on a server).
         let span = tracing::info_span!("wse_call", %procedure, %stamp);
+        let clock = CallClock::start(ctx);
         let started = match self.0.registry.entries().procedure(procedure) {
             Some(handler) => {
                 let _in_call = span.enter();
                 handler.start(ctx.clone(), &self.0.protocol, payload, stamp)
             }
             None => {
+                clock.end(ctx, procedure, CallOutcome::NotRegistered);
                 self.reply_now(ctx, stamp, &ErrorObject::from(ErrorCode::RpNotRegistered));
                 return;
             }
@@ -501,6 +583,7 @@ impl<C: Context> Session<C> {
                     kind: procedure.into(),
                     error: error.clone(),
                 });
+                clock.end(ctx, procedure, CallOutcome::InvalidPayload);
                 let object = RpcError::code(ErrorCode::RpInvalidPayload)
                     .with_message(error.0)
                     .to_object(procedure);
@@ -513,7 +596,8 @@ impl<C: Context> Session<C> {
         let waiting = match started {
             Started::Waiting(waiting) => waiting,
             Started::Finished(result) => {
-                let Some(frame) = answer(&*self.0.protocol, ctx, procedure, stamp, result) else {
+                let answered = answer(&*self.0.protocol, ctx, procedure, stamp, result, clock);
+                let Some(frame) = answered else {
                     return;
                 };
                 match self.0.outbound.try_send(frame) {
@@ -527,6 +611,7 @@ impl<C: Context> Session<C> {
             }
         };
         let Ok(permit) = Arc::clone(&self.0.running).try_acquire_owned() else {
+            clock.end(ctx, procedure, CallOutcome::TooManyCalls);
             ctx.report(Report::TooManyCalls {
                 procedure: procedure.into(),
             });
@@ -561,12 +646,13 @@ impl<C: Context> Session<C> {
                 }
             };
             let Some((result, close_after)) = finished else {
+                clock.end(&ctx, &procedure, CallOutcome::Cancelled);
                 ctx.report(Report::CallCancelled {
                     procedure: procedure.into(),
                 });
                 return;
             };
-            if let Some(frame) = answer(&*protocol, &ctx, &procedure, &stamp, result) {
+            if let Some(frame) = answer(&*protocol, &ctx, &procedure, &stamp, result, clock) {
                 // Waiting here is bounded: this task holds one of `max_running_calls` permits.
                 if outbound.send(frame).await.is_err() {
                     ctx.report(Report::ReplyDropped {
@@ -765,11 +851,21 @@ fn answer<C: Context>(
     procedure: &str,
     stamp: &str,
     result: Result<Vec<u8>, RpcError>,
+    clock: CallClock,
 ) -> Option<Bytes> {
     let error = match result {
-        Ok(frame) => return Some(Bytes::from(frame)),
+        Ok(frame) => {
+            clock.end(ctx, procedure, CallOutcome::Ok);
+            return Some(Bytes::from(frame));
+        }
         Err(error) => error,
     };
+    let outcome = if error.is_unexpected() {
+        CallOutcome::Failed
+    } else {
+        CallOutcome::Error
+    };
+    clock.end(ctx, procedure, outcome);
     if error.is_unexpected() {
         ctx.report(Report::ProcedureFailed {
             procedure: procedure.into(),

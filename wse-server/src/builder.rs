@@ -34,6 +34,7 @@ pub(crate) struct Config {
     pub(crate) max_connections: usize,
     pub(crate) max_connections_per_address: usize,
     pub(crate) auth_failure_limit: AuthFailureLimit,
+    pub(crate) call_latency: bool,
 }
 
 impl Config {
@@ -116,6 +117,7 @@ impl Builder {
                     max_failures: 100,
                     window: Duration::from_secs(60),
                 },
+                call_latency: false,
             },
             events_capacity: 1024,
             delivery: None,
@@ -337,6 +339,15 @@ impl Builder {
         wrap: impl FnOnce(LocalDelivery) -> D + Send + 'static,
     ) -> Self {
         self.delivery = Some(Box::new(move |local| Box::new(wrap(local))));
+        self
+    }
+
+    /// Whether each call's duration is recorded in the `wse_call_seconds` histogram (the
+    /// calls are counted by procedure and outcome either way). It reads the clock twice per
+    /// call, which measured as up to a tenth of the calls/s of the rpc benchmark
+    /// (BENCHMARKS.md). Default: off.
+    pub fn call_latency(mut self, on: bool) -> Self {
+        self.config.call_latency = on;
         self
     }
 

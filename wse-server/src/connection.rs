@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use wse_core::outbox::{Close, Closer};
 use wse_core::transport::SLOW_CONSUMER;
-use wse_core::{CallError, Context, Report, SendError, Session, close_code};
+use wse_core::{CallError, CallOutcome, Context, Report, SendError, Session, close_code};
 
 use crate::auth::ConnectionData;
 use crate::events::{Event, ServerError};
@@ -186,6 +186,18 @@ impl fmt::Debug for Connection {
 }
 
 impl Context for Connection {
+    fn times_calls(&self) -> bool {
+        self.0.server.shared().config.call_latency
+    }
+
+    fn call_ended(&self, procedure: &str, outcome: CallOutcome, elapsed: Duration) {
+        self.0
+            .server
+            .shared()
+            .metrics
+            .call_ended(procedure, outcome, elapsed);
+    }
+
     fn report(&self, report: Report<'_>) {
         let server = &self.0.server;
         if server.listening() {

@@ -16,10 +16,20 @@
 //! | `wse_slow_consumers_total` | counter | |
 //! | `wse_rate_limited_total` | counter | |
 //! | `wse_outbound_queue_high_water` | gauge | |
+//! | `wse_calls_total` | counter | `procedure`, `outcome` |
+//! | `wse_call_seconds` | histogram | `procedure` (with [`Builder::call_latency`](crate::Builder::call_latency)) |
+//!
+//! A call's `procedure` label is a registered procedure's name, or `-` for any other name a
+//! peer sends: peers cannot grow the number of series.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use metrics::{Counter, Gauge, counter, gauge};
+use arc_swap::ArcSwap;
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use rustc_hash::FxHashMap;
+use wse_core::CallOutcome;
 
 use crate::events::Rejection;
 
@@ -60,6 +70,31 @@ pub(crate) struct Metrics {
     high_water: Gauge,
     /// The largest queue seen so far, so that the gauge is set only when it grows.
     deepest: AtomicUsize,
+    /// Each registered procedure's call handles, read without a lock.
+    calls: ArcSwap<FxHashMap<Box<str>, Arc<CallMetrics>>>,
+    /// The call handles of every name that is not a registered procedure.
+    unregistered: Arc<CallMetrics>,
+}
+
+/// One procedure's handles: a counter per outcome, and the latency histogram.
+struct CallMetrics {
+    outcomes: [Counter; CallOutcome::ALL.len()],
+    seconds: Histogram,
+}
+
+impl CallMetrics {
+    fn new(procedure: &str) -> Self {
+        Self {
+            outcomes: CallOutcome::ALL.map(|outcome| {
+                counter!(
+                    "wse_calls_total",
+                    "procedure" => procedure.to_owned(),
+                    "outcome" => outcome.as_str(),
+                )
+            }),
+            seconds: histogram!("wse_call_seconds", "procedure" => procedure.to_owned()),
+        }
+    }
 }
 
 impl Metrics {
@@ -81,6 +116,36 @@ impl Metrics {
             rate_limited: counter!("wse_rate_limited_total"),
             high_water: gauge!("wse_outbound_queue_high_water"),
             deepest: AtomicUsize::new(0),
+            calls: ArcSwap::default(),
+            unregistered: Arc::new(CallMetrics::new("-")),
+        }
+    }
+
+    /// Takes the call handles of `procedure` (once: a name registered again keeps its
+    /// series).
+    pub(crate) fn procedure_registered(&self, procedure: &str) {
+        if self.calls.load().contains_key(procedure) {
+            return;
+        }
+        let handles = Arc::new(CallMetrics::new(procedure));
+        self.calls.rcu(|calls| {
+            let mut calls = FxHashMap::clone(calls);
+            calls
+                .entry(procedure.into())
+                .or_insert_with(|| Arc::clone(&handles));
+            calls
+        });
+    }
+
+    /// A call of `procedure` ended with `outcome` after `elapsed`.
+    pub(crate) fn call_ended(&self, procedure: &str, outcome: CallOutcome, elapsed: Duration) {
+        let calls = self.calls.load();
+        let handles = calls.get(procedure).unwrap_or(&self.unregistered);
+        if let Some(at) = CallOutcome::ALL.iter().position(|o| *o == outcome) {
+            handles.outcomes[at].increment(1);
+        }
+        if !elapsed.is_zero() {
+            handles.seconds.record(elapsed.as_secs_f64());
         }
     }
 

@@ -280,7 +280,10 @@ impl Server {
         Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
         R: Serialize + Send + 'static,
     {
-        self.0.registry.register(name, procedure)
+        let name = name.into();
+        self.0.registry.register(name.as_str(), procedure)?;
+        self.0.metrics.procedure_registered(&name);
+        Ok(())
     }
 
     /// Removes the procedure `name`.
