@@ -14,8 +14,9 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue};
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use wse_core::frame::{self, Hi};
 use wse_core::outbox::Close;
@@ -79,9 +80,8 @@ impl<S> Drop for Open<S> {
 }
 
 /// The subprotocols the client offers, in its order.
-fn offered(request: &Request) -> impl Iterator<Item = &str> {
-    request
-        .headers()
+pub(crate) fn offered(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|value| value.to_str().ok())
@@ -91,8 +91,8 @@ fn offered(request: &Request) -> impl Iterator<Item = &str> {
 }
 
 /// The first codec the client offers that the server speaks.
-fn negotiate(codecs: &[Arc<dyn Protocol>], request: &Request) -> Option<usize> {
-    offered(request).find_map(|offered| codecs.iter().position(|codec| codec.name() == offered))
+pub(crate) fn negotiate(codecs: &[Arc<dyn Protocol>], headers: &HeaderMap) -> Option<usize> {
+    offered(headers).find_map(|offered| codecs.iter().position(|codec| codec.name() == offered))
 }
 
 /// Upgrades, runs the handshake, welcomes and lists the connection: the connection, open;
@@ -124,7 +124,7 @@ where
     // The error type is tungstenite's handshake response; this callback never returns it.
     #[allow(clippy::result_large_err)]
     let pick = |request: &Request, mut response: Response| {
-        chosen = negotiate(&shared.codecs, request);
+        chosen = negotiate(&shared.codecs, request.headers());
         match chosen {
             Some(index) => {
                 if let Ok(name) = HeaderValue::from_str(shared.codecs[index].name()) {
@@ -132,7 +132,7 @@ where
                 }
             }
             // Only on a refusal: it is reported.
-            None => offers = offered(request).map(str::to_owned).collect(),
+            None => offers = offered(request.headers()).map(str::to_owned).collect(),
         }
         Ok(response)
     };
@@ -156,6 +156,49 @@ where
         }
     };
 
+    let chosen = chosen.ok_or(offers);
+    let upgraded = Upgraded {
+        ticket,
+        chosen,
+        deadline,
+    };
+    accept_upgraded(server.clone(), ws, upgraded, remote_addr, listener, id).await
+}
+
+/// What the WebSocket upgrade settled, whoever did it.
+pub(crate) struct Upgraded {
+    /// The connection's place within the server's limits.
+    pub(crate) ticket: Ticket,
+    /// The index of the codec chosen, or what the client offered when none fits.
+    pub(crate) chosen: Result<usize, Vec<String>>,
+    /// When the handshake must be over.
+    pub(crate) deadline: Instant,
+}
+
+/// The handshake after the upgrade: hi, challenge, identify, welcome, admission. `None` when
+/// the connection was refused (and is closed by now).
+pub(crate) async fn accept_upgraded<S>(
+    server: Server,
+    ws: WebSocketStream<S>,
+    upgraded: Upgraded,
+    remote_addr: SocketAddr,
+    listener: Option<Arc<Listener>>,
+    id: ConnectionId,
+) -> Option<Open<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let server = &server;
+    let shared = server.shared();
+    let Upgraded {
+        ticket,
+        chosen,
+        deadline,
+    } = upgraded;
+    let (chosen, offers) = match chosen {
+        Ok(index) => (Some(index), Vec::new()),
+        Err(offers) => (None, offers),
+    };
     let codec = chosen.map(|index| {
         (
             Arc::clone(&shared.codecs[index]),

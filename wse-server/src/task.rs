@@ -17,7 +17,7 @@ use tracing::Instrument;
 use wse_core::transport::{Dispatch, Ended};
 use wse_core::{CloseReason, ErrorCode, MessageKind};
 
-use crate::connection::Connection;
+use crate::connection::{Connection, ConnectionId};
 use crate::events::{Event, ServerError};
 use crate::handshake::{Open, establish};
 use crate::limits::{RATE_LIMITED, TokenBucket, Verdict};
@@ -35,11 +35,25 @@ pub(crate) fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Boxed, and made here rather than in the task's future: the upgrade and the handshake
-    // are large and over at the welcome, and the task, which lives as long as the
-    // connection, keeps only what an open connection needs.
-    let running = server.shared().tasks.enter();
     let id = server.shared().next_connection_id();
+    let establishing = establish(server.clone(), io, remote_addr, listener, id);
+    serve_connection(&server, id, remote_addr, establishing)
+}
+
+/// The connection task's future around `establishing`, the handshake of connection `id`
+/// however its upgrade is done: counted among the server's tasks, and in the connection's
+/// span.
+pub(crate) fn serve_connection<S, F>(
+    server: &Server,
+    id: ConnectionId,
+    remote_addr: SocketAddr,
+    establishing: F,
+) -> impl Future<Output = ()> + Send + 'static + use<S, F>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Future<Output = Option<Open<S>>> + Send + 'static,
+{
+    let running = server.shared().tasks.enter();
     // Every log line of the connection, its handlers' included, carries these; the user and
     // the codec are recorded once known.
     let span = tracing::info_span!(
@@ -49,7 +63,10 @@ where
         user = tracing::field::Empty,
         codec = tracing::field::Empty,
     );
-    let establishing = Box::pin(establish(server, io, remote_addr, listener, id));
+    // Boxed, and made here rather than in the task's future: the upgrade and the handshake
+    // are large and over at the welcome, and the task, which lives as long as the
+    // connection, keeps only what an open connection needs.
+    let establishing = Box::pin(establishing);
     async move {
         let _running = running;
         // A statement of its own: the finished handshake's box is freed at its end.
