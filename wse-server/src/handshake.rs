@@ -16,8 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue};
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue};
 use wse_core::frame::{self, Hi};
 use wse_core::outbox::Close;
 use wse_core::transport::{Incoming, Link, message_data};
@@ -483,14 +483,17 @@ mod tests {
     fn negotiation_takes_the_clients_first_offer_the_server_speaks() {
         let codecs: Vec<Arc<dyn Protocol>> = vec![Arc::new(Json), Arc::new(MsgPack)];
         assert_eq!(
-            negotiate(&codecs, &offering(Some("wse-msgpack, wse-default-json"))),
+            negotiate(
+                &codecs,
+                offering(Some("wse-msgpack, wse-default-json")).headers()
+            ),
             Some(1)
         );
         assert_eq!(
-            negotiate(&codecs, &offering(Some("x,wse-default-json"))),
+            negotiate(&codecs, offering(Some("x,wse-default-json")).headers()),
             Some(0)
         );
-        assert_eq!(negotiate(&codecs, &offering(None)), None);
-        assert_eq!(negotiate(&codecs, &offering(Some("x, y"))), None);
+        assert_eq!(negotiate(&codecs, offering(None).headers()), None);
+        assert_eq!(negotiate(&codecs, offering(Some("x, y")).headers()), None);
     }
 }
