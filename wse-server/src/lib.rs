@@ -63,6 +63,7 @@
 //! | feature | default | what it adds |
 //! | --- | --- | --- |
 //! | `msgpack` | yes | [`MsgPack`], the `wse-msgpack` codec |
+//! | `axum` | no | `Server::route`: the endpoint at a path of an axum `Router` |
 
 mod auth;
 mod builder;
@@ -73,6 +74,8 @@ mod events;
 mod handshake;
 mod limits;
 mod metrics;
+#[cfg(feature = "axum")]
+mod mount;
 mod presence;
 mod server;
 mod serving;
