@@ -8,6 +8,8 @@
 //!                              listed under its user ◄─ ~wse:welcome ◄─────┘
 //! ```
 
+use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -138,23 +140,7 @@ where
     };
     let upgrade =
         tokio_tungstenite::accept_hdr_async_with_config(io, pick, Some(shared.config.websocket()));
-    let ws = match tokio::time::timeout_at(deadline, upgrade).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(error)) => {
-            server.emit(Event::Rejected {
-                remote_addr,
-                reason: Rejection::Upgrade(error.to_string()),
-            });
-            return None;
-        }
-        Err(_) => {
-            server.emit(Event::Rejected {
-                remote_addr,
-                reason: Rejection::HandshakeTimeout,
-            });
-            return None;
-        }
-    };
+    let ws = upgraded_within(server, remote_addr, deadline, upgrade).await?;
 
     let chosen = chosen.ok_or(offers);
     let upgraded = Upgraded {
@@ -163,6 +149,26 @@ where
         deadline,
     };
     accept_upgraded(server.clone(), ws, upgraded, remote_addr, listener, id).await
+}
+
+/// Waits for `upgrade` until `deadline`; its failure, or the deadline, is reported as the
+/// rejection it is.
+pub(crate) async fn upgraded_within<T, E: fmt::Display>(
+    server: &Server,
+    remote_addr: SocketAddr,
+    deadline: Instant,
+    upgrade: impl Future<Output = Result<T, E>>,
+) -> Option<T> {
+    let reason = match tokio::time::timeout_at(deadline, upgrade).await {
+        Ok(Ok(upgraded)) => return Some(upgraded),
+        Ok(Err(error)) => Rejection::Upgrade(error.to_string()),
+        Err(_) => Rejection::HandshakeTimeout,
+    };
+    server.emit(Event::Rejected {
+        remote_addr,
+        reason,
+    });
+    None
 }
 
 /// What the WebSocket upgrade settled, whoever did it.

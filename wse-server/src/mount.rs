@@ -19,8 +19,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::events::{Event, Rejection};
-use crate::handshake::{Upgraded, accept_upgraded, negotiate, offered};
+use crate::events::Event;
+use crate::handshake::{Upgraded, accept_upgraded, negotiate, offered, upgraded_within};
 use crate::server::Server;
 use crate::task::serve_connection;
 
@@ -100,23 +100,7 @@ impl Server {
         let id = shared.next_connection_id();
         let server = self.clone();
         let establishing = async move {
-            let upgraded = match tokio::time::timeout_at(deadline, on_upgrade).await {
-                Ok(Ok(upgraded)) => upgraded,
-                Ok(Err(error)) => {
-                    server.emit(Event::Rejected {
-                        remote_addr,
-                        reason: Rejection::Upgrade(error.to_string()),
-                    });
-                    return None;
-                }
-                Err(_) => {
-                    server.emit(Event::Rejected {
-                        remote_addr,
-                        reason: Rejection::HandshakeTimeout,
-                    });
-                    return None;
-                }
-            };
+            let upgraded = upgraded_within(&server, remote_addr, deadline, on_upgrade).await?;
             let ws = WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
                 Role::Server,
