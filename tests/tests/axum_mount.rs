@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::routing::get;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wse_examples::{Auth, demo_server};
-use wse_server::Server;
-use wse_tests::{connect_as, within};
+use wse_server::{Decision, Server};
+use wse_tests::{connect_as, start, within};
 
 /// The demo at `/ws` beside `/health`, served by axum on 127.0.0.1 port 0.
 async fn mounted() -> (Server, SocketAddr) {
@@ -83,4 +83,70 @@ async fn the_endpoint_and_http_routes_share_one_port() {
     )
     .await
     .unwrap();
+}
+
+/// A server whose identify accepts the session cookie and answers with what it read of the
+/// upgrade request.
+fn cookie_server() -> Server {
+    Server::builder(|handshake| async move {
+        let request = &handshake.request;
+        match request.cookie("session") {
+            Some(session) => Decision::accept(
+                session,
+                json!({
+                    "path": request.path,
+                    "token": request.query_param("token"),
+                    "agent": request.header("user-agent"),
+                }),
+            ),
+            None => Decision::refuse(),
+        }
+    })
+    .build()
+}
+
+/// Opens `url` with a session cookie, says hi, and returns the welcome (or the close).
+async fn hello_with_cookie(url: &str) -> Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{Message, http::HeaderValue};
+
+    let mut request = url.into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "cookie",
+        HeaderValue::from_static("theme=dark; session=ann-7"),
+    );
+    headers.insert("user-agent", HeaderValue::from_static("wse-test"));
+    headers.insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("wse-default-json"),
+    );
+    let (mut ws, _) = within("connect", tokio_tungstenite::connect_async(request))
+        .await
+        .unwrap();
+    ws.send(Message::text(r#"["~wse:hi",{"identity":null},null]"#))
+        .await
+        .unwrap();
+    let welcome = within("the welcome", ws.next()).await.unwrap().unwrap();
+    serde_json::from_str(welcome.to_text().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn identify_reads_the_upgrade_requests_cookie_query_and_headers() {
+    let expected = |path: &str| json!(["~wse:welcome", {"path": path, "token": "t1", "agent": "wse-test"}, null]);
+    // Served by bind.
+    let server = start(cookie_server()).await;
+    let welcome = hello_with_cookie(&format!("ws://{}/anywhere?token=t1", server.addr())).await;
+    assert_eq!(welcome, expected("/anywhere"));
+    assert_eq!(server.server.devices("ann-7").await.unwrap().len(), 1);
+
+    // Mounted in axum.
+    let server = cookie_server();
+    let app = Router::new().route("/ws", server.route());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let welcome = hello_with_cookie(&format!("ws://{addr}/ws?token=t1")).await;
+    assert_eq!(welcome, expected("/ws"));
 }

@@ -25,7 +25,7 @@ use wse_core::outbox::Close;
 use wse_core::transport::{Incoming, Link, message_data};
 use wse_core::{CloseReason, MessageKind, Protocol, Session, SessionHold, close_code};
 
-use crate::auth::{Accept, Answered, Decision, Handshake};
+use crate::auth::{Accept, Answered, Decision, Handshake, UpgradeRequest};
 use crate::connection::{Connection, ConnectionId, Inner};
 use crate::delivery::Admission;
 use crate::events::{Event, Rejection};
@@ -123,9 +123,15 @@ where
     };
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let (mut chosen, mut offers) = (None, Vec::new());
+    let mut asked = UpgradeRequest::default();
     // The error type is tungstenite's handshake response; this callback never returns it.
     #[allow(clippy::result_large_err)]
     let pick = |request: &Request, mut response: Response| {
+        asked = UpgradeRequest::new(
+            request.uri().path(),
+            request.uri().query().map(str::to_owned),
+            request.headers().clone(),
+        );
         chosen = negotiate(&shared.codecs, request.headers());
         match chosen {
             Some(index) => {
@@ -147,6 +153,7 @@ where
         ticket,
         chosen,
         deadline,
+        request: Arc::new(asked),
     };
     accept_upgraded(server.clone(), ws, upgraded, remote_addr, listener, id).await
 }
@@ -171,6 +178,13 @@ pub(crate) async fn upgraded_within<T, E: fmt::Display>(
     None
 }
 
+/// Who is handshaking: the connection's id, the peer's address and its upgrade request.
+struct Peer {
+    connection_id: ConnectionId,
+    remote_addr: SocketAddr,
+    request: Arc<UpgradeRequest>,
+}
+
 /// What the WebSocket upgrade settled, whoever did it.
 pub(crate) struct Upgraded {
     /// The connection's place within the server's limits.
@@ -179,6 +193,8 @@ pub(crate) struct Upgraded {
     pub(crate) chosen: Result<usize, Vec<String>>,
     /// When the handshake must be over.
     pub(crate) deadline: Instant,
+    /// The request that asked for it.
+    pub(crate) request: Arc<UpgradeRequest>,
 }
 
 /// The handshake after the upgrade: hi, challenge, identify, welcome, admission. `None` when
@@ -200,6 +216,7 @@ where
         ticket,
         chosen,
         deadline,
+        request,
     } = upgraded;
     let (chosen, offers) = match chosen {
         Ok(index) => (Some(index), Vec::new()),
@@ -229,7 +246,14 @@ where
             offered: offers,
             supported: shared.codecs.iter().map(|c| c.name().to_owned()).collect(),
         }),
-        Some((codec, _)) => handshake(shared, &mut link, codec, id, remote_addr, deadline).await,
+        Some((codec, _)) => {
+            let peer = Peer {
+                connection_id: id,
+                remote_addr,
+                request,
+            };
+            handshake(shared, &mut link, codec, peer, deadline).await
+        }
     };
     let (codec, codec_name, handshake, accept) = match (codec, outcome) {
         (Some((codec, name)), Ok((handshake, accept))) => (codec, name, handshake, accept),
@@ -387,8 +411,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
     link: &mut Link<S>,
     codec: &Arc<dyn Protocol>,
-    connection_id: ConnectionId,
-    remote_addr: SocketAddr,
+    peer: Peer,
     deadline: Instant,
 ) -> Result<(Handshake, Box<Accept>), Rejection> {
     let hi = expect_frame(link, codec, frame::HI, deadline).await?;
@@ -398,9 +421,10 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let mut handshake = Handshake {
         identity: hi.identity,
         meta: hi.meta,
-        connection_id,
-        remote_addr,
+        connection_id: peer.connection_id,
+        remote_addr: peer.remote_addr,
         challenge: None,
+        request: peer.request,
     };
 
     if let Some(challenge) = &shared.challenge {

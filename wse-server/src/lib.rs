@@ -81,7 +81,7 @@ mod server;
 mod serving;
 mod task;
 
-pub use auth::{Accept, Answered, Challenge, Decision, Handshake, HmacChallenge};
+pub use auth::{Accept, Answered, Challenge, Decision, Handshake, HmacChallenge, UpgradeRequest};
 pub use builder::Builder;
 pub use builtin::{
     DM_MESSAGE, DirectMessage, DirectMessages, Logout, PresenceProcedures, RoomAction,
@@ -98,6 +98,8 @@ pub use presence::{PRESENCE_MESSAGE, Presence, Profile, ProfileUpdate};
 pub use server::{Recipients, Server};
 pub use serving::Serving;
 
+/// The `http` crate's types, as [`UpgradeRequest`] carries them.
+pub use tokio_tungstenite::tungstenite::http;
 #[cfg(feature = "msgpack")]
 pub use wse_core::MsgPack;
 pub use wse_core::outbox::Close;

@@ -3,6 +3,7 @@
 //! task as one accepted by [`Server::bind`].
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -19,6 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+use crate::auth::UpgradeRequest;
 use crate::events::Event;
 use crate::handshake::{Upgraded, accept_upgraded, negotiate, offered, upgraded_within};
 use crate::server::Server;
@@ -94,6 +96,11 @@ impl Server {
             headers.insert(SEC_WEBSOCKET_PROTOCOL, name);
         }
 
+        let asked = Arc::new(UpgradeRequest::new(
+            request.uri().path(),
+            request.uri().query().map(str::to_owned),
+            request.headers().clone(),
+        ));
         let on_upgrade = hyper::upgrade::on(&mut request);
         let deadline = Instant::now() + shared.config.handshake_timeout;
         let config = shared.config.websocket();
@@ -111,6 +118,7 @@ impl Server {
                 ticket,
                 chosen,
                 deadline,
+                request: asked,
             };
             accept_upgraded(server, ws, upgraded, remote_addr, None, id).await
         };
