@@ -117,24 +117,10 @@ pub(crate) async fn open(dial: &Dial, identity: &str) -> Result<Ws, Failure> {
         return Ok(ws);
     }
     let codec = dial.codec;
-    let hi = codec
-        .protocol()
-        .encode(
-            frame::HI,
-            &serde_json::json!({"identity": identity, "meta": {}}),
-            None,
-        )
-        .map_err(|e| e.to_string())?;
-    ws.send(codec.message(hi))
-        .await
-        .map_err(|e| e.to_string())?;
+    let hi = serde_json::json!({"identity": identity, "meta": {}});
+    send_frame(&mut ws, codec, frame::HI, &hi, None).await?;
     loop {
-        let message = ws
-            .next()
-            .await
-            .ok_or("closed during the handshake")?
-            .map_err(|e| e.to_string())?;
-        let data = message.into_data();
+        let data = next_data(&mut ws, "the handshake").await?;
         let frame = codec.protocol().unpack(&data).map_err(|e| e.to_string())?;
         match frame.kind.as_ref() {
             frame::WELCOME => return Ok(ws),
@@ -143,15 +129,40 @@ pub(crate) async fn open(dial: &Dial, identity: &str) -> Result<Ws, Failure> {
                     .protocol()
                     .decode(frame.payload)
                     .map_err(|e| e.to_string())?;
-                let answer = codec
-                    .protocol()
-                    .encode(frame::CHALLENGE, &quest.solve(SECRET), None)
-                    .map_err(|e| e.to_string())?;
-                ws.send(codec.message(answer))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                send_frame(&mut ws, codec, frame::CHALLENGE, &quest.solve(SECRET), None).await?;
             }
             other => return Err(format!("unexpected {other} during the handshake")),
+        }
+    }
+}
+
+/// Sends the frame `[kind, payload, stamp]`.
+async fn send_frame<T: serde::Serialize + ?Sized>(
+    ws: &mut Ws,
+    codec: Codec,
+    kind: &str,
+    payload: &T,
+    stamp: Option<&str>,
+) -> Result<(), Failure> {
+    let frame = codec
+        .protocol()
+        .encode(kind, payload, stamp)
+        .map_err(|e| e.to_string())?;
+    ws.send(codec.message(frame))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The next text or binary message, read `during` what.
+async fn next_data(ws: &mut Ws, during: &str) -> Result<bytes::Bytes, Failure> {
+    loop {
+        let message = ws
+            .next()
+            .await
+            .ok_or_else(|| format!("closed during {during}"))?
+            .map_err(|e| e.to_string())?;
+        if message.is_text() || message.is_binary() {
+            return Ok(message.into_data());
         }
     }
 }
@@ -607,32 +618,13 @@ pub(crate) const ROOM: &str = "bench-room";
 
 /// Joins [`ROOM`] with the built-in `rooms.join`, over the connection before it turns lean.
 async fn join_room(ws: &mut Ws, codec: Codec) -> Result<(), Failure> {
-    let call = codec
-        .protocol()
-        .encode(
-            "rooms.join",
-            &serde_json::json!({"room": ROOM}),
-            Some("join"),
-        )
-        .map_err(|e| e.to_string())?;
-    ws.send(codec.message(call))
-        .await
-        .map_err(|e| e.to_string())?;
-    loop {
-        let message = ws
-            .next()
-            .await
-            .ok_or("closed while joining the room")?
-            .map_err(|e| e.to_string())?;
-        if !(message.is_text() || message.is_binary()) {
-            continue;
-        }
-        let data = message.into_data();
-        let frame = codec.protocol().unpack(&data).map_err(|e| e.to_string())?;
-        return match frame.kind.as_ref() {
-            frame::RESPONSE => Ok(()),
-            other => Err(format!("rooms.join answered {other}")),
-        };
+    let args = serde_json::json!({"room": ROOM});
+    send_frame(ws, codec, "rooms.join", &args, Some("join")).await?;
+    let data = next_data(ws, "the room join").await?;
+    let frame = codec.protocol().unpack(&data).map_err(|e| e.to_string())?;
+    match frame.kind.as_ref() {
+        frame::RESPONSE => Ok(()),
+        other => Err(format!("rooms.join answered {other}")),
     }
 }
 

@@ -237,6 +237,18 @@ impl Drop for Guard {
 }
 
 /// Registers `hang`: holds a [`Guard`] and never finishes.
+/// The next cancelled call: its connection and procedure.
+async fn call_cancelled(events: &mut wse_server::Events) -> (Option<ConnectionId>, String) {
+    next_event(events, "call cancelled", |event| match event {
+        Event::Error {
+            connection_id,
+            error: ServerError::CallCancelled { procedure },
+        } => Some((*connection_id, procedure.clone())),
+        _ => None,
+    })
+    .await
+}
+
 fn register_hang(server: &Server) {
     server
         .register("hang", |conn: Connection, NoArgs| async move {
@@ -282,14 +294,7 @@ async fn a_running_procedure_is_cancelled_when_its_connection_closes() {
         within("ann's guard dropped", dropped.recv()).await.unwrap(),
         "ann"
     );
-    let (connection, procedure) = next_event(&mut events, "call cancelled", |event| match event {
-        Event::Error {
-            connection_id,
-            error: ServerError::CallCancelled { procedure },
-        } => Some((*connection_id, procedure.clone())),
-        _ => None,
-    })
-    .await;
+    let (connection, procedure) = call_cancelled(&mut events).await;
     assert_eq!(connection, Some(ann_id));
     assert_eq!(procedure, "hang");
     assert_eq!(
@@ -312,14 +317,7 @@ async fn a_running_procedure_is_cancelled_when_its_connection_closes() {
         within("bob's guard dropped", dropped.recv()).await.unwrap(),
         "bob"
     );
-    let (connection, procedure) = next_event(&mut events, "call cancelled", |event| match event {
-        Event::Error {
-            connection_id,
-            error: ServerError::CallCancelled { procedure },
-        } => Some((*connection_id, procedure.clone())),
-        _ => None,
-    })
-    .await;
+    let (connection, procedure) = call_cancelled(&mut events).await;
     assert_eq!((connection, procedure.as_str()), (Some(bob_id), "hang"));
     assert_eq!(
         within("bob's call", bob_call).await.unwrap(),

@@ -130,6 +130,17 @@ struct Membership {
     through_user: bool,
 }
 
+impl Membership {
+    /// The flag of one way of membership: the connection's own join, or its user's.
+    fn way(&mut self, own: bool) -> &mut bool {
+        if own {
+            &mut self.own
+        } else {
+            &mut self.through_user
+        }
+    }
+}
+
 /// What queuing a frame for one connection did.
 enum Queued {
     Yes,
@@ -273,11 +284,7 @@ impl Index {
                 listed.rooms.last_mut().expect("just pushed")
             }
         };
-        let way = if own {
-            &mut membership.own
-        } else {
-            &mut membership.through_user
-        };
+        let way = membership.way(own);
         !std::mem::replace(way, true)
     }
 
@@ -291,11 +298,7 @@ impl Index {
             return false;
         };
         let membership = &mut listed.rooms[at];
-        let way = if own {
-            &mut membership.own
-        } else {
-            &mut membership.through_user
-        };
+        let way = membership.way(own);
         if !std::mem::replace(way, false) {
             return false;
         }
