@@ -112,8 +112,8 @@ impl Builder {
         self
     }
 
-    /// How long to wait for the server's answer to a close frame, and how long one write may
-    /// wait for the server to take our bytes before the connection is closed with 1013
+    /// How long to wait for the server's answer to a close frame, and how long a write may
+    /// wait for the server to take its next frame before the connection is closed with 1013
     /// `wse.slow-consumer` (which reconnects when enabled). Default: 5 s.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.config.close_timeout = timeout;

@@ -55,7 +55,7 @@ pub struct Link<S> {
     drain: Drain,
     /// Whether frames travel as text or binary messages (the codec's kind).
     kind: MessageKind,
-    /// How long one write may wait for the peer to take our bytes.
+    /// How long a write may wait for the peer to take its next frame.
     write_timeout: Duration,
     /// The close frame the peer sent, once it sent one.
     received: Option<Close>,
@@ -143,10 +143,11 @@ enum Interrupted {
     Ended(Ended),
 }
 
-/// What a write that has to wait is bounded by: the write timeout, and a close asked for
-/// from then on.
+/// What a write that has to wait is bounded by: the write timeout without progress, and a
+/// close asked for from then on.
 struct Waiting<'a> {
     timer: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
     /// `None` when a close was asked for before the write had to wait.
     closing: Option<Pin<Box<dyn Future<Output = Close> + Send + 'a>>>,
 }
@@ -156,12 +157,19 @@ impl<'a> Waiting<'a> {
         let already_closing = drain.close_requested().is_some();
         Self {
             timer: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
             closing: (!already_closing).then(|| Box::pin(drain.closing()) as Pin<Box<_>>),
         }
     }
 
-    /// Whether the wait is over: the timeout passed or a close was asked for.
-    fn over(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+    /// Whether the wait is over: the timeout passed since the peer last took a frame
+    /// (`progressed` says it just did), or a close was asked for.
+    fn over(&mut self, progressed: bool, cx: &mut std::task::Context<'_>) -> bool {
+        if progressed {
+            // A large batch to a peer that reads steadily is slow, not stuck.
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            self.timer.as_mut().reset(deadline);
+        }
         let closing = self
             .closing
             .as_mut()
@@ -212,6 +220,8 @@ struct Pending<I> {
     frames: I,
     /// The message the socket had no room for at the last try.
     unsent: Option<Message>,
+    /// Whether the socket took a frame since [`Pending::progressed`] was last asked.
+    took: bool,
 }
 
 impl<I: Iterator<Item = Bytes>> Pending<I> {
@@ -219,7 +229,13 @@ impl<I: Iterator<Item = Bytes>> Pending<I> {
         Self {
             frames: frames.into_iter(),
             unsent: None,
+            took: false,
         }
+    }
+
+    /// Whether the socket took a frame since the last time this was asked.
+    fn progressed(&mut self) -> bool {
+        std::mem::take(&mut self.took)
     }
 
     /// Feeds the socket as much as it takes, then flushes once: ready when everything is
@@ -240,7 +256,10 @@ impl<I: Iterator<Item = Bytes>> Pending<I> {
                 return Pin::new(&mut *ws).poll_flush(cx);
             };
             match Pin::new(&mut *ws).poll_ready(cx) {
-                Poll::Ready(Ok(())) => Pin::new(&mut *ws).start_send(message)?,
+                Poll::Ready(Ok(())) => {
+                    Pin::new(&mut *ws).start_send(message)?;
+                    self.took = true;
+                }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Pending => {
                     self.unsent = Some(message);
@@ -276,7 +295,7 @@ pub trait Dispatch {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// Drives `ws`, whose frames travel as `kind` messages, with a queue of `capacity` frames;
-    /// a write may wait `write_timeout` for the peer.
+    /// a write may wait `write_timeout` for the peer to take its next frame.
     ///
     /// # Panics
     /// If `capacity` is zero.
@@ -387,8 +406,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
         std::future::poll_fn(|cx| match pending.poll_written(ws, kind, cx) {
             Poll::Ready(written) => Poll::Ready(written.map_err(|_| WriteFailed)),
             Poll::Pending => {
+                let progressed = pending.progressed();
                 let waiting = waiting.get_or_insert_with(|| Waiting::new(drain, timeout));
-                if waiting.over(cx) {
+                if waiting.over(progressed, cx) {
                     Poll::Ready(Err(WriteFailed))
                 } else {
                     Poll::Pending
@@ -560,8 +580,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
                         ControlFlow::Continue(_) => continue,
                     }
                 }
+                let progressed = pending.progressed();
                 let waiting = waiting.get_or_insert_with(|| Waiting::new(drain, *write_timeout));
-                if waiting.over(cx) {
+                if waiting.over(progressed, cx) {
                     return Poll::Ready(Err(Interrupted::WriteFailed));
                 }
                 return Poll::Pending;
