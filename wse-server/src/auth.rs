@@ -13,10 +13,9 @@ use serde_json::Value;
 use tokio::time::Instant;
 use wse_core::HmacQuest;
 
-use tokio_tungstenite::tungstenite::http::HeaderMap;
-
 use crate::connection::ConnectionId;
 use crate::presence::Profile;
+use crate::upgrade::UpgradeRequest;
 
 /// A boxed future, as the hooks an application gives are kept.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -40,65 +39,6 @@ pub struct Handshake {
     /// The HTTP request that asked for the upgrade: its path, query and headers (a session
     /// cookie, a bearer token in the query).
     pub request: Arc<UpgradeRequest>,
-}
-
-/// The HTTP request that asked for the WebSocket upgrade.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct UpgradeRequest {
-    /// The path, e.g. `/ws`.
-    pub path: String,
-    /// The query string, without its `?`.
-    pub query: Option<String>,
-    /// Every header as sent.
-    pub headers: HeaderMap,
-}
-
-impl UpgradeRequest {
-    /// The request at `path` with `query` and `headers`.
-    pub fn new(path: impl Into<String>, query: Option<String>, headers: HeaderMap) -> Self {
-        Self {
-            path: path.into(),
-            query,
-            headers,
-        }
-    }
-
-    /// The value of the header `name`, if it is there and is text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name)?.to_str().ok()
-    }
-
-    /// The value of the cookie `name` in the `Cookie` headers.
-    ///
-    /// ```
-    /// use wse_server::UpgradeRequest;
-    /// use wse_server::http::{HeaderMap, HeaderValue};
-    ///
-    /// let mut headers = HeaderMap::new();
-    /// headers.insert("cookie", HeaderValue::from_static("theme=dark; session=abc123"));
-    /// let request = UpgradeRequest::new("/ws", None, headers);
-    /// assert_eq!(request.cookie("session"), Some("abc123"));
-    /// assert_eq!(request.cookie("nope"), None);
-    /// ```
-    pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get_all("cookie")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find_map(|(key, value)| (key == name).then_some(value))
-    }
-
-    /// The value of the query parameter `name` (as sent, not percent-decoded).
-    pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query
-            .as_deref()?
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .find_map(|(key, value)| (key == name).then_some(value))
-    }
 }
 
 /// A quest and the client's response to it.

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wse_core::outbox::Close;
 use wse_core::transport::Heartbeat;
@@ -18,6 +19,7 @@ use crate::connection::Connection;
 use crate::delivery::{Delivery, LocalDelivery, Overflow, UserLimit};
 use crate::limits::{AuthFailureLimit, RateLimit};
 use crate::server::Server;
+use crate::upgrade::{Gatekeeper, UpgradeDecision, UpgradeRequest, normalise_origin};
 
 /// The settings of a server; see [`Builder`] for each default.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +62,7 @@ pub struct Builder {
     pub(crate) state: StateMap,
     pub(crate) on_disconnect: Option<OnDisconnect>,
     pub(crate) builtins: Builtins,
+    pub(crate) gatekeeper: Gatekeeper,
 }
 
 /// The application's state, by type.
@@ -124,6 +127,7 @@ impl Builder {
             state: StateMap::new(),
             on_disconnect: None,
             builtins: Builtins::default(),
+            gatekeeper: Gatekeeper::default(),
         }
     }
 
@@ -245,15 +249,89 @@ impl Builder {
         self
     }
 
-    /// How many connections one remote address may hold at once; past it its new sockets are
-    /// dropped before the upgrade. Default: 10,000 (behind a proxy every connection comes from
-    /// the proxy's address: raise it there).
+    /// How many connections one client address may hold at once; past it its new sockets are
+    /// dropped before the upgrade (or, for a request through a trusted proxy, answered with
+    /// 429). Behind a proxy, declare it with [`Builder::trusted_proxy`] so that the limit
+    /// counts each client's own address. Default: 10,000.
     ///
     /// # Panics
     /// If `max` is zero.
     pub fn max_connections_per_address(mut self, max: usize) -> Self {
         assert!(max > 0, "max_connections_per_address must be at least 1");
         self.config.max_connections_per_address = max;
+        self
+    }
+
+    /// Admit browsers only from `origin` (`https://app.example`), and from every other origin
+    /// given the same way: an upgrade request whose `Origin` header names none of them gets
+    /// 403 before any WebSocket work. A request without `Origin` (not from a browser, which
+    /// always sends it) is admitted. Compared by scheme, host and port, ignoring case and any
+    /// path. Default: every origin.
+    ///
+    /// Browsers do not apply the same-origin policy to WebSockets, and they send cookies with
+    /// the upgrade: a server that authenticates by cookie needs this list against cross-site
+    /// WebSocket hijacking.
+    pub fn allow_origin(mut self, origin: impl AsRef<str>) -> Self {
+        let origin = normalise_origin(origin.as_ref());
+        if !self.gatekeeper.origins.contains(&origin) {
+            self.gatekeeper.origins.push(origin);
+        }
+        self
+    }
+
+    /// Trust `proxy` (an address, or a network such as `10.0.0.0/8`), and every other proxy
+    /// given the same way, to say who the client is: for a request from one of them, the
+    /// client's address is the nearest address in `X-Forwarded-For`, read from the right,
+    /// that is not a trusted proxy. That address is what the per-address limits count and what
+    /// [`Connection::remote_addr`](crate::Connection::remote_addr), identify and the upgrade
+    /// filter see ([`UpgradeRequest::client_addr`]). The header of anyone else is ignored.
+    /// Default: nobody.
+    ///
+    /// ```
+    /// use std::net::{IpAddr, Ipv4Addr};
+    /// use wse_server::{Decision, IpNet, Server};
+    ///
+    /// let private: IpNet = "10.0.0.0/8".parse().unwrap();
+    /// let server = Server::builder(|_| async { Decision::refuse() })
+    ///     .trusted_proxy(private)
+    ///     .trusted_proxy(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    ///     .build();
+    /// ```
+    pub fn trusted_proxy(mut self, proxy: impl Into<IpNet>) -> Self {
+        let proxy = proxy.into().trunc();
+        if !self.gatekeeper.proxies.contains(&proxy) {
+            self.gatekeeper.proxies.push(proxy);
+        }
+        self
+    }
+
+    /// Decide about each upgrade request before any WebSocket work, from its method, path,
+    /// query, headers (`Origin`, `Cookie`, `X-Forwarded-For`, ...) and addresses: admit it, or
+    /// deny it with an HTTP status (403 with [`UpgradeDecision::deny`]). It runs after the
+    /// Origin allow-list and the connection limits, within the handshake timeout (past which
+    /// the request gets 503). A denied request costs no WebSocket and no connection task.
+    /// Default: admit every request.
+    ///
+    /// ```
+    /// use wse_server::{Decision, Server, UpgradeDecision};
+    /// use wse_server::http::StatusCode;
+    ///
+    /// let server = Server::builder(|_| async { Decision::refuse() })
+    ///     .upgrade_filter(|request| async move {
+    ///         match request.path.as_str() {
+    ///             "/ws" if request.cookie("session").is_some() => UpgradeDecision::Admit,
+    ///             "/ws" => UpgradeDecision::Deny(StatusCode::UNAUTHORIZED),
+    ///             _ => UpgradeDecision::Deny(StatusCode::NOT_FOUND),
+    ///         }
+    ///     })
+    ///     .build();
+    /// ```
+    pub fn upgrade_filter<F, Fut>(mut self, filter: F) -> Self
+    where
+        F: Fn(Arc<UpgradeRequest>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = UpgradeDecision> + Send + 'static,
+    {
+        self.gatekeeper.filter = Some(Arc::new(move |request| Box::pin(filter(request))));
         self
     }
 
@@ -292,8 +370,8 @@ impl Builder {
     }
 
     /// How long to wait for the peer's answer to a close frame before dropping the socket,
-    /// and how long one write may wait for the peer to take our bytes before the connection
-    /// is closed as a slow consumer (1013 `wse.slow-consumer`). Default: 5 s.
+    /// and how long a write may wait for the peer to take its next frame before the
+    /// connection is closed as a slow consumer (1013 `wse.slow-consumer`). Default: 5 s.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.config.close_timeout = timeout;
         self

@@ -67,8 +67,14 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rejection {
-    /// The WebSocket upgrade failed or did not finish in time.
+    /// The upgrade request was not one (answered with 400), or the WebSocket upgrade failed.
     Upgrade(String),
+    /// The upgrade request's `Origin` (given here) is not on the allow-list
+    /// ([`Builder::allow_origin`](crate::Builder::allow_origin)); answered with 403.
+    OriginNotAllowed(String),
+    /// The upgrade filter ([`Builder::upgrade_filter`](crate::Builder::upgrade_filter))
+    /// denied the request with this HTTP status.
+    Denied(u16),
     /// The client offered none of the server's codecs (closed with `wse.protocol-error`).
     NoCommonProtocol {
         /// What the client offered in `Sec-WebSocket-Protocol`, in its order.
@@ -85,12 +91,13 @@ pub enum Rejection {
     /// The peer left during the handshake.
     Gone,
     /// The server already holds its maximum number of connections; dropped before the
-    /// upgrade.
+    /// upgrade (answered with 503 on a mounted route).
     TooManyConnections,
-    /// The address already holds its maximum number of connections; dropped before the
-    /// upgrade.
+    /// The client's address already holds its maximum number of connections; dropped before
+    /// the upgrade (answered with 429 when the address came through a trusted proxy).
     TooManyFromAddress,
-    /// The address failed to authenticate too often lately; dropped before the upgrade.
+    /// The client's address failed to authenticate too often lately; dropped before the
+    /// upgrade (answered with 429 when it came through a trusted proxy).
     AuthThrottled,
     /// The user already holds `conn_per_user` connections and the server refuses the newest
     /// (closed with `wse.clients-concurrency`).

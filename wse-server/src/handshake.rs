@@ -1,9 +1,9 @@
-//! From an accepted socket to an accepted connection: the admission limits, the WebSocket
-//! upgrade with its codec negotiation, `~wse:hi`, the challenge, identify, the welcome, and
-//! the delivery engine's admission; or the refusal and its close.
+//! From an accepted socket to an accepted connection: the upgrade request read and decided
+//! about (upgrade.rs), `~wse:hi`, the challenge, identify, the welcome, and the delivery
+//! engine's admission; or the refusal and its close.
 //!
 //! ```text
-//! socket ─► admit ─► upgrade (pick a codec) ─► ~wse:hi ─► [challenge] ─► identify
+//! socket ─► upgrade (upgrade.rs) ─► ~wse:hi ─► [challenge] ─► identify
 //!                                                                          │
 //!                              listed under its user ◄─ ~wse:welcome ◄─────┘
 //! ```
@@ -17,21 +17,23 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
-use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use wse_core::frame::{self, Hi};
 use wse_core::outbox::Close;
 use wse_core::transport::{Incoming, Link, message_data};
 use wse_core::{CloseReason, MessageKind, Protocol, Session, SessionHold, close_code};
 
-use crate::auth::{Accept, Answered, Decision, Handshake, UpgradeRequest};
+use crate::auth::{Accept, Answered, Decision, Handshake};
 use crate::connection::{Connection, ConnectionId, Inner};
 use crate::delivery::Admission;
 use crate::events::{Event, Rejection};
 use crate::limits::Ticket;
 use crate::server::{Server, Shared};
 use crate::serving::Listener;
+use crate::upgrade::{
+    HeadError, UpgradeRequest, Upgraded, answer, read_head, write_refusal, write_response,
+};
 
 /// An accepted connection and its socket, from the welcome to the end.
 pub(crate) struct Open<S> {
@@ -81,28 +83,13 @@ impl<S> Drop for Open<S> {
     }
 }
 
-/// The subprotocols the client offers, in its order.
-pub(crate) fn offered(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-}
-
-/// The first codec the client offers that the server speaks.
-pub(crate) fn negotiate(codecs: &[Arc<dyn Protocol>], headers: &HeaderMap) -> Option<usize> {
-    offered(headers).find_map(|offered| codecs.iter().position(|codec| codec.name() == offered))
-}
-
-/// Upgrades, runs the handshake, welcomes and lists the connection: the connection, open;
-/// `None` when it was refused (and is closed by now).
+/// Reads the upgrade request, decides about it, upgrades, runs the handshake, welcomes and
+/// lists the connection: the connection, open; `None` when it was refused (and is closed by
+/// now).
 pub(crate) async fn establish<S>(
     server: Server,
-    io: S,
-    remote_addr: SocketAddr,
+    mut io: S,
+    peer_addr: SocketAddr,
     listener: Option<Arc<Listener>>,
     id: ConnectionId,
 ) -> Option<Open<S>>
@@ -111,51 +98,54 @@ where
 {
     let server = &server;
     let shared = server.shared();
-    let ticket = match shared.gate.enter(remote_addr.ip()) {
+    let refused = |reason| {
+        server.emit(Event::Rejected {
+            remote_addr: peer_addr,
+            reason,
+        });
+        None
+    };
+    let mut ticket = match shared.gate.enter() {
         Ok(ticket) => ticket,
-        Err(reason) => {
-            server.emit(Event::Rejected {
-                remote_addr,
-                reason,
-            });
+        Err(reason) => return refused(reason),
+    };
+    // A peer that is not a trusted proxy is the client: its address is counted before it may
+    // send a byte, so that one address cannot hold every place with requests it never ends.
+    if !shared.gatekeeper.trusts(peer_addr.ip())
+        && let Err(reason) = ticket.count(peer_addr.ip())
+    {
+        return refused(reason);
+    }
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let (head, rest) = match tokio::time::timeout_at(deadline, read_head(&mut io)).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(HeadError::Gone(why))) => return refused(Rejection::Upgrade(why)),
+        Ok(Err(HeadError::Malformed(status, why))) => {
+            let answered = write_refusal(&mut io, status);
+            let _ = tokio::time::timeout_at(deadline, answered).await;
+            return refused(Rejection::Upgrade(why));
+        }
+        Err(_) => return refused(Rejection::HandshakeTimeout),
+    };
+    let switch = match answer(server, head, peer_addr, ticket, deadline).await {
+        Ok(switch) => switch,
+        Err(status) => {
+            let answered = write_refusal(&mut io, status);
+            let _ = tokio::time::timeout_at(deadline, answered).await;
             return None;
         }
     };
-    let deadline = Instant::now() + shared.config.handshake_timeout;
-    let (mut chosen, mut offers) = (None, Vec::new());
-    let mut asked = UpgradeRequest::default();
-    // The error type is tungstenite's handshake response; this callback never returns it.
-    #[allow(clippy::result_large_err)]
-    let pick = |request: &Request, mut response: Response| {
-        asked = UpgradeRequest::new(
-            request.uri().path(),
-            request.uri().query().map(str::to_owned),
-            request.headers().clone(),
-        );
-        chosen = negotiate(&shared.codecs, request.headers());
-        match chosen {
-            Some(index) => {
-                if let Ok(name) = HeaderValue::from_str(shared.codecs[index].name()) {
-                    response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, name);
-                }
-            }
-            // Only on a refusal: it is reported.
-            None => offers = offered(request.headers()).map(str::to_owned).collect(),
-        }
-        Ok(response)
-    };
-    let upgrade =
-        tokio_tungstenite::accept_hdr_async_with_config(io, pick, Some(shared.config.websocket()));
-    let ws = upgraded_within(server, remote_addr, deadline, upgrade).await?;
-
-    let chosen = chosen.ok_or(offers);
-    let upgraded = Upgraded {
-        ticket,
-        chosen,
-        deadline,
-        request: Arc::new(asked),
-    };
-    accept_upgraded(server.clone(), ws, upgraded, remote_addr, listener, id).await
+    let switched = write_response(&mut io, StatusCode::SWITCHING_PROTOCOLS, &switch.headers);
+    let remote_addr = switch.upgraded.request.client_addr;
+    upgraded_within(server, remote_addr, deadline, switched).await?;
+    let ws = WebSocketStream::from_partially_read(
+        io,
+        rest,
+        Role::Server,
+        Some(shared.config.websocket()),
+    )
+    .await;
+    accept_upgraded(server.clone(), ws, switch.upgraded, listener, id).await
 }
 
 /// Waits for `upgrade` until `deadline`; its failure, or the deadline, is reported as the
@@ -178,23 +168,11 @@ pub(crate) async fn upgraded_within<T, E: fmt::Display>(
     None
 }
 
-/// Who is handshaking: the connection's id, the peer's address and its upgrade request.
+/// Who is handshaking: the connection's id, the client's address and its upgrade request.
 struct Peer {
     connection_id: ConnectionId,
     remote_addr: SocketAddr,
     request: Arc<UpgradeRequest>,
-}
-
-/// What the WebSocket upgrade settled, whoever did it.
-pub(crate) struct Upgraded {
-    /// The connection's place within the server's limits.
-    pub(crate) ticket: Ticket,
-    /// The index of the codec chosen, or what the client offered when none fits.
-    pub(crate) chosen: Result<usize, Vec<String>>,
-    /// When the handshake must be over.
-    pub(crate) deadline: Instant,
-    /// The request that asked for it.
-    pub(crate) request: Arc<UpgradeRequest>,
 }
 
 /// The handshake after the upgrade: hi, challenge, identify, welcome, admission. `None` when
@@ -203,7 +181,6 @@ pub(crate) async fn accept_upgraded<S>(
     server: Server,
     ws: WebSocketStream<S>,
     upgraded: Upgraded,
-    remote_addr: SocketAddr,
     listener: Option<Arc<Listener>>,
     id: ConnectionId,
 ) -> Option<Open<S>>
@@ -218,6 +195,10 @@ where
         deadline,
         request,
     } = upgraded;
+    let remote_addr = request.client_addr;
+    if request.client_addr != request.peer_addr {
+        tracing::Span::current().record("remote", tracing::field::display(remote_addr));
+    }
     let (chosen, offers) = match chosen {
         Ok(index) => (Some(index), Vec::new()),
         Err(offers) => (None, offers),
@@ -382,6 +363,8 @@ async fn reject<S: AsyncRead + AsyncWrite + Unpin>(
         Rejection::Upgrade(_)
         | Rejection::Gone
         | Rejection::TooManyConnections
+        | Rejection::OriginNotAllowed(_)
+        | Rejection::Denied(_)
         | Rejection::TooManyFromAddress
         | Rejection::AuthThrottled => None,
     };
@@ -494,36 +477,4 @@ async fn expect_frame<S: AsyncRead + AsyncWrite + Unpin>(
         )));
     }
     Ok(frame.payload.to_vec())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use wse_core::{Json, MsgPack};
-
-    fn offering(header: Option<&str>) -> Request {
-        let mut request = Request::builder().uri("/");
-        if let Some(header) = header {
-            request = request.header(SEC_WEBSOCKET_PROTOCOL, header);
-        }
-        request.body(()).unwrap()
-    }
-
-    #[test]
-    fn negotiation_takes_the_clients_first_offer_the_server_speaks() {
-        let codecs: Vec<Arc<dyn Protocol>> = vec![Arc::new(Json), Arc::new(MsgPack)];
-        assert_eq!(
-            negotiate(
-                &codecs,
-                offering(Some("wse-msgpack, wse-default-json")).headers()
-            ),
-            Some(1)
-        );
-        assert_eq!(
-            negotiate(&codecs, offering(Some("x,wse-default-json")).headers()),
-            Some(0)
-        );
-        assert_eq!(negotiate(&codecs, offering(None).headers()), None);
-        assert_eq!(negotiate(&codecs, offering(Some("x, y")).headers()), None);
-    }
 }

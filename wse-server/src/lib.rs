@@ -80,8 +80,9 @@ mod presence;
 mod server;
 mod serving;
 mod task;
+mod upgrade;
 
-pub use auth::{Accept, Answered, Challenge, Decision, Handshake, HmacChallenge, UpgradeRequest};
+pub use auth::{Accept, Answered, Challenge, Decision, Handshake, HmacChallenge};
 pub use builder::Builder;
 pub use builtin::{
     DM_MESSAGE, DirectMessage, DirectMessages, Logout, PresenceProcedures, RoomAction,
@@ -97,6 +98,10 @@ pub use limits::{AuthFailureLimit, RATE_LIMITED, RateLimit};
 pub use presence::{PRESENCE_MESSAGE, Presence, Profile, ProfileUpdate};
 pub use server::{Recipients, Server};
 pub use serving::Serving;
+pub use upgrade::{UpgradeDecision, UpgradeRequest};
+
+/// An address or a network, as [`Builder::trusted_proxy`] takes it.
+pub use ipnet::IpNet;
 
 /// The `http` crate's types, as [`UpgradeRequest`] carries them.
 pub use tokio_tungstenite::tungstenite::http;

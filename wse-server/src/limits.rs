@@ -111,17 +111,42 @@ pub(crate) struct Gate {
 #[derive(Debug)]
 pub(crate) struct Ticket {
     gate: Arc<Gate>,
-    address: IpAddr,
+    /// The address it is counted under, once known.
+    address: Option<IpAddr>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Ticket {
+    /// Counts this connection under `address`, unless it is counted already; refused when
+    /// the address failed to authenticate too often lately or holds its maximum.
+    pub(crate) fn count(&mut self, address: IpAddr) -> Result<(), Rejection> {
+        if self.address.is_some() {
+            return Ok(());
+        }
+        if self.gate.throttled(address, Instant::now()) {
+            return Err(Rejection::AuthThrottled);
+        }
+        let mut per_address = lock(&self.gate.per_address);
+        let count = per_address.entry(address).or_insert(0);
+        if *count >= self.gate.per_address_max {
+            return Err(Rejection::TooManyFromAddress);
+        }
+        *count += 1;
+        self.address = Some(address);
+        Ok(())
+    }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        let Some(address) = self.address else {
+            return;
+        };
         let mut per_address = lock(&self.gate.per_address);
-        if let Some(count) = per_address.get_mut(&self.address) {
+        if let Some(count) = per_address.get_mut(&address) {
             *count -= 1;
             if *count == 0 {
-                per_address.remove(&self.address);
+                per_address.remove(&address);
             }
         }
     }
@@ -147,24 +172,15 @@ impl Gate {
         }
     }
 
-    /// A place for a new connection from `address`, or why there is none. Never waits.
-    pub(crate) fn enter(self: &Arc<Self>, address: IpAddr) -> Result<Ticket, Rejection> {
-        if self.throttled(address, Instant::now()) {
-            return Err(Rejection::AuthThrottled);
-        }
+    /// A place for a new connection, counted under no address yet (see [`Ticket::count`]), or
+    /// why there is none. Never waits.
+    pub(crate) fn enter(self: &Arc<Self>) -> Result<Ticket, Rejection> {
         let permit = Arc::clone(&self.total)
             .try_acquire_owned()
             .map_err(|_| Rejection::TooManyConnections)?;
-        let mut per_address = lock(&self.per_address);
-        let count = per_address.entry(address).or_insert(0);
-        if *count >= self.per_address_max {
-            return Err(Rejection::TooManyFromAddress);
-        }
-        *count += 1;
-        drop(per_address);
         Ok(Ticket {
             gate: Arc::clone(self),
-            address,
+            address: None,
             _permit: permit,
         })
     }
@@ -205,6 +221,12 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn admit(gate: &Arc<Gate>, address: IpAddr) -> Result<Ticket, Rejection> {
+        let mut ticket = gate.enter()?;
+        ticket.count(address)?;
+        Ok(ticket)
+    }
 
     const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
@@ -247,19 +269,19 @@ mod tests {
         };
         let gate = Arc::new(Gate::new(3, 2, limit));
         let other: IpAddr = "10.0.0.1".parse().unwrap();
-        let a = gate.enter(LOOPBACK).unwrap();
-        let _b = gate.enter(LOOPBACK).unwrap();
+        let a = admit(&gate, LOOPBACK).unwrap();
+        let _b = admit(&gate, LOOPBACK).unwrap();
         assert_eq!(
-            gate.enter(LOOPBACK).unwrap_err(),
+            admit(&gate, LOOPBACK).unwrap_err(),
             Rejection::TooManyFromAddress
         );
-        let _c = gate.enter(other).unwrap();
+        let _c = admit(&gate, other).unwrap();
         assert_eq!(
-            gate.enter(other).unwrap_err(),
+            admit(&gate, other).unwrap_err(),
             Rejection::TooManyConnections
         );
         drop(a);
-        let _d = gate.enter(LOOPBACK).unwrap();
+        let _d = admit(&gate, LOOPBACK).unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -270,11 +292,14 @@ mod tests {
         };
         let gate = Arc::new(Gate::new(100, 100, limit));
         gate.record_failure(LOOPBACK);
-        assert!(gate.enter(LOOPBACK).is_ok());
+        assert!(admit(&gate, LOOPBACK).is_ok());
         gate.record_failure(LOOPBACK);
-        assert_eq!(gate.enter(LOOPBACK).unwrap_err(), Rejection::AuthThrottled);
-        assert!(gate.enter("10.0.0.1".parse().unwrap()).is_ok());
+        assert_eq!(
+            admit(&gate, LOOPBACK).unwrap_err(),
+            Rejection::AuthThrottled
+        );
+        assert!(admit(&gate, "10.0.0.1".parse().unwrap()).is_ok());
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(gate.enter(LOOPBACK).is_ok());
+        assert!(admit(&gate, LOOPBACK).is_ok());
     }
 }

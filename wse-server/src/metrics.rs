@@ -177,6 +177,8 @@ impl Metrics {
             Rejection::HandshakeTimeout => "timeout",
             Rejection::Gone => "gone",
             Rejection::Upgrade(_) => "upgrade_failed",
+            Rejection::OriginNotAllowed(_) => "origin_not_allowed",
+            Rejection::Denied(_) => "denied",
             Rejection::TooManyConnections => "too_many_connections",
             Rejection::TooManyFromAddress => "too_many_from_address",
             Rejection::AuthThrottled => "auth_throttled",

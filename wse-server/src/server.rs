@@ -25,6 +25,7 @@ use crate::limits::Gate;
 use crate::metrics::Metrics;
 use crate::presence::{Presence, Profile, ProfileUpdate};
 use crate::serving::Tasks;
+use crate::upgrade::Gatekeeper;
 
 /// A WSE server: procedures, message handlers, users and their connections. A cheap handle:
 /// clone it into handlers and tasks.
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) challenge: Option<Arc<dyn Challenge>>,
     pub(crate) registry: Arc<Registry<Connection>>,
     pub(crate) gate: Arc<Gate>,
+    /// The trusted proxies, the Origin allow-list and the upgrade filter.
+    pub(crate) gatekeeper: Gatekeeper,
     /// This node's users, connections and rooms, for what only this node can answer (a
     /// connection's handle, a listener's shutdown).
     pub(crate) local: LocalDelivery,
@@ -131,6 +134,7 @@ impl Server {
                 config.max_connections_per_address,
                 config.auth_failure_limit,
             )),
+            gatekeeper: builder.gatekeeper,
             local,
             delivery,
             started: OnceCell::new(),
