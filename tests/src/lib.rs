@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - [`start`] / [`start_demo`]: a served [`TestServer`].
-//! - [`Raw`]: a raw peer over tokio-tungstenite, for exact frames and close reasons.
+//! - [`Raw`]: a raw peer over tokio-tungstenite, for exact frames and close reasons;
+//!   [`upgrade`]: the raw HTTP upgrade under it, with any headers, to see refusals' statuses.
 //! - [`client`] / [`connect_as`] / [`demo_client`]: a `wse_client::Client` of a test server.
 //! - [`within`]: every wait in the tests is bounded; [`next_event`] and [`wait_status`] wait
 //!   for an event or a client status within it, [`pick`] picks the usual events.
@@ -297,36 +298,57 @@ pub enum Seen {
     End,
 }
 
+/// Asks `addr` for a WebSocket upgrade at `path` with `headers` besides the usual ones, and
+/// returns the response head and the socket, of which nothing after the head was read. The
+/// upgrade is done by hand, so the peer accepts any answer, even one a browser would refuse
+/// (no subprotocol selected): the tests must see what the server does next.
+pub async fn upgrade(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (String, TcpStream) {
+    let mut tcp = within("tcp connect", TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes())
+        .await
+        .expect("write upgrade");
+    // Read the response head byte by byte: nothing after it may be consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        match within("upgrade response", tcp.read_u8()).await {
+            Ok(byte) => head.push(byte),
+            Err(_) => break,
+        }
+    }
+    (String::from_utf8(head).expect("ascii head"), tcp)
+}
+
 impl Raw {
-    /// Opens a socket to `addr` offering `offer` as subprotocols (none if empty).
-    ///
-    /// The upgrade is done by hand, so the peer accepts any answer, even one a browser would
-    /// refuse (no subprotocol selected): the tests must see what the server does next.
+    /// Opens a socket to `addr` offering `offer` as subprotocols (none if empty), through
+    /// [`upgrade`].
     pub async fn open(addr: SocketAddr, codec: Codec, offer: &[&str]) -> Self {
-        let mut tcp = within("tcp connect", TcpStream::connect(addr))
-            .await
-            .expect("connect");
-        let mut request = format!(
-            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        );
-        if !offer.is_empty() {
-            request.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", offer.join(", ")));
-        }
-        request.push_str("\r\n");
-        tcp.write_all(request.as_bytes())
-            .await
-            .expect("write upgrade");
-        // Read the response head byte by byte: nothing after it may be consumed.
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let byte = within("upgrade response", tcp.read_u8())
-                .await
-                .expect("read upgrade");
-            head.push(byte);
-        }
-        let head = String::from_utf8(head).expect("ascii head");
+        let offered = offer.join(", ");
+        let headers: &[(&str, &str)] = if offer.is_empty() {
+            &[]
+        } else {
+            &[("Sec-WebSocket-Protocol", &offered)]
+        };
+        let (head, tcp) = upgrade(addr, "/", headers).await;
         assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
+        Self::over(tcp, codec, &head).await
+    }
+
+    /// Goes on as a WebSocket over `tcp`, whose upgrade was answered with `head`.
+    pub async fn over(tcp: TcpStream, codec: Codec, head: &str) -> Self {
         let selected = head.lines().find_map(|line| {
             let (name, value) = line.split_once(':')?;
             name.eq_ignore_ascii_case("sec-websocket-protocol")

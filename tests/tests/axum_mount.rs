@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wse_examples::{Auth, demo_server};
-use wse_server::{Decision, Server};
-use wse_tests::{connect_as, start, within};
+use wse_server::http::StatusCode;
+use wse_server::{Decision, Server, UpgradeDecision};
+use wse_tests::{Codec, Raw, connect_as, start, upgrade, within};
 
 /// The demo at `/ws` beside `/health`, served by axum on 127.0.0.1 port 0.
 async fn mounted() -> (Server, SocketAddr) {
@@ -149,4 +150,54 @@ async fn identify_reads_the_upgrade_requests_cookie_query_and_headers() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let welcome = hello_with_cookie(&format!("ws://{addr}/ws?token=t1")).await;
     assert_eq!(welcome, expected("/ws"));
+}
+
+#[tokio::test]
+async fn the_mounted_route_keeps_the_same_gate() {
+    let json = ("Sec-WebSocket-Protocol", "wse-default-json");
+    let server = Server::builder(|_| async { Decision::accept("ann", Value::Null) })
+        .allow_origin("https://app.example")
+        .trusted_proxy(std::net::IpAddr::from([127, 0, 0, 1]))
+        .max_connections_per_address(1)
+        .upgrade_filter(|request| async move {
+            if request.header("x-banned").is_some() {
+                UpgradeDecision::Deny(StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS)
+            } else {
+                UpgradeDecision::Admit
+            }
+        })
+        .build();
+    let app = Router::new().route("/ws", server.route());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    let status = |head: &str| head.split_whitespace().nth(1).unwrap_or("").to_owned();
+
+    let (head, _) = upgrade(addr, "/ws", &[json, ("Origin", "https://evil.example")]).await;
+    assert_eq!(status(&head), "403", "{head}");
+    let (head, _) = upgrade(addr, "/ws", &[json, ("X-Banned", "1")]).await;
+    assert_eq!(status(&head), "451", "{head}");
+
+    // Through the trusted proxy, the limit counts the client named in X-Forwarded-For.
+    let forwarded = ("X-Forwarded-For", "198.51.100.4");
+    let (head, held) = upgrade(addr, "/ws", &[json, forwarded]).await;
+    assert_eq!(status(&head), "101", "{head}");
+    let mut held = Raw::over(held, Codec::Json, &head).await;
+    held.expect_reply(
+        &json!(["~wse:hi", {"identity": null}, null]),
+        &json!(["~wse:welcome", null, null]),
+    )
+    .await;
+    let connection = server.connections_of("ann").await.unwrap().pop().unwrap();
+    assert_eq!(connection.remote_addr(), "198.51.100.4:0".parse().unwrap());
+    let (head, _) = upgrade(addr, "/ws", &[json, forwarded]).await;
+    assert_eq!(status(&head), "429", "{head}");
+    let (head, _) = upgrade(addr, "/ws", &[json, ("X-Forwarded-For", "198.51.100.5")]).await;
+    assert_eq!(status(&head), "101", "{head}");
 }

@@ -31,7 +31,8 @@ pub struct Handshake {
     pub meta: Value,
     /// The connection's id, unique on this server.
     pub connection_id: ConnectionId,
-    /// The peer's socket address.
+    /// The client's address: the socket's peer, or behind a trusted proxy the address
+    /// `X-Forwarded-For` names ([`UpgradeRequest::client_addr`]).
     pub remote_addr: SocketAddr,
     /// The challenge this connection answered, when the server uses one (already checked by
     /// the [`Challenge`] hook).
