@@ -39,7 +39,7 @@ const CLOSE_CODES: [u16; 12] = [
 ];
 
 /// How a handshake ended, as its `outcome` label says it.
-const OUTCOMES: [&str; 12] = [
+const OUTCOMES: [&str; 14] = [
     "accepted",
     "not_authorized",
     "user_limit",
@@ -49,6 +49,8 @@ const OUTCOMES: [&str; 12] = [
     "timeout",
     "gone",
     "upgrade_failed",
+    "origin_not_allowed",
+    "denied",
     "too_many_connections",
     "too_many_from_address",
     "auth_throttled",
@@ -168,29 +170,14 @@ impl Metrics {
     }
 
     pub(crate) fn rejected(&self, reason: &Rejection) {
-        let outcome = match reason {
-            Rejection::NotAuthorized => "not_authorized",
-            Rejection::UserLimit => "user_limit",
-            Rejection::Unavailable(_) => "unavailable",
-            Rejection::ProtocolError(_) => "protocol_error",
-            Rejection::NoCommonProtocol { .. } => "no_common_protocol",
-            Rejection::HandshakeTimeout => "timeout",
-            Rejection::Gone => "gone",
-            Rejection::Upgrade(_) => "upgrade_failed",
-            Rejection::OriginNotAllowed(_) => "origin_not_allowed",
-            Rejection::Denied(_) => "denied",
-            Rejection::TooManyConnections => "too_many_connections",
-            Rejection::TooManyFromAddress => "too_many_from_address",
-            Rejection::AuthThrottled => "auth_throttled",
-        };
-        if let Some(at) = OUTCOMES.iter().position(|o| *o == outcome) {
+        if let Some(at) = OUTCOMES.iter().position(|o| *o == outcome(reason)) {
             self.handshakes[at].increment(1);
         }
     }
 
-    pub(crate) fn received(&self, bytes: usize) {
-        self.messages_received.increment(1);
-        self.bytes_received.increment(bytes as u64);
+    pub(crate) fn received(&self, messages: u64, bytes: u64) {
+        self.messages_received.increment(messages);
+        self.bytes_received.increment(bytes);
     }
 
     /// A batch of `frames` frames of `bytes` bytes in all was written: as many as the queue
@@ -221,5 +208,60 @@ impl Metrics {
 
     pub(crate) fn rate_limited(&self) {
         self.rate_limited.increment(1);
+    }
+}
+
+/// The `outcome` label of a handshake refused for `reason`.
+fn outcome(reason: &Rejection) -> &'static str {
+    match reason {
+        Rejection::NotAuthorized => "not_authorized",
+        Rejection::UserLimit => "user_limit",
+        Rejection::Unavailable(_) => "unavailable",
+        Rejection::ProtocolError(_) => "protocol_error",
+        Rejection::NoCommonProtocol { .. } => "no_common_protocol",
+        Rejection::HandshakeTimeout => "timeout",
+        Rejection::Gone => "gone",
+        Rejection::Upgrade(_) => "upgrade_failed",
+        Rejection::OriginNotAllowed(_) => "origin_not_allowed",
+        Rejection::Denied(_) => "denied",
+        Rejection::TooManyConnections => "too_many_connections",
+        Rejection::TooManyFromAddress => "too_many_from_address",
+        Rejection::AuthThrottled => "auth_throttled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_has_its_own_handshake_series() {
+        let reasons = [
+            Rejection::Upgrade(String::new()),
+            Rejection::OriginNotAllowed(String::new()),
+            Rejection::Denied(401),
+            Rejection::NoCommonProtocol {
+                offered: Vec::new(),
+                supported: Vec::new(),
+            },
+            Rejection::ProtocolError(String::new()),
+            Rejection::NotAuthorized,
+            Rejection::HandshakeTimeout,
+            Rejection::Gone,
+            Rejection::TooManyConnections,
+            Rejection::TooManyFromAddress,
+            Rejection::AuthThrottled,
+            Rejection::UserLimit,
+            Rejection::Unavailable(String::new()),
+        ];
+        let mut seen: Vec<_> = reasons.iter().map(outcome).collect();
+        assert!(
+            seen.iter().all(|label| OUTCOMES.contains(label)),
+            "{seen:?}"
+        );
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), reasons.len(), "two reasons share a label");
+        assert_eq!(OUTCOMES.len(), reasons.len() + 1, "and `accepted`");
     }
 }
