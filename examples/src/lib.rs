@@ -12,8 +12,10 @@
 //!
 //! # Layout
 //!
-//! - this file: [`demo_server`], the demo application (identify, procedures, messages).
-//! - `src/bin/demo.rs`: the `demo` binary, `cargo run -p wse-examples -- --port 4200`.
+//! - this file: [`demo_server`], the demo application (identify, procedures, messages), and
+//!   [`demo_server_with`], the same with the operator's limits.
+//! - `src/bin/demo.rs`: the `demo` binary, `cargo run -p wse-examples -- --port 4200`: the
+//!   demo in an axum application on each of its two ports, with `/health` and `/metrics`.
 //! - [`tls`]: a self-signed certificate and the rustls configurations that use it.
 //! - `examples/`: a client, several devices of one user, a custom codec, `wss://`.
 //!
@@ -51,8 +53,9 @@ pub mod tls;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wse_server::{
-    Connection, Decision, DeliveryError, DirectMessages, ErrorCode, Handshake, HmacChallenge, Json,
-    Logout, MsgPack, NoArgs, PresenceProcedures, ProfileUpdate, RoomProcedures, RpcError, Server,
+    Builder, Connection, Decision, DeliveryError, DirectMessages, ErrorCode, Handshake,
+    HmacChallenge, Json, Logout, MsgPack, NoArgs, PresenceProcedures, ProfileUpdate,
+    RoomProcedures, RpcError, Server,
 };
 
 /// The identity the demo accepts.
@@ -87,8 +90,28 @@ pub enum Auth {
     Hmac,
 }
 
-/// The demo application, ready to bind.
+/// The demo application, ready to bind, with the library's limits (and two devices per user).
 pub fn demo_server(auth: Auth) -> Server {
+    demo_server_with(auth, std::convert::identity)
+}
+
+/// The demo application with settings of the operator's: `configure` gets the demo's builder,
+/// everything of the contract already set, and may change what the contract leaves open (the
+/// limits, the Origin allow-list, the trusted proxies, `conn_per_user`), as the `demo` binary
+/// does with its flags. Procedures and handlers are registered after it, so they stay the
+/// contract's.
+///
+/// ```
+/// use wse_examples::{Auth, demo_server_with};
+///
+/// let _server = demo_server_with(Auth::Plain, |builder| {
+///     builder.max_connections(100).allow_origin("https://app.example")
+/// });
+/// ```
+///
+/// # Panics
+/// If `configure` does, as the [`Builder`] setters do on a value out of their range.
+pub fn demo_server_with(auth: Auth, configure: impl FnOnce(Builder) -> Builder) -> Server {
     let mut builder = Server::builder(identify)
         .protocol(Json)
         .add_protocol(MsgPack)
@@ -110,7 +133,7 @@ pub fn demo_server(auth: Auth) -> Server {
             (identity == IDENTITY).then(|| HMAC_SECRET.as_bytes().to_vec())
         }));
     }
-    let server = builder.build();
+    let server = configure(builder).build();
     register(&server);
     server
 }

@@ -1,113 +1,449 @@
-//! The demo server: `cargo run -p wse-examples -- --port 4200`.
+//! The demo server: `cargo run -p wse-examples -- --port 4200` (`--help` lists every flag).
 //!
 //! Serves the demo application on 127.0.0.1:PORT (JSON, and MessagePack when offered), and the
 //! same application behind the built-in HMAC challenge on PORT + 1 (or `--hmac-port`). Port 0
-//! picks a free port; the first line on stdout names the addresses. Ctrl-C stops it
-//! gracefully.
+//! picks a free port; the first line on stdout names the addresses. Ctrl-C (or SIGTERM) stops
+//! it gracefully.
+//!
+//! Each port is an axum application:
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /`, `GET /ws` | the WebSocket endpoint (clients of `ws://ADDR` use `/`) |
+//! | `GET /health` | 200 `ok` |
+//! | `GET /metrics` | Prometheus text: the process's metrics (both servers share the series) |
+//!
+//! The limits are the library's safe defaults (with two devices per user, as the demo's
+//! contract says) unless a flag changes them; they are logged at startup.
 
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::time::Duration;
 
+use axum::Router;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
+use clap::{CommandFactory, Parser};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
-use wse_examples::{Auth, demo_server};
-use wse_server::Event;
+use wse_examples::{Auth, demo_server_with};
+use wse_server::{Builder, Event, IpNet, RateLimit, Server};
 
-const USAGE: &str = "usage: demo [--port PORT] [--hmac-port PORT]
-  --port PORT        the demo on 127.0.0.1:PORT (default 4200; 0 picks a free port)
-  --hmac-port PORT   the demo behind the HMAC challenge (default PORT + 1; 0 picks a free port)";
+/// How often the metrics recorder drains its histograms (its own default), so that they do
+/// not grow between scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
-struct Ports {
-    plain: u16,
-    hmac: u16,
+/// How long the HTTP side may take to finish its requests at shutdown, after the WebSocket
+/// connections are closed.
+const HTTP_DRAIN: Duration = Duration::from_secs(10);
+
+/// The Prometheus text format's content type.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The demo server of wse-rs: the demo application on 127.0.0.1:PORT, and behind the HMAC
+/// challenge on 127.0.0.1:HMAC-PORT. Each port serves the WebSocket endpoint at `/` and `/ws`,
+/// `GET /health` and `GET /metrics` (Prometheus text).
+#[derive(Debug, Parser)]
+#[command(name = "demo")]
+struct Options {
+    /// The demo on 127.0.0.1:PORT; 0 picks a free port.
+    #[arg(short, long, value_name = "PORT", default_value_t = 4200)]
+    port: u16,
+
+    /// The demo behind the HMAC challenge on 127.0.0.1:PORT; 0 picks a free port
+    /// [default: --port + 1, or 0 when --port is 0]
+    #[arg(long, value_name = "PORT")]
+    hmac_port: Option<u16>,
+
+    /// Messages per second each connection may send, in bursts of up to twice as many; `off`
+    /// for no limit. Past it a call is refused and a message dropped; a connection that keeps
+    /// on is closed.
+    #[arg(long, value_name = "N|off", default_value = "1000", value_parser = rate_limit)]
+    rate_limit: Rate,
+
+    /// How many WebSocket connections each port holds at once; past it an upgrade gets 503.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = at_least_one)]
+    max_connections: usize,
+
+    /// How many WebSocket connections one client address holds at once on each port; past it
+    /// an upgrade gets 429.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = at_least_one)]
+    max_connections_per_address: usize,
+
+    /// How many devices one user may have connected at once; a new one closes the oldest.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least_one)]
+    conn_per_user: usize,
+
+    /// Admit browsers only from this origin (`https://app.example`); repeat for more. An
+    /// upgrade whose `Origin` is none of them gets 403; one without `Origin` is admitted
+    /// [default: every origin]
+    #[arg(long = "allow-origin", value_name = "URL", value_parser = origin)]
+    allow_origins: Vec<String>,
+
+    /// Trust this proxy (an address, or a network such as 10.0.0.0/8) to name the client in
+    /// X-Forwarded-For; repeat for more [default: nobody]
+    #[arg(long = "trusted-proxy", value_name = "ADDR", value_parser = proxy)]
+    trusted_proxies: Vec<IpNet>,
 }
 
-fn parse_ports() -> Result<Ports, String> {
-    let mut args = std::env::args().skip(1);
-    let (mut plain, mut hmac) = (4200u16, None);
-    let port = |value: Option<String>, flag: &str| -> Result<u16, String> {
-        let value = value.ok_or(format!("{flag} needs a value"))?;
-        value.parse().map_err(|_| format!("invalid port {value:?}"))
-    };
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--port" | "-p" => plain = port(args.next(), "--port")?,
-            "--hmac-port" => hmac = Some(port(args.next(), "--hmac-port")?),
-            "--help" | "-h" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+/// `--rate-limit`: a limit, or none.
+#[derive(Debug, Clone, Copy)]
+struct Rate(Option<RateLimit>);
+
+fn rate_limit(value: &str) -> Result<Rate, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(Rate(None));
+    }
+    let per_second: u32 = value
+        .parse()
+        .map_err(|_| "expected messages per second (1 or more), or `off`".to_owned())?;
+    if per_second == 0 {
+        return Err("0 would admit nothing; `off` is no limit".to_owned());
+    }
+    Ok(Rate(Some(RateLimit {
+        per_second,
+        burst: per_second.saturating_mul(2),
+    })))
+}
+
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse() {
+        Ok(0) | Err(_) => Err("expected a whole number, at least 1".to_owned()),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// An origin as browsers send it: a scheme and a host, maybe a port, and no path.
+fn origin(value: &str) -> Result<String, String> {
+    let expected = || "expected an origin such as https://app.example".to_owned();
+    let uri: wse_server::http::Uri = value.parse().map_err(|_| expected())?;
+    match (uri.scheme(), uri.host(), uri.path_and_query()) {
+        (Some(_), Some(host), path)
+            if !host.is_empty() && path.is_none_or(|path| path.as_str() == "/") =>
+        {
+            Ok(value.to_owned())
+        }
+        _ => Err(expected()),
+    }
+}
+
+fn proxy(value: &str) -> Result<IpNet, String> {
+    value
+        .parse::<IpNet>()
+        .or_else(|_| value.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| "expected an IP address or a network such as 10.0.0.0/8".to_owned())
+}
+
+impl Options {
+    /// The HMAC port, or the usage error of a `--port` that leaves no room for PORT + 1.
+    fn hmac_port(&self) -> Result<u16, clap::Error> {
+        match (self.hmac_port, self.port) {
+            (Some(hmac), _) => Ok(hmac),
+            (None, 0) => Ok(0),
+            (None, plain) => plain.checked_add(1).ok_or_else(|| {
+                Self::command().error(
+                    clap::error::ErrorKind::ValueValidation,
+                    "--port 65535 leaves no room for PORT + 1: give --hmac-port",
+                )
+            }),
         }
     }
-    let hmac = match (hmac, plain) {
-        (Some(hmac), _) => hmac,
-        (None, 0) => 0,
-        (None, plain) => plain
-            .checked_add(1)
-            .ok_or("--port must leave room for PORT + 1, or give --hmac-port")?,
+
+    /// The builder with the flags' settings.
+    fn configure(&self, builder: Builder) -> Builder {
+        let builder = builder
+            .rate_limit(self.rate_limit.0)
+            .max_connections(self.max_connections)
+            .max_connections_per_address(self.max_connections_per_address)
+            .conn_per_user(self.conn_per_user);
+        let builder = self
+            .allow_origins
+            .iter()
+            .fold(builder, |builder, origin| builder.allow_origin(origin));
+        self.trusted_proxies
+            .iter()
+            .fold(builder, |builder, proxy| builder.trusted_proxy(*proxy))
+    }
+
+    fn log_limits(&self) {
+        let rate_limit = match self.rate_limit.0 {
+            Some(limit) => format!("{}/s, bursts of {}", limit.per_second, limit.burst),
+            None => "off".to_owned(),
+        };
+        let origins = if self.allow_origins.is_empty() {
+            "any".to_owned()
+        } else {
+            self.allow_origins.join(", ")
+        };
+        let proxies: Vec<String> = self.trusted_proxies.iter().map(|p| p.to_string()).collect();
+        tracing::info!(
+            rate_limit,
+            max_connections = self.max_connections,
+            max_connections_per_address = self.max_connections_per_address,
+            conn_per_user = self.conn_per_user,
+            allow_origin = origins,
+            trusted_proxies = if proxies.is_empty() {
+                "none".to_owned()
+            } else {
+                proxies.join(", ")
+            },
+            "limits of each port"
+        );
+    }
+}
+
+/// One port's application: the endpoint at `/` and `/ws`, `/health` and `/metrics`.
+fn app(server: &Server, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/", server.route())
+        .route("/ws", server.route())
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || async move { ([(CONTENT_TYPE, PROMETHEUS_TEXT)], metrics.render()) }),
+        )
+}
+
+/// Serves `app` on `listener`, with each peer's address (which the per-address limits count),
+/// until `stop` says so; then waits for its HTTP requests to finish. Upgraded connections are
+/// no longer axum's: [`Server::shutdown`] closes them.
+fn serve(
+    listener: TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) -> impl Future<Output = io::Result<()>> {
+    let stopped = async move {
+        // A dropped sender stops too.
+        let _ = stop.wait_for(|stop| *stop).await;
     };
-    Ok(Ports { plain, hmac })
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped)
+    .into_future()
+}
+
+/// Logs what a server tells the application.
+fn log_events(name: &'static str, server: &Server) {
+    let mut events = server.events();
+    tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            match event {
+                Event::Joined { user_id } => tracing::info!(server = name, %user_id, "joined"),
+                Event::Left { user_id } => tracing::info!(server = name, %user_id, "left"),
+                Event::Error {
+                    connection_id,
+                    error,
+                } => {
+                    tracing::warn!(server = name, ?connection_id, %error, "error")
+                }
+                Event::Rejected {
+                    remote_addr,
+                    reason,
+                } => {
+                    tracing::info!(server = name, %remote_addr, ?reason, "rejected")
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+/// Resolves at Ctrl-C, or at SIGTERM (what service managers send).
+async fn stop_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // A usage error exits with 2 and the message, `--help` with 0 and the flags.
+    let options = Options::parse();
+    let hmac_port = options.hmac_port().unwrap_or_else(|error| error.exit());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let ports = match parse_ports() {
-        Ok(ports) => ports,
-        Err(message) => {
-            eprintln!("{message}");
+
+    // Before the servers are built: each takes its metric handles from the recorder then.
+    let metrics = match PrometheusBuilder::new().install_recorder() {
+        Ok(metrics) => metrics,
+        Err(error) => {
+            eprintln!("cannot install the metrics recorder: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let (plain, hmac) = (demo_server(Auth::Plain), demo_server(Auth::Hmac));
-    let servings = match (
-        plain.bind(("127.0.0.1", ports.plain)).await,
-        hmac.bind(("127.0.0.1", ports.hmac)).await,
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+
+    let plain = demo_server_with(Auth::Plain, |builder| options.configure(builder));
+    let hmac = demo_server_with(Auth::Hmac, |builder| options.configure(builder));
+    let listeners = match (
+        TcpListener::bind(("127.0.0.1", options.port)).await,
+        TcpListener::bind(("127.0.0.1", hmac_port)).await,
     ) {
         (Ok(plain), Ok(hmac)) => [plain, hmac],
         (Err(error), _) | (_, Err(error)) => {
             eprintln!(
-                "cannot listen on 127.0.0.1:{} and 127.0.0.1:{}: {error}",
-                ports.plain, ports.hmac
+                "cannot listen on 127.0.0.1:{} and 127.0.0.1:{hmac_port}: {error}",
+                options.port
             );
+            return ExitCode::FAILURE;
+        }
+    };
+    let addrs = match listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<io::Result<Vec<_>>>()
+    {
+        Ok(addrs) => addrs,
+        Err(error) => {
+            eprintln!("cannot read the listening addresses: {error}");
             return ExitCode::FAILURE;
         }
     };
     // One plain line first, for people and for the tests that start this binary.
     println!(
         "wse demo listening on ws://{} (HMAC challenge on ws://{})",
-        servings[0].local_addr(),
-        servings[1].local_addr()
+        addrs[0], addrs[1]
     );
-    for (name, server) in [("plain", plain), ("hmac", hmac)] {
-        let mut events = server.events();
-        tokio::spawn(async move {
-            while let Ok(event) = events.recv().await {
-                match event {
-                    Event::Joined { user_id } => tracing::info!(server = name, %user_id, "joined"),
-                    Event::Left { user_id } => tracing::info!(server = name, %user_id, "left"),
-                    Event::Error {
-                        connection_id,
-                        error,
-                    } => {
-                        tracing::warn!(server = name, ?connection_id, %error, "error")
-                    }
-                    Event::Rejected {
-                        remote_addr,
-                        reason,
-                    } => {
-                        tracing::info!(server = name, %remote_addr, ?reason, "rejected")
-                    }
-                    _ => {}
-                }
-            }
-        });
-    }
-    let _ = tokio::signal::ctrl_c().await;
+    options.log_limits();
+
+    let (stop, _) = watch::channel(false);
+    let [plain_listener, hmac_listener] = listeners;
+    let servings = [
+        ("plain", &plain, plain_listener),
+        ("hmac", &hmac, hmac_listener),
+    ]
+    .map(|(name, server, listener)| {
+        log_events(name, server);
+        let serving = serve(listener, app(server, metrics.clone()), stop.subscribe());
+        (name, tokio::spawn(serving))
+    });
+
+    stop_signal().await;
     tracing::info!("stopping");
-    for serving in servings {
-        serving.shutdown().await;
+    // No new requests on either port; then the WebSocket connections close with 1012.
+    stop.send_replace(true);
+    tokio::join!(plain.shutdown(), hmac.shutdown());
+    let mut code = ExitCode::SUCCESS;
+    for (name, serving) in servings {
+        match tokio::time::timeout(HTTP_DRAIN, serving).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                tracing::error!(server = name, %error, "serving failed");
+                code = ExitCode::FAILURE;
+            }
+            Ok(Err(error)) => {
+                tracing::error!(server = name, %error, "serving task failed");
+                code = ExitCode::FAILURE;
+            }
+            Err(_) => tracing::warn!(server = name, "HTTP requests still open at exit"),
+        }
     }
-    ExitCode::SUCCESS
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wse_server::Decision;
+
+    fn builder() -> Builder {
+        Server::builder(|_| async { Decision::refuse() })
+    }
+
+    #[test]
+    fn the_defaults_are_the_librarys() {
+        let options = Options::try_parse_from(["demo"]).unwrap();
+        // The demo's contract: two devices per user.
+        let library = format!("{:?}", builder().conn_per_user(2));
+        assert_eq!(format!("{:?}", options.configure(builder())), library);
+    }
+
+    #[test]
+    fn the_flags_parse() {
+        Options::command().debug_assert();
+        let options = Options::try_parse_from([
+            "demo",
+            "--rate-limit",
+            "off",
+            "--allow-origin",
+            "https://a.example:8443",
+            "--allow-origin",
+            "http://b.example/",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "::1",
+        ])
+        .unwrap();
+        assert!(options.rate_limit.0.is_none());
+        assert_eq!(options.allow_origins.len(), 2);
+        assert_eq!(
+            options.trusted_proxies,
+            [
+                "10.0.0.0/8".parse::<IpNet>().unwrap(),
+                "::1/128".parse().unwrap()
+            ]
+        );
+        let options = Options::try_parse_from(["demo", "--rate-limit", "5"]).unwrap();
+        assert_eq!(
+            options.rate_limit.0,
+            Some(RateLimit {
+                per_second: 5,
+                burst: 10
+            })
+        );
+        for bad in [
+            &["--rate-limit", "0"][..],
+            &["--rate-limit", "fast"],
+            &["--max-connections", "0"],
+            &["--conn-per-user", "-1"],
+            &["--allow-origin", "app.example"],
+            &["--allow-origin", "https://app.example/path"],
+            &["--trusted-proxy", "10.0.0.0/33"],
+            &["--port", "65536"],
+        ] {
+            let args = std::iter::once("demo").chain(bad.iter().copied());
+            assert!(Options::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        let options = Options::try_parse_from(["demo", "--port", "65535"]).unwrap();
+        assert!(options.hmac_port().is_err());
+    }
 }
