@@ -95,6 +95,10 @@ struct RpcArgs {
     /// must serve `add {a, b}` and accept any identity.
     #[arg(long)]
     url: Option<String>,
+    /// Also measure wse-rs (JSON) counting into a Prometheus recorder, without and with the
+    /// call latency histogram, against wse-rs without a recorder.
+    #[arg(long)]
+    metrics: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -248,6 +252,28 @@ async fn rpc(args: &RpcArgs, report: &mut Report) -> Result<(), String> {
             ));
         }
     }
+    // The cost of the metrics: each compared with wse-rs (JSON) without a recorder.
+    let mut counted = Vec::new();
+    if args.metrics && args.url.is_none() {
+        for (target, name) in [
+            (
+                Target::WseMetrics,
+                "wse-rs with metrics (JSON; ratio to wse-rs without)",
+            ),
+            (
+                Target::WseMetricsLatency,
+                "wse-rs with metrics and call latency (JSON; ratio to wse-rs without)",
+            ),
+        ] {
+            let server = Spawned::start(target).await?;
+            subjects.push((
+                name.to_owned(),
+                dial(server.url(), Codec::Json, Hello::Wse),
+                server.pid(),
+            ));
+            counted.push(server);
+        }
+    }
     let mut runs: Vec<Option<load::RpcRun>> = subjects.iter().map(|_| None).collect();
     for _ in 0..rounds {
         for ((_, dial, pid), total) in subjects.iter().zip(&mut runs) {
@@ -259,11 +285,17 @@ async fn rpc(args: &RpcArgs, report: &mut Report) -> Result<(), String> {
         }
     }
     let shape = format!("C={c} K={k}");
-    let mut runs = subjects.iter().zip(runs.iter().flatten());
-    let ((name, _, _), baseline) = runs.next().ok_or("no baseline run")?;
+    let runs: Vec<_> = subjects.iter().zip(runs.iter().flatten()).collect();
+    let ((name, _, _), baseline) = runs.first().ok_or("no baseline run")?;
     report.rpc(name, &shape, baseline, None);
-    for ((name, _, _), run) in runs {
+    let (measured, with_metrics) = runs[1..].split_at(runs.len() - 1 - counted.len());
+    for ((name, _, _), run) in measured {
         report.rpc(name, &shape, run, Some(baseline));
+    }
+    if let Some((_, without_metrics)) = measured.first() {
+        for ((name, _, _), run) in with_metrics {
+            report.rpc(name, &shape, run, Some(without_metrics));
+        }
     }
     Ok(())
 }
@@ -505,6 +537,7 @@ async fn run(cli: Cli) -> Result<Report, String> {
                     duration: 6,
                     rounds: 3,
                     url: None,
+                    metrics: true,
                 },
                 &mut report,
             )

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -14,7 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use wse_server::{Connection, Decision, HmacChallenge, MsgPack, RoomProcedures, Server};
+use wse_server::{Builder, Connection, Decision, HmacChallenge, MsgPack, RoomProcedures, Server};
 
 /// The read buffer of every baseline connection: what the anchors were measured with.
 pub(crate) const BASELINE_READ_BUFFER: usize = 8 << 10;
@@ -29,6 +30,10 @@ pub(crate) enum Target {
     Wse,
     /// The same behind the built-in HMAC challenge.
     WseHmac,
+    /// The wse-rs bench application counting into a Prometheus recorder.
+    WseMetrics,
+    /// The same, also timing every call (`call_latency`).
+    WseMetricsLatency,
     /// Raw tokio-tungstenite: upgrade, then echo every message.
     Echo,
     /// Raw tokio-tungstenite: every message received goes to every connection.
@@ -40,10 +45,18 @@ pub(crate) async fn run(target: Target, addr: SocketAddr) -> std::io::Result<()>
     let listener = TcpListener::bind(addr).await?;
     println!("listening {}", listener.local_addr()?);
     match target {
-        Target::Wse | Target::WseHmac => {
-            let serving = application(target == Target::WseHmac)
-                .serve(listener)
-                .await?;
+        Target::Wse | Target::WseHmac | Target::WseMetrics | Target::WseMetricsLatency => {
+            let metrics = matches!(target, Target::WseMetrics | Target::WseMetricsLatency);
+            // Installed before the server is built: it takes its handles then.
+            let _scraper = metrics
+                .then(|| PrometheusBuilder::new().install_recorder())
+                .transpose()
+                .map_err(std::io::Error::other)?;
+            let mut builder = builder(target == Target::WseHmac);
+            if target == Target::WseMetricsLatency {
+                builder = builder.call_latency(true);
+            }
+            let serving = application(builder).serve(listener).await?;
             std::future::pending::<()>().await;
             drop(serving);
         }
@@ -85,12 +98,10 @@ struct Broadcast {
     payload: Value,
 }
 
-/// The wse-rs application under test: `add {a, b}`, `broadcast {type, payload}`,
-/// `send_to_user {user, type, payload}`, `room_send {room, type, payload}` and the built-in
-/// `rooms.join` (any room); any
-/// string identity is accepted as that user. Limits meant for the internet (rate limit,
-/// connections per address) are lifted: the load generator is one address sending flat out.
-pub(crate) fn application(hmac: bool) -> Server {
+/// The builder of the application under test: any string identity is accepted as that
+/// user, and limits meant for the internet (rate limit, connections per address) are lifted:
+/// the load generator is one address sending flat out.
+pub(crate) fn builder(hmac: bool) -> Builder {
     let mut builder = Server::builder(|handshake| async move {
         match handshake.identity.as_str() {
             Some(user) if !user.is_empty() => Decision::accept(user, Value::Null),
@@ -106,6 +117,13 @@ pub(crate) fn application(hmac: bool) -> Server {
     if hmac {
         builder = builder.challenge(HmacChallenge::new(|_| async { Some(SECRET.to_vec()) }));
     }
+    builder
+}
+
+/// The application under test built from `builder`: `add {a, b}`, `broadcast {type,
+/// payload}`, `send_to_user {user, type, payload}`, `room_send {room, type, payload}` and the
+/// built-in `rooms.join` (any room).
+pub(crate) fn application(builder: Builder) -> Server {
     let server = builder.build();
     let registered = [
         server.register("add", |_: Connection, args: Add| async move {
