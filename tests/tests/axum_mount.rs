@@ -14,12 +14,8 @@ use wse_server::http::StatusCode;
 use wse_server::{Decision, Server, UpgradeDecision};
 use wse_tests::{Codec, Raw, connect_as, start, upgrade, within};
 
-/// The demo at `/ws` beside `/health`, served by axum on 127.0.0.1 port 0.
-async fn mounted() -> (Server, SocketAddr) {
-    let server = demo_server(Auth::Plain);
-    let app = Router::new()
-        .route("/health", get(|| async { "ok" }))
-        .route("/ws", server.route());
+/// Serves `app` with axum on 127.0.0.1 port 0, with each peer's address.
+async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -29,7 +25,16 @@ async fn mounted() -> (Server, SocketAddr) {
         )
         .await
     });
-    (server, addr)
+    addr
+}
+
+/// The demo at `/ws` beside `/health`, served by axum on 127.0.0.1 port 0.
+async fn mounted() -> (Server, SocketAddr) {
+    let server = demo_server(Auth::Plain);
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ws", server.route());
+    (server, serve(app).await)
 }
 
 /// Sends a bare HTTP/1.1 request and returns the whole response as text.
@@ -167,16 +172,7 @@ async fn the_mounted_route_keeps_the_same_gate() {
             }
         })
         .build();
-    let app = Router::new().route("/ws", server.route());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    let addr = serve(Router::new().route("/ws", server.route())).await;
     let status = |head: &str| head.split_whitespace().nth(1).unwrap_or("").to_owned();
 
     let (head, _) = upgrade(addr, "/ws", &[json, ("Origin", "https://evil.example")]).await;

@@ -403,6 +403,9 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
     io: &mut S,
 ) -> Result<(Head, Vec<u8>), HeadError> {
     let mut buffer = Vec::with_capacity(1024);
+    // Where the search for the head's end goes on: a peer that sends its head a byte at a
+    // time must not make each byte parse the whole head again.
+    let mut searched: usize = 0;
     loop {
         if buffer.len() >= MAX_HEAD_BYTES {
             let reason = "request head too large".to_owned();
@@ -417,7 +420,15 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
             Ok(_) => {}
             Err(error) => return Err(HeadError::Gone(error.to_string())),
         }
-        if let Some((head, length)) = parse_head(&buffer)? {
+        // The first read is parsed at once, so that what is not HTTP is answered at once.
+        let first = searched == 0;
+        let ended = buffer[searched.saturating_sub(3)..]
+            .windows(4)
+            .any(|window| window == b"\r\n\r\n");
+        searched = buffer.len();
+        if (first || ended)
+            && let Some((head, length)) = parse_head(&buffer)?
+        {
             let rest = buffer.split_off(length);
             return Ok((head, rest));
         }
@@ -620,6 +631,34 @@ mod tests {
         assert!(matches!(
             parse_head(b"\x16\x03\x01 not http\r\n\r\n"),
             Err(HeadError::Malformed(..))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_head_sent_a_byte_at_a_time_is_read_and_garbage_refused_at_once() {
+        use tokio::io::AsyncWriteExt;
+
+        let request = b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n\x81";
+        let (mut peer, mut ours) = tokio::io::duplex(64);
+        let sending = tokio::spawn(async move {
+            for byte in request {
+                peer.write_all(&[*byte]).await.unwrap();
+                peer.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            peer
+        });
+        let (head, rest) = read_head(&mut ours).await.unwrap();
+        assert_eq!(head.uri.path(), "/ws");
+        // What followed the head in the same read is kept for the WebSocket.
+        assert!(rest.is_empty() || rest == b"\x81");
+        drop(sending.await.unwrap());
+
+        let (mut peer, mut ours) = tokio::io::duplex(64);
+        peer.write_all(b"\x16\x03\x01 not http").await.unwrap();
+        assert!(matches!(
+            read_head(&mut ours).await,
+            Err(HeadError::Malformed(StatusCode::BAD_REQUEST, _))
         ));
     }
 }
