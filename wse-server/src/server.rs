@@ -110,7 +110,9 @@ impl Server {
     pub(crate) fn new(builder: Builder) -> Self {
         let codec_names: Vec<Arc<str>> =
             builder.codecs.iter().map(|c| Arc::from(c.name())).collect();
+        let node = NodeId::random();
         let local = LocalDelivery::new(
+            node,
             codec_names
                 .iter()
                 .cloned()
@@ -142,7 +144,7 @@ impl Server {
             metrics: Metrics::new(),
             on_disconnect: builder.on_disconnect,
             events: Arc::new(EventHub::new(builder.events_capacity)),
-            node: NodeId::random(),
+            node,
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             stop: watch::Sender::new(false),

@@ -18,13 +18,15 @@ use super::{
     Admission, Delivery, DeliveryError, Except, Joined, Overflow, Packed, Released, Target,
     UserLimit,
 };
-use crate::connection::{Connection, ConnectionId};
+use crate::connection::{Connection, ConnectionId, NodeId};
 use crate::presence::{PRESENCE_MESSAGE, Presence, Profile, ProfileUpdate};
 
 /// This node's users, connections and rooms: delivery to the connections of this node. A
 /// cheap handle; clones share the index.
 #[derive(Clone)]
 pub struct LocalDelivery {
+    /// The node this index is of.
+    node: NodeId,
     index: Arc<RwLock<Index>>,
     /// The server's codecs, for the presence changes queued under the index's lock.
     codecs: Arc<Codecs>,
@@ -370,12 +372,22 @@ fn remove_member(rooms: &mut HashMap<Arc<str>, Members>, room: &str, id: Connect
 type Codecs = [(Arc<str>, Arc<dyn Protocol>)];
 
 impl LocalDelivery {
-    /// An empty index whose presence changes are encoded with `codecs`.
-    pub(crate) fn new(codecs: impl IntoIterator<Item = (Arc<str>, Arc<dyn Protocol>)>) -> Self {
+    /// An empty index of `node`, whose presence changes are encoded with `codecs`.
+    pub(crate) fn new(
+        node: NodeId,
+        codecs: impl IntoIterator<Item = (Arc<str>, Arc<dyn Protocol>)>,
+    ) -> Self {
         Self {
+            node,
             index: Arc::default(),
             codecs: codecs.into_iter().collect(),
         }
+    }
+
+    /// The node whose connections this index holds: the server's
+    /// [`node_id`](crate::Server::node_id), which a backplane names this node by.
+    pub fn node(&self) -> NodeId {
+        self.node
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Index> {
@@ -477,6 +489,29 @@ impl LocalDelivery {
             joined,
             evicted: evicted.iter().map(Connection::id).collect(),
         }
+    }
+
+    /// Takes the connection `id` out of its user, its rooms and every index, as one its user's
+    /// newer connection evicted, and closes it with 1000 `wse.clients-concurrency`: for a
+    /// backplane whose cluster-wide limit chose it. False when it is not listed here.
+    pub fn evict_now(&self, id: ConnectionId) -> bool {
+        let mut after = Aftermath::default();
+        let evicted = {
+            let mut index = self.write();
+            let Some(listed) = index.connections.get(&id) else {
+                return false;
+            };
+            let user_id = Arc::clone(listed.reach.connection.user_arc());
+            let was_visible = index.users.get(&user_id).is_some_and(Online::visible);
+            let Some(connection) = index.unlist(id) else {
+                return false;
+            };
+            index.settle(&user_id, was_visible, &self.codecs, &mut after);
+            connection
+        };
+        after.finish();
+        evicted.close(CloseReason::ClientsConcurrency);
+        true
     }
 
     /// Takes `connection` out; see [`Delivery::release`].

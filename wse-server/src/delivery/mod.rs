@@ -115,6 +115,13 @@ pub struct Released {
     pub left: bool,
 }
 
+impl Released {
+    /// The outcome of a release, as another engine than [`LocalDelivery`] found it.
+    pub const fn new(listed: bool, left: bool) -> Self {
+        Self { listed, left }
+    }
+}
+
 /// The outcome of [`Delivery::join`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -1,0 +1,504 @@
+//! [`RedisDelivery`]: the delivery seam of one node of a cluster. Everything is done on this
+//! node first, through its [`LocalDelivery`]; what concerns other nodes is published to them,
+//! and what changes shared state (a user's devices under the limit) runs as one script.
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use wse_server::{
+    Admission, Close, Connection, ConnectionId, Delivery, DeliveryError, Except, Joined,
+    LocalDelivery, NodeId, Overflow, Packed, Presence, Profile, ProfileUpdate, Released, Target,
+    UserLimit,
+};
+
+use crate::config::{ClusterEvent, RedisConfig};
+use crate::envelope::{Body, Envelope};
+use crate::keys::Keys;
+use crate::metrics::Metrics;
+use crate::node;
+use crate::scripts;
+
+/// The delivery engine of one node of a cluster joined over Redis; made by
+/// [`RedisConfig::delivery`]. See the crate's docs for what is cluster-wide and what each
+/// guarantee is.
+#[derive(Clone)]
+pub struct RedisDelivery(pub(crate) Arc<Inner>);
+
+impl std::fmt::Debug for RedisDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisDelivery")
+            .field("node", &self.0.node)
+            .field("prefix", &self.0.keys.prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) local: LocalDelivery,
+    pub(crate) node: NodeId,
+    pub(crate) keys: Keys,
+    pub(crate) config: RedisConfig,
+    pub(crate) metrics: Metrics,
+    /// Commands; set when the engine starts.
+    commands: OnceLock<ConnectionManager>,
+    /// Messages waiting to be published, each with its channel.
+    outbox: mpsc::Sender<(String, Bytes)>,
+    /// The other end, taken by the publisher when the engine starts.
+    outbox_rx: Mutex<Option<mpsc::Receiver<(String, Bytes)>>>,
+    /// Connections whose release Redis did not take: retried on every renewal.
+    pub(crate) unreleased: Mutex<Vec<(ConnectionId, Arc<str>)>>,
+    /// Tells the background tasks to stop.
+    pub(crate) stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Redis was not reachable, or did not answer in time.
+pub(crate) fn unavailable(error: impl std::fmt::Display) -> DeliveryError {
+    DeliveryError::Unavailable(format!("redis: {error}"))
+}
+
+impl RedisDelivery {
+    pub(crate) fn new(local: LocalDelivery, config: RedisConfig) -> Self {
+        let (outbox, outbox_rx) = mpsc::channel(config.queue);
+        let node = local.node();
+        Self(Arc::new(Inner {
+            node,
+            keys: Keys::new(&config.prefix),
+            metrics: Metrics::new(),
+            local,
+            config,
+            commands: OnceLock::new(),
+            outbox,
+            outbox_rx: Mutex::new(Some(outbox_rx)),
+            unreleased: Mutex::default(),
+            stop: watch::Sender::new(false),
+            tasks: Mutex::default(),
+        }))
+    }
+
+    /// This node's id, under which the others know it.
+    pub fn node(&self) -> NodeId {
+        self.0.node
+    }
+}
+
+impl Inner {
+    /// The Redis URL with RESP3, which pub/sub on a reconnecting connection needs.
+    fn resp3_url(&self) -> String {
+        let url = &self.config.url;
+        if url.contains("protocol=") {
+            url.clone()
+        } else if url.contains('?') {
+            format!("{url}&protocol=resp3")
+        } else {
+            format!("{url}?protocol=resp3")
+        }
+    }
+
+    /// A connection that reconnects without end, each attempt at most half a second after
+    /// the last: a node outlives any Redis outage.
+    pub(crate) fn manager_config(&self) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_number_of_retries(usize::MAX)
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(self.config.command_timeout))
+            .set_response_timeout(Some(self.config.command_timeout))
+    }
+
+    pub(crate) fn client(&self) -> Result<redis::Client, DeliveryError> {
+        redis::Client::open(self.resp3_url()).map_err(unavailable)
+    }
+
+    pub(crate) fn commands(&self) -> Result<ConnectionManager, DeliveryError> {
+        self.commands
+            .get()
+            .cloned()
+            .ok_or_else(|| unavailable("the engine has not started"))
+    }
+
+    /// Runs `command` within the command timeout: a connection that is reconnecting makes
+    /// commands wait for it, and nothing here may wait without end.
+    pub(crate) async fn within<T>(
+        &self,
+        command: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, DeliveryError> {
+        match tokio::time::timeout(self.config.command_timeout, command).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(unavailable(error)),
+            Err(_) => Err(unavailable("no answer within the command timeout")),
+        }
+    }
+
+    pub(crate) fn emit(&self, event: ClusterEvent) {
+        let _ = self.config.events.send(event);
+    }
+
+    /// Queues `envelope` for `channel`; a full queue drops it.
+    fn publish(&self, channel: String, body: Body) -> Result<(), DeliveryError> {
+        let envelope = Envelope {
+            origin: self.node,
+            body,
+        };
+        match self.outbox.try_send((channel, envelope.encode())) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.metrics.lost("publish_queue_full", 1);
+                self.emit(ClusterEvent::Lost {
+                    messages: 1,
+                    reason: "publish queue full".to_owned(),
+                });
+                Err(unavailable("the publish queue is full"))
+            }
+        }
+    }
+
+    /// The channel that reaches whoever `target` names: the one node that holds a connection,
+    /// or every node.
+    fn channel_of(&self, target: &Target) -> Option<String> {
+        match target {
+            Target::Connection(id) if id.node() == self.node => None,
+            Target::Connection(id) => Some(self.keys.to_node(id.node())),
+            _ => Some(self.keys.to_all()),
+        }
+    }
+
+    /// Does here what another node published.
+    pub(crate) fn apply(&self, envelope: Envelope) {
+        if envelope.origin == self.node {
+            return;
+        }
+        match envelope.body {
+            Body::Send {
+                target,
+                except,
+                packed,
+            } => {
+                self.local.send_now(&target, except.as_ref(), &packed);
+            }
+            Body::Disconnect {
+                target,
+                except,
+                close,
+            } => {
+                self.local.disconnect_now(&target, except.as_ref(), &close);
+            }
+            Body::Evict { connection } => {
+                self.local.evict_now(connection);
+            }
+        }
+    }
+
+    /// Takes `id` of `user_id` out of Redis; `(listed, left)`.
+    pub(crate) async fn release_shared(
+        &self,
+        id: ConnectionId,
+        user_id: &str,
+    ) -> Result<(bool, bool), DeliveryError> {
+        let mut commands = self.commands()?;
+        let mut invocation = scripts::RELEASE.prepare_invoke();
+        invocation
+            .key(self.keys.user(user_id))
+            .key(self.keys.node(self.node))
+            .key(self.keys.users())
+            .arg(id.to_string())
+            .arg(user_id);
+        let reply: Vec<String> = self.within(invocation.invoke_async(&mut commands)).await?;
+        Ok((flag(&reply, 0), flag(&reply, 1)))
+    }
+
+    /// Connects, subscribes, registers this node, and starts the background tasks.
+    async fn start(self: &Arc<Self>) -> Result<(), DeliveryError> {
+        let client = self.client()?;
+        let commands = self
+            .within(client.get_connection_manager_with_config(self.manager_config()))
+            .await?;
+        let _ = self.commands.set(commands);
+        let subscriber = node::subscribe(self, &client).await?;
+        let first = node::renew(self).await?;
+        node::after_renewal(self, first).await;
+        let outbox = self
+            .outbox_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| unavailable("the engine was started twice"))?;
+        let tasks = [
+            tokio::spawn(node::publish(Arc::clone(self), outbox)),
+            tokio::spawn(node::receive(Arc::clone(self), subscriber)),
+            tokio::spawn(node::renewing(Arc::clone(self))),
+        ];
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(tasks);
+        self.metrics.connected(true);
+        Ok(())
+    }
+
+    /// Stops the tasks and takes this node out of the cluster.
+    async fn close(&self) {
+        self.stop.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
+            task.abort();
+        }
+        if let Ok(mut commands) = self.commands() {
+            let mut invocation = scripts::LEAVE.prepare_invoke();
+            invocation
+                .key(self.keys.nodes())
+                .key(self.keys.node(self.node))
+                .arg(self.node.to_string())
+                .arg(self.keys.prefix());
+            let left: Result<i64, _> = self.within(invocation.invoke_async(&mut commands)).await;
+            if let Err(error) = left {
+                tracing::warn!(%error, "this node could not leave the cluster; the others will reap it");
+            }
+        }
+        self.metrics.connected(false);
+    }
+}
+
+/// Whether the `at`-th string of a script's reply is `1`.
+pub(crate) fn flag(reply: &[String], at: usize) -> bool {
+    reply.get(at).is_some_and(|value| value == "1")
+}
+
+#[async_trait::async_trait]
+impl Delivery for RedisDelivery {
+    async fn start(&self) -> Result<(), DeliveryError> {
+        self.0.start().await
+    }
+
+    async fn close(&self) {
+        self.0.close().await;
+    }
+
+    fn send(
+        &self,
+        target: &Target,
+        except: Option<&Except>,
+        packed: &Packed,
+    ) -> Result<usize, DeliveryError> {
+        let here = self.0.local.send_now(target, except, packed);
+        if let Some(channel) = self.0.channel_of(target) {
+            let body = Body::Send {
+                target: target.clone(),
+                except: except.cloned(),
+                packed: packed.clone(),
+            };
+            self.0.publish(channel, body)?;
+        }
+        Ok(here)
+    }
+
+    fn disconnect(
+        &self,
+        target: &Target,
+        except: Option<&Except>,
+        close: &Close,
+    ) -> Result<usize, DeliveryError> {
+        let here = self.0.local.disconnect_now(target, except, close);
+        if let Some(channel) = self.0.channel_of(target) {
+            let body = Body::Disconnect {
+                target: target.clone(),
+                except: except.cloned(),
+                close: close.clone(),
+            };
+            self.0.publish(channel, body)?;
+        }
+        Ok(here)
+    }
+
+    async fn admit(
+        &self,
+        connection: &Connection,
+        limit: UserLimit,
+    ) -> Result<Admission, DeliveryError> {
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let user_id = connection.user_id();
+        let mut invocation = scripts::ADMIT.prepare_invoke();
+        invocation
+            .key(inner.keys.user(user_id))
+            .key(inner.keys.node(inner.node))
+            .key(inner.keys.users())
+            .key(inner.keys.sequence())
+            .arg(connection.id().to_string())
+            .arg(user_id)
+            .arg(limit.max.max(1))
+            .arg(u8::from(limit.overflow == Overflow::RefuseNewest))
+            .arg(inner.keys.prefix());
+        let reply: Vec<String> = inner.within(invocation.invoke_async(&mut commands)).await?;
+        if reply.first().is_some_and(|first| first == "refused") {
+            return Ok(Admission::Refused);
+        }
+        let joined = flag(&reply, 0);
+        // Listed here without a limit of its own: the cluster's verdict is the limit.
+        let unlimited = UserLimit {
+            max: usize::MAX,
+            overflow: Overflow::CloseOldest,
+        };
+        inner.local.admit_now(connection, unlimited);
+        let evicted: Vec<ConnectionId> =
+            reply[1..].iter().filter_map(|id| id.parse().ok()).collect();
+        for id in &evicted {
+            if id.node() == inner.node {
+                inner.local.evict_now(*id);
+            } else {
+                let channel = inner.keys.to_node(id.node());
+                // A lost eviction leaves a device over the limit until it leaves: reported.
+                let _ = inner.publish(channel, Body::Evict { connection: *id });
+            }
+        }
+        Ok(Admission::Admitted { joined, evicted })
+    }
+
+    async fn release(&self, connection: &Connection) -> Result<Released, DeliveryError> {
+        let inner = &self.0;
+        let here = inner.local.release_now(connection);
+        match inner
+            .release_shared(connection.id(), connection.user_id())
+            .await
+        {
+            Ok((listed, left)) => Ok(Released::new(listed || here.listed, left)),
+            Err(error) => {
+                // Retried on every renewal, so that a device does not stay listed in Redis
+                // for as long as this node lives.
+                inner
+                    .unreleased
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((connection.id(), Arc::from(connection.user_id())));
+                Err(error)
+            }
+        }
+    }
+
+    async fn join(
+        &self,
+        connection: ConnectionId,
+        room: &str,
+        limit: Option<usize>,
+    ) -> Result<Joined, DeliveryError> {
+        Ok(self.0.local.join_now(connection, room, limit))
+    }
+
+    async fn leave(&self, connection: ConnectionId, room: &str) -> Result<bool, DeliveryError> {
+        Ok(self.0.local.leave_now(connection, room))
+    }
+
+    async fn leave_all(&self, connection: ConnectionId) -> Result<usize, DeliveryError> {
+        Ok(self.0.local.leave_all_now(connection))
+    }
+
+    async fn join_user(&self, user_id: &str, room: &str) -> Result<bool, DeliveryError> {
+        Ok(self.0.local.join_user_now(user_id, room))
+    }
+
+    async fn leave_user(&self, user_id: &str, room: &str) -> Result<bool, DeliveryError> {
+        Ok(self.0.local.leave_user_now(user_id, room))
+    }
+
+    async fn devices(&self, user_id: &str) -> Result<Vec<ConnectionId>, DeliveryError> {
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let key = inner.keys.user(user_id);
+        let ids: Vec<String> = inner
+            .within(
+                redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut commands),
+            )
+            .await?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+    }
+
+    async fn users(&self) -> Result<Vec<Arc<str>>, DeliveryError> {
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let mut users: Vec<String> = inner
+            .within(
+                redis::cmd("SMEMBERS")
+                    .arg(inner.keys.users())
+                    .query_async(&mut commands),
+            )
+            .await?;
+        users.sort_unstable();
+        Ok(users.into_iter().map(Arc::from).collect())
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<ConnectionId>, DeliveryError> {
+        Ok(self.0.local.members_now(room))
+    }
+
+    async fn room_users(&self, room: &str) -> Result<Vec<Arc<str>>, DeliveryError> {
+        Ok(self.0.local.room_users_now(room))
+    }
+
+    async fn rooms_of(&self, connection: ConnectionId) -> Result<Vec<Arc<str>>, DeliveryError> {
+        Ok(self.0.local.rooms_of_now(connection))
+    }
+
+    async fn user_rooms(&self, user_id: &str) -> Result<Vec<Arc<str>>, DeliveryError> {
+        Ok(self.0.local.user_rooms_now(user_id))
+    }
+
+    async fn counts(&self) -> Result<(usize, usize), DeliveryError> {
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let nodes: Vec<String> = inner
+            .within(
+                redis::cmd("ZRANGE")
+                    .arg(inner.keys.nodes())
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut commands),
+            )
+            .await?;
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("SCARD").arg(inner.keys.users());
+        for node in nodes.iter().filter_map(|node| node.parse::<NodeId>().ok()) {
+            pipeline.cmd("HLEN").arg(inner.keys.node(node));
+        }
+        let counts: Vec<usize> = inner.within(pipeline.query_async(&mut commands)).await?;
+        let users = counts.first().copied().unwrap_or(0);
+        Ok((users, counts.iter().skip(1).sum()))
+    }
+
+    async fn presence(&self, user_id: &str) -> Result<Option<Presence>, DeliveryError> {
+        Ok(self.0.local.presence_now(user_id))
+    }
+
+    async fn profile(&self, user_id: &str) -> Result<Option<Profile>, DeliveryError> {
+        Ok(self.0.local.profile_now(user_id))
+    }
+
+    async fn online(&self) -> Result<Vec<Presence>, DeliveryError> {
+        Ok(self.0.local.online_now())
+    }
+
+    async fn update_profile(
+        &self,
+        user_id: &str,
+        update: &ProfileUpdate,
+    ) -> Result<Option<Presence>, DeliveryError> {
+        Ok(self.0.local.update_profile_now(user_id, update))
+    }
+
+    async fn subscribe_presence(
+        &self,
+        connection: ConnectionId,
+    ) -> Result<Option<Vec<Presence>>, DeliveryError> {
+        Ok(self.0.local.subscribe_presence_now(connection))
+    }
+
+    async fn unsubscribe_presence(&self, connection: ConnectionId) -> Result<bool, DeliveryError> {
+        Ok(self.0.local.unsubscribe_presence_now(connection))
+    }
+}

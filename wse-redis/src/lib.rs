@@ -1,0 +1,101 @@
+//! Several wse-rs nodes behind a load balancer, joined over Redis: a user's phone on node A
+//! and laptop on node B are one user.
+//!
+//! ```no_run
+//! use wse_redis::RedisConfig;
+//! use wse_server::{Decision, Server};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let cluster = RedisConfig::new("redis://127.0.0.1:6379/").prefix("chat");
+//! let server = Server::builder(|handshake| async move {
+//!     match handshake.identity.as_str() {
+//!         Some(user) => Decision::accept(user, serde_json::Value::Null),
+//!         None => Decision::refuse(),
+//!     }
+//! })
+//! .conn_per_user(3)
+//! .delivery(move |local| cluster.delivery(local))
+//! .build();
+//! // Connects to Redis and registers this node before the first connection.
+//! let serving = server.bind("0.0.0.0:8080").await?;
+//! // Reaches alice's devices on every node, each once.
+//! server.send_to_user("alice", "news", &"hello")?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What is cluster-wide
+//!
+//! - **Sends** to a user, a room, everyone, or one connection by id, with their exclusions:
+//!   done on this node at once, and published once, already encoded in every codec, to the
+//!   node that holds the connection or to every node; each node delivers to its own
+//!   connections. Disconnects (a logout of every device, say) travel the same way.
+//! - **`conn_per_user`**, atomically: admitting a connection is one script over the user's
+//!   devices, so two devices admitted at once on two nodes never both stay past the limit,
+//!   and a device past it is closed with `wse.clients-concurrency` on whichever node holds it.
+//! - **Who is online**: the users and their devices ([`Server::users`],
+//!   [`Server::devices`], [`Server::counts`]); a user joins when its first device in the
+//!   cluster is admitted and leaves with its last: `Event::Joined` and `Event::Left` come
+//!   once per cluster, from the node that admitted or released that device.
+//! - **A node that dies without a word** stops renewing its place; the first node to renew
+//!   after its timeout takes it and its connections out, and reports it with the users who
+//!   went offline with it ([`ClusterEvent::NodeGone`], once for the cluster).
+//!
+//! On this node only, for now: rooms' memberships and their queries (a room send still
+//! reaches the room's members on every node, each node knowing its own), presence and
+//! profiles, and server → client calls (through a [`Connection`](wse_server::Connection),
+//! which is on this node).
+//!
+//! [`Server::users`]: wse_server::Server::users
+//! [`Server::devices`]: wse_server::Server::devices
+//! [`Server::counts`]: wse_server::Server::counts
+//!
+//! # Guarantees
+//!
+//! - **At most once** across nodes: Redis pub/sub keeps nothing for a subscriber that is not
+//!   there. A message reaches each connection at most once.
+//! - **Per sender, in order**: one node publishes on one connection, in the order it sent.
+//! - **While Redis is down**, every node goes on delivering to its own connections. What it
+//!   publishes meanwhile is dropped and reported ([`ClusterEvent::Lost`], the
+//!   `wse_redis_lost_total` counter) and the send returns
+//!   [`DeliveryError::Unavailable`](wse_server::DeliveryError::Unavailable) after delivering
+//!   here; what others published is lost to it ([`ClusterEvent::Disconnected`]). Admissions
+//!   fail (the connection is refused with 1013) rather than break the user limit. Each
+//!   node reconnects by itself, at most half a second apart, subscribes again
+//!   ([`ClusterEvent::Reconnected`]), and lists its connections again if Redis came back
+//!   empty ([`ClusterEvent::Relisted`]). No queue grows without bound: past
+//!   [`RedisConfig::queue`] messages are dropped and counted.
+//!
+//! # Data layout
+//!
+//! Every name starts with the prefix `P` ([`RedisConfig::prefix`], default `wse`); node
+//! ids are 16 hex digits, connection ids `c<n>@<node>`:
+//!
+//! | key | type | what |
+//! | --- | --- | --- |
+//! | `P:nodes` | sorted set | live nodes, scored by the time (ms, Redis's clock) past which each counts as dead |
+//! | `P:node:<node>` | hash | a node's connections → their user ids |
+//! | `P:user:<user>` | sorted set | a user's connections, scored by admission order (oldest first) |
+//! | `P:users` | set | users with at least one connection |
+//! | `P:seq` | string | the admission counter |
+//!
+//! | channel | who listens | what |
+//! | --- | --- | --- |
+//! | `P:to:all` | every node | sends and disconnects for users, rooms and everyone |
+//! | `P:to:<node>` | that node | sends and disconnects for one of its connections, evictions |
+//!
+//! A message is a binary envelope: a version byte, the publishing node, the kind, the target
+//! and exclusion, and the frames by codec name (see `envelope.rs`). Changes of shared state
+//! run as Lua scripts (`scripts.rs`), so a single Redis (or a primary with replicas and
+//! Sentinel) is required; Redis Cluster is not supported.
+
+mod config;
+mod delivery;
+mod envelope;
+mod keys;
+mod metrics;
+mod node;
+mod scripts;
+
+pub use config::{ClusterEvent, RedisConfig};
+pub use delivery::RedisDelivery;

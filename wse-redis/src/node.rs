@@ -1,0 +1,264 @@
+//! A node's life beside its connections: publishing what it queued, delivering what it hears,
+//! renewing its place (and reaping nodes that stopped renewing theirs), and putting its
+//! connections back when Redis lost them.
+
+use std::sync::{Arc, PoisonError};
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
+use wse_server::{DeliveryError, NodeId};
+
+use crate::config::ClusterEvent;
+use crate::delivery::{Inner, flag, unavailable};
+use crate::envelope::Envelope;
+use crate::scripts;
+
+/// How many connections one relisting script takes: a node of 100,000 connections must not
+/// hold Redis for one long script.
+const RELIST_BATCH: usize = 500;
+
+/// A subscribed connection and what it hears.
+pub(crate) struct Subscriber {
+    /// Kept for as long as the node listens: dropping it ends the subscription.
+    _connection: ConnectionManager,
+    pushes: mpsc::Receiver<PushInfo>,
+}
+
+/// Subscribes to the channels of every node and of this one, on a connection of its own that
+/// subscribes again by itself after it reconnects.
+pub(crate) async fn subscribe(
+    inner: &Arc<Inner>,
+    client: &redis::Client,
+) -> Result<Subscriber, DeliveryError> {
+    let (sender, pushes) = mpsc::channel::<PushInfo>(inner.config.queue);
+    let lost = inner.metrics.lost_counter("receive_queue_full");
+    // Called on the connection's driver: it must not wait, so a full queue drops.
+    let forward = move |push: PushInfo| {
+        if sender.try_send(push).is_err() {
+            lost.increment(1);
+        }
+        Ok::<(), std::convert::Infallible>(())
+    };
+    let config = inner
+        .manager_config()
+        .set_push_sender(forward)
+        .set_automatic_resubscription();
+    let mut connection = inner
+        .within(client.get_connection_manager_with_config(config))
+        .await?;
+    for channel in [inner.keys.to_all(), inner.keys.to_node(inner.node)] {
+        inner.within(connection.subscribe(channel)).await?;
+    }
+    Ok(Subscriber {
+        _connection: connection,
+        pushes,
+    })
+}
+
+/// Delivers what the other nodes publish, and notices the subscription break and come back.
+pub(crate) async fn receive(inner: Arc<Inner>, mut subscriber: Subscriber) {
+    let mut stop = inner.stop.subscribe();
+    let mut broken = false;
+    loop {
+        let push = tokio::select! {
+            push = subscriber.pushes.recv() => push,
+            _ = stop.wait_for(|stop| *stop) => None,
+        };
+        let Some(push) = push else {
+            return;
+        };
+        match push.kind {
+            PushKind::Message => deliver(&inner, push.data),
+            PushKind::Disconnection if !broken => {
+                broken = true;
+                inner.metrics.connected(false);
+                tracing::warn!("lost the connection to redis; delivering on this node only");
+                inner.emit(ClusterEvent::Disconnected);
+            }
+            PushKind::Subscribe if broken => {
+                broken = false;
+                inner.metrics.connected(true);
+                tracing::info!("subscribed to redis again");
+                inner.emit(ClusterEvent::Reconnected);
+                // Redis may have come back empty: renew now rather than at the next beat.
+                match renew(&inner).await {
+                    Ok(renewal) => after_renewal(&inner, renewal).await,
+                    Err(error) => tracing::warn!(%error, "renewing after a reconnect failed"),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Applies one published message: `[channel, payload]`.
+fn deliver(inner: &Inner, data: Vec<Value>) {
+    let Some(Value::BulkString(payload)) = data.into_iter().nth(1) else {
+        return;
+    };
+    inner.metrics.received.increment(1);
+    match Envelope::decode(Bytes::from(payload)) {
+        Ok(envelope) => inner.apply(envelope),
+        Err(malformed) => {
+            inner.metrics.lost("malformed", 1);
+            tracing::debug!(%malformed, "skipped a message on the cluster's channels");
+        }
+    }
+}
+
+/// Publishes what this node queued, in order. When Redis fails, what is queued would fail
+/// too: it is dropped at once and reported, so that senders find room again.
+pub(crate) async fn publish(inner: Arc<Inner>, mut outbox: mpsc::Receiver<(String, Bytes)>) {
+    let mut stop = inner.stop.subscribe();
+    loop {
+        let next = tokio::select! {
+            next = outbox.recv() => next,
+            _ = stop.wait_for(|stop| *stop) => None,
+        };
+        let Some((channel, payload)) = next else {
+            return;
+        };
+        let Ok(mut commands) = inner.commands() else {
+            return;
+        };
+        let published: Result<i64, _> = inner
+            .within(
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(payload.as_ref())
+                    .query_async(&mut commands),
+            )
+            .await;
+        match published {
+            Ok(_) => inner.metrics.published.increment(1),
+            Err(error) => {
+                let mut messages = 1;
+                while outbox.try_recv().is_ok() {
+                    messages += 1;
+                }
+                inner.metrics.lost("publish_failed", messages);
+                inner.emit(ClusterEvent::Lost {
+                    messages,
+                    reason: format!("publish failed: {error}"),
+                });
+            }
+        }
+    }
+}
+
+/// What a renewal found.
+pub(crate) struct Renewal {
+    /// Redis knew this node.
+    known: bool,
+    /// The nodes taken out, each with the users who went offline with it.
+    gone: Vec<(NodeId, Vec<Arc<str>>)>,
+}
+
+/// Renews this node's place and reaps the nodes past their deadline.
+pub(crate) async fn renew(inner: &Inner) -> Result<Renewal, DeliveryError> {
+    let mut commands = inner.commands()?;
+    let timeout_ms = u64::try_from(inner.config.node_timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut invocation = scripts::BEAT.prepare_invoke();
+    invocation
+        .key(inner.keys.nodes())
+        .arg(inner.node.to_string())
+        .arg(timeout_ms)
+        .arg(inner.keys.prefix());
+    let reply: Vec<String> = inner.within(invocation.invoke_async(&mut commands)).await?;
+    let known = flag(&reply, 0);
+    let mut gone = Vec::new();
+    let mut rest = reply.iter().skip(1);
+    while let (Some(node), Some(count)) = (rest.next(), rest.next()) {
+        let count: usize = count.parse().map_err(unavailable)?;
+        let offline = rest
+            .by_ref()
+            .take(count)
+            .map(|user| Arc::from(user.as_str()));
+        let offline = offline.collect();
+        if let Ok(node) = node.parse() {
+            gone.push((node, offline));
+        }
+    }
+    Ok(Renewal { known, gone })
+}
+
+/// Acts on a renewal: lists this node's connections again when Redis did not know it,
+/// reports the nodes gone, and retries the releases Redis did not take.
+pub(crate) async fn after_renewal(inner: &Inner, renewal: Renewal) {
+    if !renewal.known {
+        match relist(inner).await {
+            Ok(0) => {}
+            Ok(connections) => {
+                inner.metrics.relisted.increment(connections as u64);
+                tracing::warn!(
+                    connections,
+                    "redis did not know this node: listed its connections again"
+                );
+                inner.emit(ClusterEvent::Relisted { connections });
+            }
+            Err(error) => tracing::warn!(%error, "listing this node's connections again failed"),
+        }
+    }
+    for (node, offline) in renewal.gone {
+        inner.metrics.nodes_gone.increment(1);
+        tracing::warn!(%node, offline = offline.len(), "a node stopped renewing its place: taken out");
+        inner.emit(ClusterEvent::NodeGone { node, offline });
+    }
+    let unreleased = std::mem::take(
+        &mut *inner
+            .unreleased
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    for (id, user_id) in unreleased {
+        if inner.release_shared(id, &user_id).await.is_err() {
+            inner
+                .unreleased
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((id, user_id));
+        }
+    }
+}
+
+/// Lists every connection of this node in Redis again; returns how many were missing.
+async fn relist(inner: &Inner) -> Result<usize, DeliveryError> {
+    let mut commands = inner.commands()?;
+    let connections = inner.local.connections();
+    let mut relisted = 0;
+    for batch in connections.chunks(RELIST_BATCH) {
+        let mut invocation = scripts::RELIST.prepare_invoke();
+        invocation
+            .key(inner.keys.node(inner.node))
+            .key(inner.keys.users())
+            .key(inner.keys.sequence())
+            .arg(inner.keys.prefix());
+        for connection in batch {
+            invocation
+                .arg(connection.id().to_string())
+                .arg(connection.user_id());
+        }
+        let count: usize = inner.within(invocation.invoke_async(&mut commands)).await?;
+        relisted += count;
+    }
+    Ok(relisted)
+}
+
+/// Renews this node every third of its timeout until the engine stops.
+pub(crate) async fn renewing(inner: Arc<Inner>) {
+    let mut stop = inner.stop.subscribe();
+    let mut every = tokio::time::interval(inner.config.node_timeout / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        match renew(&inner).await {
+            Ok(renewal) => after_renewal(&inner, renewal).await,
+            Err(error) => tracing::debug!(%error, "renewing this node failed; retrying"),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The Lua scripts that change the cluster's shared state: each runs atomically in Redis, so
+//! two nodes admitting one user's devices at once, or two nodes reaping one dead node, never
+//! interleave. Time comes from Redis (`TIME`), the one clock every node shares.
+//!
+//! Keys of other nodes and users are built from the prefix inside a script (a single Redis,
+//! or a primary with replicas; not Redis Cluster, whose slots would split them).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Lists a connection under its user within the limit.
+///
+/// KEYS: the user's set, the node's hash, the users set, the sequence. ARGV: connection id,
+/// user id, limit, 1 to refuse the newest (else close the oldest), prefix.
+/// Returns `{'refused'}`, else `{joined ('0'|'1'), evicted ids...}`, oldest first.
+pub(crate) static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local count = redis.call('ZCARD', KEYS[1])
+local max = tonumber(ARGV[3])
+if ARGV[4] == '1' and count >= max then
+  return {'refused'}
+end
+local order = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[1], order, ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local joined = 0
+if count == 0 then
+  redis.call('SADD', KEYS[3], ARGV[2])
+  joined = 1
+end
+local result = {tostring(joined)}
+local over = count + 1 - max
+if over > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, over - 1)) do
+    redis.call('ZREM', KEYS[1], id)
+    local node = string.match(id, '@(%x+)$')
+    if node then
+      redis.call('HDEL', ARGV[5] .. ':node:' .. node, id)
+    end
+    result[#result + 1] = id
+  end
+end
+return result
+",
+    )
+});
+
+/// Takes a connection out of its user.
+///
+/// KEYS: the user's set, the node's hash, the users set. ARGV: connection id, user id.
+/// Returns `{listed ('0'|'1'), left ('0'|'1')}`.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local listed = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+local left = 0
+if listed == 1 and redis.call('ZCARD', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[2])
+  left = 1
+end
+return {tostring(listed), tostring(left)}
+",
+    )
+});
+
+/// Lists connections again that Redis lost (it restarted empty, or this node was taken for
+/// dead): the same as an admission without the limit, for each one not listed.
+///
+/// KEYS: the node's hash, the users set, the sequence. ARGV: prefix, then pairs of
+/// connection id and user id. Returns how many were listed again.
+pub(crate) static RELIST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local relisted = 0
+for i = 2, #ARGV, 2 do
+  local id, user = ARGV[i], ARGV[i + 1]
+  local key = ARGV[1] .. ':user:' .. user
+  if not redis.call('ZSCORE', key, id) then
+    redis.call('ZADD', key, redis.call('INCR', KEYS[3]), id)
+    redis.call('SADD', KEYS[2], user)
+    relisted = relisted + 1
+  end
+  redis.call('HSET', KEYS[1], id, user)
+end
+return relisted
+",
+    )
+});
+
+/// Renews this node and takes out every node past its deadline, with its connections.
+///
+/// KEYS: the nodes set. ARGV: this node, its timeout in ms, prefix.
+/// Returns `{known ('0'|'1'), then for each dead node: node, n, the n users who went
+/// offline with it}`: `known` is 0 when Redis did not know this node (it lost its data, or
+/// took this node for dead).
+pub(crate) static BEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local known = 1
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  known = 0
+end
+local result = {tostring(known)}
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  if node ~= ARGV[1] then
+    redis.call('ZREM', KEYS[1], node)
+    local hash = ARGV[3] .. ':node:' .. node
+    local listed = redis.call('HGETALL', hash)
+    local offline = {}
+    for i = 1, #listed, 2 do
+      local key = ARGV[3] .. ':user:' .. listed[i + 1]
+      if redis.call('ZREM', key, listed[i]) == 1 and redis.call('ZCARD', key) == 0 then
+        redis.call('SREM', ARGV[3] .. ':users', listed[i + 1])
+        offline[#offline + 1] = listed[i + 1]
+      end
+    end
+    redis.call('DEL', hash)
+    result[#result + 1] = node
+    result[#result + 1] = tostring(#offline)
+    for _, user in ipairs(offline) do
+      result[#result + 1] = user
+    end
+  end
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return result
+",
+    )
+});
+
+/// Says goodbye: takes this node and its connections out at once, as a dead node would be.
+///
+/// KEYS: the nodes set, the node's hash. ARGV: this node, prefix.
+pub(crate) static LEAVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+local listed = redis.call('HGETALL', KEYS[2])
+for i = 1, #listed, 2 do
+  local key = ARGV[2] .. ':user:' .. listed[i + 1]
+  if redis.call('ZREM', key, listed[i]) == 1 and redis.call('ZCARD', key) == 0 then
+    redis.call('SREM', ARGV[2] .. ':users', listed[i + 1])
+  end
+end
+redis.call('DEL', KEYS[2])
+return 1
+",
+    )
+});

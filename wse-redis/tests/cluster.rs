@@ -1,0 +1,257 @@
+//! Three nodes joined over a Redis of the test's own: sends reach every device once wherever
+//! it is, the user limit holds for the cluster (also when two nodes race), a node that dies
+//! is taken out, and a Redis that restarts empty gets every node's connections back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wse_client::{ClientEvent, Status};
+use wse_redis::ClusterEvent;
+use wse_server::{Except, Target};
+
+use support::{Device, Node, RedisProcess, eventually, unique_prefix, within};
+
+/// A short wait for "nothing more arrives".
+const QUIET: Duration = Duration::from_millis(300);
+
+async fn three_nodes(redis: &RedisProcess, test: &str, conn_per_user: usize) -> [Node; 3] {
+    let prefix = unique_prefix(test);
+    [
+        Node::start(redis, &prefix, conn_per_user).await,
+        Node::start(redis, &prefix, conn_per_user).await,
+        Node::start(redis, &prefix, conn_per_user).await,
+    ]
+}
+
+fn users(names: &[&str]) -> Vec<Arc<str>> {
+    names.iter().map(|name| Arc::from(*name)).collect()
+}
+
+/// Waits until each device got `expected` (in any order), then a moment more, and checks
+/// that nothing came twice.
+async fn expect_each(devices: &[&Device], expected: &[Value]) {
+    for device in devices {
+        eventually("every message", async || {
+            device.received().len() >= expected.len()
+        })
+        .await;
+    }
+    tokio::time::sleep(QUIET).await;
+    for device in devices {
+        let mut got = device.received();
+        got.sort_by_key(Value::to_string);
+        let mut want = expected.to_vec();
+        want.sort_by_key(Value::to_string);
+        assert_eq!(got, want);
+        device.inbox.lock().unwrap().clear();
+    }
+}
+
+#[tokio::test]
+async fn sends_reach_every_device_on_every_node_once() {
+    let redis = RedisProcess::start();
+    let [a, b, c] = three_nodes(&redis, "sends", 3).await;
+    let ann_a = Device::connect(&a.url(), "ann").await;
+    let ann_b = Device::connect(&b.url(), "ann").await;
+    let bob_c = Device::connect(&c.url(), "bob").await;
+
+    // To a user, from a node that holds none of its devices.
+    c.server.send_to_user("ann", "news", &"for ann").unwrap();
+    expect_each(&[&ann_a, &ann_b], &[json!("for ann")]).await;
+    assert!(bob_c.received().is_empty());
+
+    // To everyone, from each node; and to everyone but a user, and but one device.
+    a.server.broadcast("news", &"from a").unwrap();
+    b.server.broadcast("news", &"from b").unwrap();
+    expect_each(
+        &[&ann_a, &ann_b, &bob_c],
+        &[json!("from a"), json!("from b")],
+    )
+    .await;
+    let ann_b_id = b.server.devices("ann").await.unwrap()[1];
+    c.server
+        .to(Target::All)
+        .except(Except::User("bob".into()))
+        .send("news", &"not bob")
+        .unwrap();
+    c.server
+        .to_user("ann")
+        .except_connection(ann_b_id)
+        .send("news", &"not ann's b")
+        .unwrap();
+    expect_each(&[&ann_a], &[json!("not bob"), json!("not ann's b")]).await;
+    expect_each(&[&ann_b], &[json!("not bob")]).await;
+    expect_each(&[&bob_c], &[]).await;
+
+    // To one device, by id, from another node.
+    c.server.send_to(ann_b_id, "news", &"just b").unwrap();
+    expect_each(&[&ann_b], &[json!("just b")]).await;
+    expect_each(&[&ann_a], &[]).await;
+
+    // To a room whose members are on two nodes, each node knowing its own.
+    let ann_a_id = a.server.devices("ann").await.unwrap()[0];
+    let bob_id = c.server.devices("bob").await.unwrap()[0];
+    a.server.join(ann_a_id, "lobby").await.unwrap();
+    c.server.join(bob_id, "lobby").await.unwrap();
+    b.server.send_to_room("lobby", "news", &"lobby").unwrap();
+    expect_each(&[&ann_a, &bob_c], &[json!("lobby")]).await;
+    expect_each(&[&ann_b], &[]).await;
+
+    // Who is online, from any node.
+    for node in [&a, &b, &c] {
+        assert_eq!(node.server.users().await.unwrap(), users(&["ann", "bob"]));
+        assert_eq!(node.server.counts().await.unwrap(), (2, 3));
+        let devices = node.server.devices("ann").await.unwrap();
+        assert_eq!(devices, [ann_a_id, ann_b_id]);
+    }
+}
+
+#[tokio::test]
+async fn the_user_limit_holds_for_the_whole_cluster() {
+    let redis = RedisProcess::start();
+    let [a, b, c] = three_nodes(&redis, "limit", 2).await;
+    let first = Device::connect(&a.url(), "ann").await;
+    let mut first_events = first.client.events();
+    let second = Device::connect(&b.url(), "ann").await;
+    let third = Device::connect(&c.url(), "ann").await;
+
+    // The oldest device, on another node, is closed to make room.
+    let closed = within("the oldest is closed", async {
+        loop {
+            if let Ok(ClientEvent::Closed { code, reason }) = first_events.recv().await {
+                return (code, reason);
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, (1000, "wse.clients-concurrency".to_owned()));
+    let devices = a.server.devices("ann").await.unwrap();
+    assert_eq!(devices.len(), 2);
+    assert_eq!(devices[0].node(), b.server.node_id());
+    assert_eq!(devices[1].node(), c.server.node_id());
+    eventually("node a lets go of it", async || {
+        a.server.connections_of("ann").await.unwrap().is_empty()
+    })
+    .await;
+
+    // The two that stay hear sends to their user; the evicted one does not.
+    a.server.send_to_user("ann", "news", &"still here").unwrap();
+    expect_each(&[&second, &third], &[json!("still here")]).await;
+    assert!(first.received().is_empty());
+}
+
+#[tokio::test]
+async fn two_devices_racing_on_two_nodes_never_both_stay() {
+    let redis = RedisProcess::start();
+    let [a, b, _c] = three_nodes(&redis, "race", 1).await;
+    for round in 0..15 {
+        let user = format!("racer-{round}");
+        let (url_a, url_b) = (a.url(), b.url());
+        let (on_a, on_b) = tokio::join!(
+            Device::connect(&url_a, &user),
+            Device::connect(&url_b, &user)
+        );
+        // Both were welcomed; the cluster keeps exactly one of them.
+        eventually("one of them is closed", async || {
+            [&on_a, &on_b]
+                .iter()
+                .filter(|device| device.client.status() == Status::Ready)
+                .count()
+                == 1
+        })
+        .await;
+        let devices = a.server.devices(&user).await.unwrap();
+        assert_eq!(devices.len(), 1, "round {round}: {devices:?}");
+        let survivor = if on_a.client.status() == Status::Ready {
+            a.server.node_id()
+        } else {
+            b.server.node_id()
+        };
+        assert_eq!(devices[0].node(), survivor, "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_dies_is_taken_out_with_its_devices() {
+    let redis = RedisProcess::start();
+    let prefix = unique_prefix("dies");
+    let mut a = Node::start(&redis, &prefix, 3).await;
+    let mut b = Node::start(&redis, &prefix, 3).await;
+    // The node that dies runs on a runtime of its own, which the test drops: its tasks end
+    // with no goodbye to Redis, as when a process is killed.
+    let (addr, kill) = support::doomed_node(redis.url(), prefix.clone());
+    let url = format!("ws://{addr}");
+    let ann_a = Device::connect(&a.url(), "ann").await;
+    let _ann_doomed = Device::connect(&url, "ann").await;
+    let _cat_doomed = Device::connect(&url, "cat").await;
+    assert_eq!(b.server.counts().await.unwrap(), (2, 3));
+
+    kill();
+    // Whichever node renews first after the timeout takes it out, once.
+    let gone = within("the dead node is reported", async {
+        loop {
+            let event = tokio::select! {
+                event = a.events.recv() => event,
+                event = b.events.recv() => event,
+            };
+            if let Ok(ClusterEvent::NodeGone { offline, .. }) = event {
+                return offline;
+            }
+        }
+    })
+    .await;
+    // cat had no other device: offline with it; ann still has one on a.
+    assert_eq!(gone, users(&["cat"]));
+    eventually("its devices are out", async || {
+        b.server.counts().await.unwrap() == (1, 1)
+    })
+    .await;
+    assert_eq!(b.server.users().await.unwrap(), users(&["ann"]));
+    b.server.send_to_user("ann", "news", &"still one").unwrap();
+    expect_each(&[&ann_a], &[json!("still one")]).await;
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_gets_every_nodes_connections_back() {
+    let mut redis = RedisProcess::start();
+    let [mut a, b, _c] = three_nodes(&redis, "restart", 3).await;
+    let ann_a = Device::connect(&a.url(), "ann").await;
+    let ann_b = Device::connect(&b.url(), "ann").await;
+
+    redis.kill();
+    // Local delivery goes on; the other node's device misses it, and the send says so.
+    let sent = a.server.send_to_user("ann", "news", &"while down");
+    expect_each(&[&ann_a], &[json!("while down")]).await;
+    assert!(ann_b.received().is_empty());
+    let _ = sent;
+
+    redis.restart();
+    let mut saw = Vec::new();
+    within("reconnected and relisted", async {
+        while !(saw.contains(&"reconnected") && saw.contains(&"relisted")) {
+            match a.events.recv().await {
+                Ok(ClusterEvent::Reconnected) => saw.push("reconnected"),
+                Ok(ClusterEvent::Relisted { connections }) => {
+                    assert_eq!(connections, 1);
+                    saw.push("relisted");
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    eventually("both nodes listed their devices again", async || {
+        b.server.counts().await.is_ok_and(|counts| counts == (1, 2))
+    })
+    .await;
+    eventually("sends cross again", async || {
+        b.server.send_to_user("ann", "news", &"after").is_ok() && !ann_a.received().is_empty()
+    })
+    .await;
+    assert!(ann_a.received().iter().all(|news| news == "after"));
+}

@@ -1,0 +1,257 @@
+//! A `redis-server` of a test's own, on a free loopback port, that the test can kill and start
+//! again on the same port; and three-node clusters of servers joined through it.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a started `redis-server` may take to answer.
+const STARTUP: Duration = Duration::from_secs(10);
+
+/// A `redis-server` process; killed when dropped.
+#[derive(Debug)]
+pub struct RedisProcess {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisProcess {
+    /// Starts `redis-server` on a free port of 127.0.0.1, keeping nothing on disk.
+    ///
+    /// # Panics
+    /// With a message saying what to install when `redis-server` is not on the `PATH`.
+    pub fn start() -> Self {
+        let port = free_port();
+        let mut process = Self { port, child: None };
+        process.restart();
+        process
+    }
+
+    /// The URL clients connect to.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server at once (SIGKILL): what it held is lost.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty; waits until it answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot start redis-server ({error}): the cluster tests start their own \
+                     Redis; install it (Debian: `apt-get install redis-server`; .ci/run does)"
+                )
+            });
+        self.child = Some(child);
+        wait_until_answering(SocketAddr::from(([127, 0, 0, 1], self.port)));
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// Waits until `PING` gets `+PONG`.
+fn wait_until_answering(addr: SocketAddr) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + STARTUP;
+    while Instant::now() < deadline {
+        if let Ok(mut tcp) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+        {
+            let _ = tcp.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut answer = [0u8; 7];
+            if tcp.write_all(b"PING\r\n").is_ok()
+                && tcp.read_exact(&mut answer).is_ok()
+                && &answer == b"+PONG\r\n"
+            {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("redis-server on {addr} did not answer within {STARTUP:?}");
+}
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use wse_client::Client;
+use wse_redis::{ClusterEvent, RedisConfig};
+use wse_server::{Decision, Server, Serving};
+
+/// How long any single wait in a test may take.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A node timeout short enough for tests of a node that dies.
+pub const NODE_TIMEOUT: Duration = Duration::from_millis(600);
+
+/// A prefix no other test of this run uses: tests share no keys, so they run in parallel.
+pub fn unique_prefix(test: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "wse-test-{test}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Fails the test if `future` takes longer than [`PATIENCE`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: nothing within {PATIENCE:?}"),
+    }
+}
+
+/// Waits until `check` holds, polling.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    within(what, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// One node of a test cluster: a server that accepts any string identity as that user.
+pub struct Node {
+    pub server: Server,
+    pub serving: Serving,
+    pub events: tokio::sync::broadcast::Receiver<ClusterEvent>,
+}
+
+impl Node {
+    /// A node on `redis` under `prefix`, with `conn_per_user`, served on port 0.
+    pub async fn start(redis: &RedisProcess, prefix: &str, conn_per_user: usize) -> Self {
+        let cluster = RedisConfig::new(redis.url())
+            .prefix(prefix)
+            .node_timeout(NODE_TIMEOUT)
+            .command_timeout(Duration::from_millis(500));
+        let events = cluster.events();
+        let server = Server::builder(|handshake| async move {
+            match handshake.identity.as_str() {
+                Some(user) => Decision::accept(user, Value::Null),
+                None => Decision::refuse(),
+            }
+        })
+        .conn_per_user(conn_per_user)
+        .delivery(move |local| cluster.delivery(local))
+        .build();
+        let serving = within("bind", server.bind("127.0.0.1:0"))
+            .await
+            .expect("the node starts");
+        Self {
+            server,
+            serving,
+            events,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.serving.local_addr())
+    }
+}
+
+/// A device of `user` connected to `node`, recording every `news` message it gets.
+pub struct Device {
+    pub client: Client,
+    pub inbox: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Device {
+    pub async fn connect(url: &str, user: &str) -> Self {
+        let client = Client::builder(url).build();
+        let inbox = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&inbox);
+        client
+            .on("news", move |_, payload: Value| {
+                record.lock().unwrap().push(payload);
+            })
+            .unwrap();
+        within("connect", client.connect(json!(user), json!({})))
+            .await
+            .expect("the node accepts the device");
+        Self { client, inbox }
+    }
+
+    pub fn received(&self) -> Vec<Value> {
+        self.inbox.lock().unwrap().clone()
+    }
+}
+
+/// A node on a runtime and thread of its own, like [`Node`]; the returned function drops
+/// that runtime, ending every task of the node at once with no goodbye to Redis, as a killed
+/// process would.
+pub fn doomed_node(redis_url: String, prefix: String) -> (std::net::SocketAddr, impl FnOnce()) {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let cluster = RedisConfig::new(redis_url)
+                .prefix(prefix)
+                .node_timeout(NODE_TIMEOUT)
+                .command_timeout(Duration::from_millis(500));
+            let server = Server::builder(|handshake| async move {
+                match handshake.identity.as_str() {
+                    Some(user) => Decision::accept(user, Value::Null),
+                    None => Decision::refuse(),
+                }
+            })
+            .conn_per_user(3)
+            .delivery(move |local| cluster.delivery(local))
+            .build();
+            let serving = server.bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(serving.local_addr()).unwrap();
+            // Held, never shut down.
+            std::mem::forget(serving);
+            std::mem::forget(server);
+        });
+        let _ = kill_rx.recv();
+        runtime.shutdown_background();
+    });
+    let addr = addr_rx
+        .recv_timeout(PATIENCE)
+        .expect("the doomed node starts");
+    (addr, move || {
+        let _ = kill_tx.send(());
+        let _ = thread.join();
+    })
+}
