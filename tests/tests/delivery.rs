@@ -5,13 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wse_server::{
-    Admission, Close, Connection, ConnectionId, Decision, Delivery, DeliveryError, Event, Except,
-    Joined, LocalDelivery, NoArgs, Overflow, Packed, Presence, Profile, ProfileUpdate, Rejection,
-    Released, Server, Target, UserLimit,
+    Admission, CallError, Close, Connection, ConnectionId, Decision, Delivery, DeliveryError,
+    Event, Except, Joined, LocalDelivery, NoArgs, Overflow, Packed, Presence, Profile,
+    ProfileUpdate, Rejection, Released, Server, Target, UserLimit,
 };
 use wse_tests::{Codec, QUIET, Raw, Seen, TestServer, next_event, pick, start, within};
 
@@ -388,6 +389,17 @@ impl Delivery for Recorder {
         self.local.send(to, but, packed)
     }
 
+    async fn call(
+        &self,
+        connection: ConnectionId,
+        procedure: &str,
+        args: &Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        self.log.push(format!("call {procedure} {args}"));
+        self.local.call(connection, procedure, args, timeout).await
+    }
+
     fn disconnect(
         &self,
         to: &Target,
@@ -535,6 +547,37 @@ async fn recorded_server() -> (TestServer, Log) {
 }
 
 #[tokio::test]
+async fn a_call_by_id_goes_through_the_seam_to_the_device() {
+    let (server, log) = recorded_server().await;
+    let mut ann = Raw::login_identity(server.addr(), Codec::MsgPack, "ann").await;
+    let s = server.server.clone();
+    let ann_id = s.devices("ann").await.unwrap()[0];
+    log.take();
+
+    let asking = tokio::spawn(async move {
+        s.call::<i64, _>(ann_id, "client_sum", &json!({"a": 1, "b": 2}))
+            .await
+    });
+    let call = ann.frame().await;
+    assert_eq!(call[0], "client_sum");
+    assert_eq!(call[1], json!({"a": 1, "b": 2}));
+    ann.send(&json!(["~wse:response", 3, call[2]])).await;
+    assert_eq!(within("the answer", asking).await.unwrap(), Ok(3));
+    assert_eq!(log.take(), [r#"call client_sum {"a":1,"b":2}"#]);
+
+    // An id no node holds.
+    let gone = ConnectionId::new(server.server.node_id(), 999);
+    let missing = server
+        .server
+        .call::<i64, _>(gone, "client_sum", &json!({}))
+        .await;
+    assert_eq!(
+        missing.unwrap_err().code(),
+        "wse.server.client.connection-missing"
+    );
+}
+
+#[tokio::test]
 async fn every_send_and_membership_change_goes_through_the_seam() {
     let (server, log) = recorded_server().await;
     assert_eq!(log.take(), ["start"]);
@@ -672,6 +715,15 @@ impl Delivery for Down {
     }
     async fn admit(&self, _: &Connection, _: UserLimit) -> Result<Admission, DeliveryError> {
         Err(unavailable())
+    }
+    async fn call(
+        &self,
+        _: ConnectionId,
+        _: &str,
+        _: &Value,
+        _: Duration,
+    ) -> Result<Value, CallError> {
+        Err(CallError::Disconnected)
     }
     async fn release(&self, _: &Connection) -> Result<Released, DeliveryError> {
         Err(unavailable())

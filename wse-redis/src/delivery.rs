@@ -2,17 +2,20 @@
 //! node first, through its [`LocalDelivery`]; what concerns other nodes is published to them,
 //! and what changes shared state (a user's devices under the limit) runs as one script.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::{mpsc, watch};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use wse_server::{
-    Admission, Close, Connection, ConnectionId, Delivery, DeliveryError, Except, Joined,
-    LocalDelivery, NodeId, Overflow, Packed, Presence, Profile, ProfileUpdate, Released, Target,
-    UserLimit,
+    Admission, CallError, Close, Connection, ConnectionId, Delivery, DeliveryError, ErrorCode,
+    ErrorObject, Except, Joined, LocalDelivery, NodeId, Overflow, Packed, Presence, Profile,
+    ProfileUpdate, Released, Target, UserLimit,
 };
 
 use crate::config::{ClusterEvent, RedisConfig};
@@ -37,6 +40,19 @@ impl std::fmt::Debug for RedisDelivery {
     }
 }
 
+/// A call waiting for another node's answer.
+struct Waiting {
+    node: NodeId,
+    answer: oneshot::Sender<Result<Value, CallError>>,
+}
+
+/// How many nodes taken out a node remembers, to fail calls to them at once.
+const GONE_REMEMBERED: usize = 64;
+
+/// How much longer than the call's own timeout a caller waits for the answer to cross Redis
+/// twice.
+const CALL_TRANSIT: Duration = Duration::from_secs(1);
+
 pub(crate) struct Inner {
     pub(crate) local: LocalDelivery,
     pub(crate) node: NodeId,
@@ -51,6 +67,11 @@ pub(crate) struct Inner {
     outbox_rx: Mutex<Option<mpsc::Receiver<(String, Bytes)>>>,
     /// Connections whose release Redis did not take: retried on every renewal.
     pub(crate) unreleased: Mutex<Vec<(ConnectionId, Arc<str>)>>,
+    /// Calls of this node waiting for an answer from another, by number.
+    calls: Mutex<HashMap<u64, Waiting>>,
+    next_call: AtomicU64,
+    /// The nodes last taken out, newest last: a call to one of them fails at once.
+    gone: Mutex<VecDeque<NodeId>>,
     /// Tells the background tasks to stop.
     pub(crate) stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -75,6 +96,9 @@ impl RedisDelivery {
             outbox,
             outbox_rx: Mutex::new(Some(outbox_rx)),
             unreleased: Mutex::default(),
+            calls: Mutex::default(),
+            next_call: AtomicU64::new(1),
+            gone: Mutex::default(),
             stop: watch::Sender::new(false),
             tasks: Mutex::default(),
         }))
@@ -167,7 +191,7 @@ impl Inner {
     }
 
     /// Does here what another node published.
-    pub(crate) fn apply(&self, envelope: Envelope) {
+    pub(crate) fn apply(self: &Arc<Self>, envelope: Envelope) {
         if envelope.origin == self.node {
             return;
         }
@@ -189,6 +213,136 @@ impl Inner {
             Body::Evict { connection } => {
                 self.local.evict_now(connection);
             }
+            Body::Call {
+                call,
+                reply_to,
+                connection,
+                procedure,
+                args,
+                timeout_ms,
+            } => self.answer(call, reply_to, connection, procedure, &args, timeout_ms),
+            Body::Reply { call, outcome } => {
+                let waiting = self
+                    .calls
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&call);
+                if let Some(waiting) = waiting {
+                    let _ = waiting.answer.send(outcome_of(outcome));
+                }
+            }
+            Body::NodeGone { node } => self.node_gone(node),
+        }
+    }
+
+    /// Calls a procedure of a connection here for another node, and publishes the answer.
+    fn answer(
+        self: &Arc<Self>,
+        call: u64,
+        reply_to: NodeId,
+        connection: ConnectionId,
+        procedure: String,
+        args: &[u8],
+        timeout_ms: u64,
+    ) {
+        let args: Result<Value, _> = serde_json::from_slice(args);
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = match args {
+                Ok(args) => {
+                    let timeout = Duration::from_millis(timeout_ms);
+                    inner
+                        .local
+                        .call_here(connection, &procedure, &args, timeout)
+                        .await
+                }
+                Err(error) => Err(CallError::Encode(error.to_string())),
+            };
+            let outcome = match result {
+                Ok(value) => Ok(Bytes::from(serde_json::to_vec(&value).unwrap_or_default())),
+                Err(error) => Err(Bytes::from(
+                    serde_json::to_vec(&error_object(&error)).unwrap_or_default(),
+                )),
+            };
+            let _ = inner.publish(inner.keys.to_node(reply_to), Body::Reply { call, outcome });
+        });
+    }
+
+    /// Fails at once every call waiting on `node`, which was taken out, and remembers it.
+    pub(crate) fn node_gone(&self, node: NodeId) {
+        {
+            let mut gone = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
+            if !gone.contains(&node) {
+                if gone.len() == GONE_REMEMBERED {
+                    gone.pop_front();
+                }
+                gone.push_back(node);
+            }
+        }
+        let failed: Vec<Waiting> = {
+            let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+            let ids: Vec<u64> = calls
+                .iter()
+                .filter(|(_, waiting)| waiting.node == node)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| calls.remove(id)).collect()
+        };
+        for waiting in failed {
+            let _ = waiting.answer.send(Err(CallError::Disconnected));
+        }
+    }
+
+    /// Tells every node that `node` was taken out, this one too.
+    pub(crate) fn announce_gone(&self, node: NodeId) {
+        self.node_gone(node);
+        let _ = self.publish(self.keys.to_all(), Body::NodeGone { node });
+    }
+
+    /// Calls `procedure` on a connection of another node.
+    async fn call_elsewhere(
+        &self,
+        connection: ConnectionId,
+        procedure: &str,
+        args: &Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        let node = connection.node();
+        if self
+            .gone
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&node)
+        {
+            return Err(CallError::Disconnected);
+        }
+        let args = serde_json::to_vec(args).map_err(|e| CallError::Encode(e.to_string()))?;
+        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let (answer, answered) = oneshot::channel();
+        {
+            let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+            if calls.len() >= self.config.queue {
+                return Err(CallError::TooManyPending);
+            }
+            calls.insert(call, Waiting { node, answer });
+        }
+        // Taken out again however this ends: answered, timed out, or dropped by the caller.
+        let _forget = Forget { inner: self, call };
+        let body = Body::Call {
+            call,
+            reply_to: self.node,
+            connection,
+            procedure: procedure.to_owned(),
+            args: Bytes::from(args),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        if self.publish(self.keys.to_node(node), body).is_err() {
+            return Err(CallError::Disconnected);
+        }
+        match tokio::time::timeout(timeout + CALL_TRANSIT, answered).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(CallError::Disconnected),
+            Err(_) => Err(CallError::Timeout),
         }
     }
 
@@ -262,6 +416,48 @@ impl Inner {
     }
 }
 
+/// Takes a call out of the waiting ones when its caller stops waiting.
+struct Forget<'a> {
+    inner: &'a Inner,
+    call: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.call);
+    }
+}
+
+/// A call's error as it crosses to the caller's node: its wire code, with what the device
+/// sent.
+fn error_object(error: &CallError) -> ErrorObject {
+    match error {
+        CallError::Remote(object) => object.clone(),
+        other => ErrorObject::new(other.code()),
+    }
+}
+
+/// The caller's side of a [`Body::Reply`].
+fn outcome_of(outcome: Result<Bytes, Bytes>) -> Result<Value, CallError> {
+    match outcome {
+        Ok(result) => serde_json::from_slice(&result).map_err(|e| CallError::Decode(e.to_string())),
+        Err(error) => {
+            let object: ErrorObject = serde_json::from_slice(&error)
+                .unwrap_or_else(|_| ErrorObject::new(ErrorCode::MsgProcessingError.as_str()));
+            Err(match object.code.as_str() {
+                code if code == ErrorCode::RpDisconnect.as_str() => CallError::Disconnected,
+                code if code == ErrorCode::RpTimeout.as_str() => CallError::Timeout,
+                code if code == ErrorCode::RpTooManyPending.as_str() => CallError::TooManyPending,
+                _ => CallError::Remote(object),
+            })
+        }
+    }
+}
+
 /// Whether the `at`-th string of a script's reply is `1`.
 pub(crate) fn flag(reply: &[String], at: usize) -> bool {
     reply.get(at).is_some_and(|value| value == "1")
@@ -311,6 +507,25 @@ impl Delivery for RedisDelivery {
             self.0.publish(channel, body)?;
         }
         Ok(here)
+    }
+
+    async fn call(
+        &self,
+        connection: ConnectionId,
+        procedure: &str,
+        args: &Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        if connection.node() == self.0.node {
+            return self
+                .0
+                .local
+                .call_here(connection, procedure, args, timeout)
+                .await;
+        }
+        self.0
+            .call_elsewhere(connection, procedure, args, timeout)
+            .await
     }
 
     async fn admit(

@@ -47,6 +47,24 @@ pub(crate) enum Body {
     /// Take out and close a connection of the receiving node that the cluster-wide user
     /// limit chose, with 1000 `wse.clients-concurrency`.
     Evict { connection: ConnectionId },
+    /// Call a procedure of a connection of the receiving node and answer `reply_to`.
+    Call {
+        /// The call's number at the caller's node.
+        call: u64,
+        reply_to: NodeId,
+        connection: ConnectionId,
+        procedure: String,
+        /// The arguments, as JSON.
+        args: Bytes,
+        timeout_ms: u64,
+    },
+    /// The answer to a [`Body::Call`]: the result as JSON, or the error object as JSON.
+    Reply {
+        call: u64,
+        outcome: Result<Bytes, Bytes>,
+    },
+    /// A node stopped renewing its place and was taken out: calls waiting on it fail.
+    NodeGone { node: NodeId },
 }
 
 /// Why an envelope could not be read.
@@ -66,6 +84,9 @@ pub(crate) enum Malformed {
 const SEND: u8 = 1;
 const DISCONNECT: u8 = 2;
 const EVICT: u8 = 3;
+const CALL: u8 = 4;
+const REPLY: u8 = 5;
+const NODE_GONE: u8 = 6;
 
 impl Envelope {
     /// The envelope as it travels.
@@ -104,6 +125,40 @@ impl Envelope {
             Body::Evict { connection } => {
                 out.put_u8(EVICT);
                 put_id(&mut out, *connection);
+            }
+            Body::Call {
+                call,
+                reply_to,
+                connection,
+                procedure,
+                args,
+                timeout_ms,
+            } => {
+                out.put_u8(CALL);
+                out.put_u64(*call);
+                out.put_u64(reply_to.get());
+                put_id(&mut out, *connection);
+                put_str(&mut out, procedure);
+                put_bytes(&mut out, args);
+                out.put_u64(*timeout_ms);
+            }
+            Body::Reply { call, outcome } => {
+                out.put_u8(REPLY);
+                out.put_u64(*call);
+                match outcome {
+                    Ok(result) => {
+                        out.put_u8(0);
+                        put_bytes(&mut out, result);
+                    }
+                    Err(error) => {
+                        out.put_u8(1);
+                        put_bytes(&mut out, error);
+                    }
+                }
+            }
+            Body::NodeGone { node } => {
+                out.put_u8(NODE_GONE);
+                out.put_u64(node.get());
             }
         }
         out.freeze()
@@ -151,6 +206,26 @@ impl Envelope {
             EVICT => Body::Evict {
                 connection: take_id(&mut bytes)?,
             },
+            CALL => Body::Call {
+                call: take_u64(&mut bytes)?,
+                reply_to: NodeId::from_u64(take_u64(&mut bytes)?),
+                connection: take_id(&mut bytes)?,
+                procedure: take_str(&mut bytes)?,
+                args: take_bytes(&mut bytes)?,
+                timeout_ms: take_u64(&mut bytes)?,
+            },
+            REPLY => {
+                let call = take_u64(&mut bytes)?;
+                let outcome = match take_u8(&mut bytes)? {
+                    0 => Ok(take_bytes(&mut bytes)?),
+                    1 => Err(take_bytes(&mut bytes)?),
+                    _ => return Err(Malformed::Invalid("reply")),
+                };
+                Body::Reply { call, outcome }
+            }
+            NODE_GONE => Body::NodeGone {
+                node: NodeId::from_u64(take_u64(&mut bytes)?),
+            },
             _ => return Err(Malformed::Invalid("kind")),
         };
         if bytes.has_remaining() {
@@ -166,8 +241,12 @@ fn put_len(out: &mut BytesMut, len: usize) {
 }
 
 fn put_str(out: &mut BytesMut, text: &str) {
-    put_len(out, text.len());
-    out.put_slice(text.as_bytes());
+    put_bytes(out, text.as_bytes());
+}
+
+fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.put_slice(bytes);
 }
 
 fn put_id(out: &mut BytesMut, id: ConnectionId) {
@@ -347,6 +426,65 @@ mod tests {
             panic!("not an eviction");
         };
         assert_eq!(connection, id);
+    }
+
+    #[test]
+    fn calls_and_their_replies_cross_whole() {
+        let id = ConnectionId::new(NodeId::from_u64(5), 8);
+        let call = Envelope {
+            origin: node(),
+            body: Body::Call {
+                call: 77,
+                reply_to: node(),
+                connection: id,
+                procedure: "client_sum".into(),
+                args: Bytes::from_static(br#"{"a":1}"#),
+                timeout_ms: 1500,
+            },
+        };
+        let Body::Call {
+            call,
+            reply_to,
+            connection,
+            procedure,
+            args,
+            timeout_ms,
+        } = round_trip(&call).body
+        else {
+            panic!("not a call");
+        };
+        assert_eq!((call, reply_to, connection), (77, node(), id));
+        assert_eq!(
+            (&*procedure, &*args, timeout_ms),
+            ("client_sum", &br#"{"a":1}"#[..], 1500)
+        );
+        for outcome in [Ok(Bytes::from_static(b"3")), Err(Bytes::from_static(b"{}"))] {
+            let reply = Envelope {
+                origin: node(),
+                body: Body::Reply {
+                    call: 9,
+                    outcome: outcome.clone(),
+                },
+            };
+            let Body::Reply {
+                call,
+                outcome: back,
+            } = round_trip(&reply).body
+            else {
+                panic!("not a reply");
+            };
+            assert_eq!((call, back), (9, outcome));
+        }
+        let gone = Envelope {
+            origin: node(),
+            body: Body::NodeGone {
+                node: NodeId::from_u64(4),
+            },
+        };
+        let Body::NodeGone { node: gone } = round_trip(&gone).body else {
+            panic!("not a node gone");
+        };
+        assert_eq!(gone, NodeId::from_u64(4));
     }
 
     #[test]

@@ -41,10 +41,16 @@
 //!   after its timeout takes it and its connections out, and reports it with the users who
 //!   went offline with it ([`ClusterEvent::NodeGone`], once for the cluster).
 //!
+//! - **Server → client calls by id** ([`Server::call`]): to a device on another node, the
+//!   call and its answer (or the device's typed error) cross Redis; when that node dies, the
+//!   call fails with `wse.client.rp.disconnect` as soon as it is taken out, not after the
+//!   call's timeout.
+//!
 //! On this node only, for now: rooms' memberships and their queries (a room send still
-//! reaches the room's members on every node, each node knowing its own), presence and
-//! profiles, and server → client calls (through a [`Connection`](wse_server::Connection),
-//! which is on this node).
+//! reaches the room's members on every node, each node knowing its own), and presence and
+//! profiles.
+//!
+//! [`Server::call`]: wse_server::Server::call
 //!
 //! [`Server::users`]: wse_server::Server::users
 //! [`Server::devices`]: wse_server::Server::devices
@@ -81,8 +87,8 @@
 //!
 //! | channel | who listens | what |
 //! | --- | --- | --- |
-//! | `P:to:all` | every node | sends and disconnects for users, rooms and everyone |
-//! | `P:to:<node>` | that node | sends and disconnects for one of its connections, evictions |
+//! | `P:to:all` | every node | sends and disconnects for users, rooms and everyone; nodes taken out |
+//! | `P:to:<node>` | that node | sends and disconnects for one of its connections, evictions, calls to its devices and their answers |
 //!
 //! A message is a binary envelope: a version byte, the publishing node, the kind, the target
 //! and exclusion, and the frames by codec name (see `envelope.rs`). Changes of shared state

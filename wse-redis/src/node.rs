@@ -94,7 +94,7 @@ pub(crate) async fn receive(inner: Arc<Inner>, mut subscriber: Subscriber) {
 }
 
 /// Applies one published message: `[channel, payload]`.
-fn deliver(inner: &Inner, data: Vec<Value>) {
+fn deliver(inner: &Arc<Inner>, data: Vec<Value>) {
     let Some(Value::BulkString(payload)) = data.into_iter().nth(1) else {
         return;
     };
@@ -186,7 +186,7 @@ pub(crate) async fn renew(inner: &Inner) -> Result<Renewal, DeliveryError> {
 
 /// Acts on a renewal: lists this node's connections again when Redis did not know it,
 /// reports the nodes gone, and retries the releases Redis did not take.
-pub(crate) async fn after_renewal(inner: &Inner, renewal: Renewal) {
+pub(crate) async fn after_renewal(inner: &Arc<Inner>, renewal: Renewal) {
     if !renewal.known {
         match relist(inner).await {
             Ok(0) => {}
@@ -204,6 +204,7 @@ pub(crate) async fn after_renewal(inner: &Inner, renewal: Renewal) {
     for (node, offline) in renewal.gone {
         inner.metrics.nodes_gone.increment(1);
         tracing::warn!(%node, offline = offline.len(), "a node stopped renewing its place: taken out");
+        inner.announce_gone(node);
         inner.emit(ClusterEvent::NodeGone { node, offline });
     }
     let unreleased = std::mem::take(

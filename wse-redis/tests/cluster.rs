@@ -255,3 +255,108 @@ async fn redis_restarted_empty_gets_every_nodes_connections_back() {
     .await;
     assert!(ann_a.received().iter().all(|news| news == "after"));
 }
+
+#[derive(serde::Deserialize)]
+struct Sum {
+    a: i64,
+    b: i64,
+}
+
+/// A device whose `client_sum {a, b}` answers `a + b`, and refuses negative numbers with
+/// `app.negative` and details.
+async fn summing_device(url: &str, user: &str) -> Device {
+    let device = Device::connect(url, user).await;
+    device
+        .client
+        .register("client_sum", |_, sum: Sum| async move {
+            if sum.a < 0 || sum.b < 0 {
+                return Err(wse_client::RpcError::new("app.negative")
+                    .with_details(json!({"a": sum.a, "b": sum.b})));
+            }
+            Ok(sum.a + sum.b)
+        })
+        .unwrap();
+    device
+}
+
+#[tokio::test]
+async fn a_call_reaches_a_device_on_another_node_and_its_answer_comes_back() {
+    let redis = RedisProcess::start();
+    let [a, _b, c] = three_nodes(&redis, "calls", 3).await;
+    let _ann = summing_device(&a.url(), "ann").await;
+    let ann_id = c.server.devices("ann").await.unwrap()[0];
+    assert_eq!(ann_id.node(), a.server.node_id());
+
+    let sum: i64 = within(
+        "the answer",
+        c.server
+            .call(ann_id, "client_sum", &json!({"a": 20, "b": 22})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sum, 42);
+    // The device's own error, code and details as it sent them.
+    let refused = within(
+        "the refusal",
+        c.server
+            .call::<i64, _>(ann_id, "client_sum", &json!({"a": -1, "b": 2})),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), "app.negative");
+    let wse_server::CallError::Remote(object) = refused else {
+        panic!("not the device's error: {refused:?}");
+    };
+    assert_eq!(object.details.unwrap()["a"], -1);
+    // A procedure it never registered, and an id no node holds.
+    let missing = within(
+        "not registered",
+        c.server.call::<i64, _>(ann_id, "nope", &json!({})),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(missing.code(), "wse.server.rp.not-registered");
+    let nobody = wse_server::ConnectionId::new(a.server.node_id(), 999_999);
+    let missing = within(
+        "no such device",
+        c.server.call::<i64, _>(nobody, "client_sum", &json!({})),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(missing.code(), "wse.server.client.connection-missing");
+}
+
+#[tokio::test]
+async fn a_call_to_a_device_whose_node_dies_fails_at_once() {
+    let redis = RedisProcess::start();
+    let prefix = unique_prefix("call-dies");
+    let a = Node::start(&redis, &prefix, 3).await;
+    let (addr, kill) = support::doomed_node(redis.url(), prefix.clone());
+    // A device that never answers.
+    let slow = Device::connect(&format!("ws://{addr}"), "ann").await;
+    slow.client
+        .register("client_sum", |_, _: Value| async move {
+            std::future::pending::<()>().await;
+            Ok(0)
+        })
+        .unwrap();
+    let ann_id = a.server.devices("ann").await.unwrap()[0];
+    let server = a.server.clone();
+    let asking = tokio::spawn(async move {
+        server
+            .call_with_timeout::<i64, _>(ann_id, "client_sum", &json!({}), Duration::from_secs(60))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    kill();
+    // Once the node is taken out (a node timeout or two), not after the call's minute:
+    // `within` gives up long before that.
+    let outcome = within("the call fails", asking).await.unwrap();
+    assert_eq!(outcome, Err(wse_server::CallError::Disconnected));
+    // A later call to that node fails at once too.
+    let again = a
+        .server
+        .call::<i64, _>(ann_id, "client_sum", &json!({}))
+        .await;
+    assert_eq!(again, Err(wse_server::CallError::Disconnected));
+}

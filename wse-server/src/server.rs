@@ -7,12 +7,15 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{OnceCell, watch};
 use wse_core::outbox::Close;
-use wse_core::{CloseReason, Protocol, RegisterError, Registry, RpcError, SendError, close_code};
+use wse_core::{
+    CallError, CloseReason, Protocol, RegisterError, Registry, RpcError, SendError, close_code,
+};
 
 use crate::auth::{Challenge, Identify};
 use crate::builder::{Builder, Config, OnDisconnect, StateMap};
@@ -657,6 +660,70 @@ impl Server {
     /// The handle of connection `id`, if it is open on this node.
     pub fn connection(&self, id: ConnectionId) -> Option<Connection> {
         self.0.local.connection(id)
+    }
+
+    /// Calls the procedure `procedure` that the device `id` registered, on whichever node
+    /// of the cluster holds it, with the server's call timeout: [`Connection::call`] for a
+    /// device known by id.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use wse_server::{Decision, RpcError, Server};
+    ///
+    /// let server = Server::builder(|_| async { Decision::refuse() }).build();
+    /// # async fn ask(server: Server) -> Result<i64, RpcError> {
+    /// // One device of ann, wherever it is connected.
+    /// let devices = server.devices("ann").await.map_err(|_| RpcError::new("app.unavailable"))?;
+    /// let device = *devices.first().ok_or_else(|| RpcError::new("app.offline"))?;
+    /// let sum: i64 = server
+    ///     .call(device, "client_sum", &json!({"a": 1, "b": 2}))
+    ///     .await
+    ///     .map_err(RpcError::forward)?;
+    /// # Ok(sum)
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Connection::call`]; [`CallError::Disconnected`] also when the device's node dies
+    /// or cannot be reached, `wse.server.client.connection-missing` when no node holds it.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the call; a late answer is dropped.
+    pub async fn call<R, A>(
+        &self,
+        id: ConnectionId,
+        procedure: &str,
+        args: &A,
+    ) -> Result<R, CallError>
+    where
+        R: DeserializeOwned,
+        A: Serialize + ?Sized,
+    {
+        let timeout = self.0.config.session.call_timeout;
+        self.call_with_timeout(id, procedure, args, timeout).await
+    }
+
+    /// Like [`Server::call`], waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Server::call`].
+    ///
+    /// # Cancel safety
+    /// As [`Server::call`].
+    pub async fn call_with_timeout<R, A>(
+        &self,
+        id: ConnectionId,
+        procedure: &str,
+        args: &A,
+        timeout: Duration,
+    ) -> Result<R, CallError>
+    where
+        R: DeserializeOwned,
+        A: Serialize + ?Sized,
+    {
+        let args = serde_json::to_value(args).map_err(|e| CallError::Encode(e.to_string()))?;
+        let answer = self.0.delivery.call(id, procedure, &args, timeout).await?;
+        serde_json::from_value(answer).map_err(|e| CallError::Decode(e.to_string()))
     }
 }
 

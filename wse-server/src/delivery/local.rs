@@ -10,9 +10,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
+use serde_json::Value;
 use wse_core::outbox::{Close, Outbox, TrySendError};
-use wse_core::{CloseReason, Protocol};
+use wse_core::{CallError, CloseReason, ErrorCode, ErrorObject, Protocol};
 
 use super::{
     Admission, Delivery, DeliveryError, Except, Joined, Overflow, Packed, Released, Target,
@@ -514,6 +516,26 @@ impl LocalDelivery {
         true
     }
 
+    /// Calls `procedure` on the connection `id` of this node; see [`Delivery::call`].
+    ///
+    /// # Errors
+    /// As [`Delivery::call`]; `wse.server.client.connection-missing` when `id` is not open
+    /// here.
+    pub async fn call_here(
+        &self,
+        id: ConnectionId,
+        procedure: &str,
+        args: &Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        let Some(connection) = self.connection(id) else {
+            return Err(CallError::Remote(ErrorObject::new(
+                ErrorCode::ConnectionMissing.as_str(),
+            )));
+        };
+        connection.call_with_timeout(procedure, args, timeout).await
+    }
+
     /// Takes `connection` out; see [`Delivery::release`].
     pub fn release_now(&self, connection: &Connection) -> Released {
         let mut after = Aftermath::default();
@@ -806,6 +828,16 @@ impl Delivery for LocalDelivery {
         limit: UserLimit,
     ) -> Result<Admission, DeliveryError> {
         Ok(self.admit_now(connection, limit))
+    }
+
+    async fn call(
+        &self,
+        connection: ConnectionId,
+        procedure: &str,
+        args: &Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        self.call_here(connection, procedure, args, timeout).await
     }
 
     async fn release(&self, connection: &Connection) -> Result<Released, DeliveryError> {

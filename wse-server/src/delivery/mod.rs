@@ -3,10 +3,12 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use serde_json::Value;
 use wse_core::outbox::Close;
-use wse_core::{Protocol, SendError, frame};
+use wse_core::{CallError, Protocol, SendError, frame};
 
 use crate::connection::{Connection, ConnectionId};
 use crate::presence::{Presence, Profile, ProfileUpdate};
@@ -221,6 +223,23 @@ pub trait Delivery: Send + Sync + 'static {
         except: Option<&Except>,
         close: &Close,
     ) -> Result<usize, DeliveryError>;
+
+    /// Calls `procedure` with `args` on the device `connection`, on whichever node holds it,
+    /// waiting at most `timeout`, and returns its answer: what
+    /// [`Server::call`](crate::Server::call) goes through. Arguments and answers travel as
+    /// JSON values, which the device's codec encodes.
+    ///
+    /// # Errors
+    /// As [`Connection::call`]; [`CallError::Disconnected`] when the device closes, is gone,
+    /// or its node dies or cannot be reached; `wse.server.client.connection-missing` when no
+    /// node holds it.
+    async fn call(
+        &self,
+        connection: ConnectionId,
+        procedure: &str,
+        args: &Value,
+        timeout: Duration,
+    ) -> Result<Value, CallError>;
 
     /// Lists an accepted `connection` under its user within `limit`, closing the user's
     /// oldest connections with 1000 `wse.clients-concurrency` or refusing this one, as the
