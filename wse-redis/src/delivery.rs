@@ -19,7 +19,7 @@ use wse_server::{
 };
 
 use crate::config::{ClusterEvent, RedisConfig};
-use crate::envelope::{Body, Envelope};
+use crate::envelope::{Body, Envelope, Membership};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::node;
@@ -232,6 +232,46 @@ impl Inner {
                 }
             }
             Body::NodeGone { node } => self.node_gone(node),
+            Body::Membership(change) => self.follow(&change),
+        }
+    }
+
+    /// Makes this node's index follow a membership change the cluster made.
+    fn follow(&self, change: &Membership) {
+        let local = &self.local;
+        match change {
+            Membership::Join { connection, room } => {
+                local.join_now(*connection, room, None);
+            }
+            Membership::Leave { connection, room } => {
+                local.leave_now(*connection, room);
+            }
+            Membership::LeaveAll { connection } => {
+                local.leave_all_now(*connection);
+            }
+            Membership::JoinUser { user, room } => {
+                local.join_user_now(user, room);
+            }
+            Membership::LeaveUser { user, room } => {
+                local.leave_user_now(user, room);
+            }
+        }
+    }
+
+    /// Applies `change` here when it concerns this node, else publishes it to the node of
+    /// `connection` (`None`: every node, this one too).
+    fn spread(&self, connection: Option<ConnectionId>, change: Membership) {
+        match connection {
+            Some(id) if id.node() == self.node => self.follow(&change),
+            Some(id) => {
+                // A lost change leaves that node's delivery behind Redis's membership until
+                // the connection leaves: reported as lost.
+                let _ = self.publish(self.keys.to_node(id.node()), Body::Membership(change));
+            }
+            None => {
+                self.follow(&change);
+                let _ = self.publish(self.keys.to_all(), Body::Membership(change));
+            }
         }
     }
 
@@ -359,7 +399,8 @@ impl Inner {
             .key(self.keys.node(self.node))
             .key(self.keys.users())
             .arg(id.to_string())
-            .arg(user_id);
+            .arg(user_id)
+            .arg(self.keys.prefix());
         let reply: Vec<String> = self.within(invocation.invoke_async(&mut commands)).await?;
         Ok((flag(&reply, 0), flag(&reply, 1)))
     }
@@ -456,6 +497,14 @@ fn outcome_of(outcome: Result<Bytes, Bytes>) -> Result<Value, CallError> {
             })
         }
     }
+}
+
+/// Names sorted, each once.
+fn sorted_unique(names: impl IntoIterator<Item = String>) -> Vec<Arc<str>> {
+    let mut names: Vec<String> = names.into_iter().collect();
+    names.sort_unstable();
+    names.dedup();
+    names.into_iter().map(Arc::from).collect()
 }
 
 /// Whether the `at`-th string of a script's reply is `1`.
@@ -558,8 +607,17 @@ impl Delivery for RedisDelivery {
             overflow: Overflow::CloseOldest,
         };
         inner.local.admit_now(connection, unlimited);
-        let evicted: Vec<ConnectionId> =
-            reply[1..].iter().filter_map(|id| id.parse().ok()).collect();
+        let mut rest = reply[1..].split(|item| item == "|");
+        let evicted: Vec<ConnectionId> = rest
+            .next()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect();
+        // The rooms its user joined as a whole: this device is in them too.
+        for room in rest.next().unwrap_or_default() {
+            inner.local.join_user_now(user_id, room);
+        }
         for id in &evicted {
             if id.node() == inner.node {
                 inner.local.evict_now(*id);
@@ -599,23 +657,98 @@ impl Delivery for RedisDelivery {
         room: &str,
         limit: Option<usize>,
     ) -> Result<Joined, DeliveryError> {
-        Ok(self.0.local.join_now(connection, room, limit))
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let mut invocation = scripts::JOIN.prepare_invoke();
+        invocation
+            .key(inner.keys.room(room))
+            .key(inner.keys.joined(connection))
+            .key(inner.keys.node(connection.node()))
+            .arg(connection.to_string())
+            .arg(room)
+            .arg(limit.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX)))
+            .arg(inner.keys.prefix());
+        let outcome: String = inner.within(invocation.invoke_async(&mut commands)).await?;
+        Ok(match outcome.as_str() {
+            "now" => {
+                let room = room.to_owned();
+                inner.spread(Some(connection), Membership::Join { connection, room });
+                Joined::Now
+            }
+            "already" => Joined::Already,
+            "limit" => Joined::AtLimit,
+            _ => Joined::NotOpen,
+        })
     }
 
     async fn leave(&self, connection: ConnectionId, room: &str) -> Result<bool, DeliveryError> {
-        Ok(self.0.local.leave_now(connection, room))
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let mut invocation = scripts::LEAVE_ROOM.prepare_invoke();
+        invocation
+            .key(inner.keys.room(room))
+            .key(inner.keys.joined(connection))
+            .arg(connection.to_string())
+            .arg(room);
+        let left: i64 = inner.within(invocation.invoke_async(&mut commands)).await?;
+        if left == 1 {
+            let room = room.to_owned();
+            inner.spread(Some(connection), Membership::Leave { connection, room });
+        }
+        Ok(left == 1)
     }
 
     async fn leave_all(&self, connection: ConnectionId) -> Result<usize, DeliveryError> {
-        Ok(self.0.local.leave_all_now(connection))
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let mut invocation = scripts::LEAVE_ALL.prepare_invoke();
+        invocation
+            .arg(inner.keys.prefix())
+            .arg(connection.to_string());
+        let count: usize = inner.within(invocation.invoke_async(&mut commands)).await?;
+        inner.spread(Some(connection), Membership::LeaveAll { connection });
+        Ok(count)
     }
 
     async fn join_user(&self, user_id: &str, room: &str) -> Result<bool, DeliveryError> {
-        Ok(self.0.local.join_user_now(user_id, room))
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let mut invocation = scripts::JOIN_USER.prepare_invoke();
+        invocation
+            .key(inner.keys.users())
+            .key(inner.keys.user_rooms(user_id))
+            .key(inner.keys.room_users(room))
+            .arg(user_id)
+            .arg(room);
+        let joined: i64 = inner.within(invocation.invoke_async(&mut commands)).await?;
+        if joined == 1 {
+            let change = Membership::JoinUser {
+                user: user_id.to_owned(),
+                room: room.to_owned(),
+            };
+            inner.spread(None, change);
+        }
+        Ok(joined == 1)
     }
 
     async fn leave_user(&self, user_id: &str, room: &str) -> Result<bool, DeliveryError> {
-        Ok(self.0.local.leave_user_now(user_id, room))
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let mut invocation = scripts::LEAVE_USER.prepare_invoke();
+        invocation
+            .key(inner.keys.user_rooms(user_id))
+            .key(inner.keys.room_users(room))
+            .arg(user_id)
+            .arg(room);
+        let left: i64 = inner.within(invocation.invoke_async(&mut commands)).await?;
+        if left == 1 {
+            let change = Membership::LeaveUser {
+                user: user_id.to_owned(),
+                room: room.to_owned(),
+            };
+            inner.spread(None, change);
+        }
+        Ok(left == 1)
     }
 
     async fn devices(&self, user_id: &str) -> Result<Vec<ConnectionId>, DeliveryError> {
@@ -649,19 +782,67 @@ impl Delivery for RedisDelivery {
     }
 
     async fn members(&self, room: &str) -> Result<Vec<ConnectionId>, DeliveryError> {
-        Ok(self.0.local.members_now(room))
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let mut invocation = scripts::MEMBERS.prepare_invoke();
+        invocation
+            .key(inner.keys.room(room))
+            .key(inner.keys.room_users(room))
+            .arg(inner.keys.prefix());
+        let ids: Vec<String> = inner.within(invocation.invoke_async(&mut commands)).await?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
     }
 
     async fn room_users(&self, room: &str) -> Result<Vec<Arc<str>>, DeliveryError> {
-        Ok(self.0.local.room_users_now(room))
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("HVALS")
+            .arg(inner.keys.room(room))
+            .cmd("SMEMBERS")
+            .arg(inner.keys.room_users(room));
+        let (by_device, whole): (Vec<String>, Vec<String>) =
+            inner.within(pipeline.query_async(&mut commands)).await?;
+        Ok(sorted_unique(by_device.into_iter().chain(whole)))
     }
 
     async fn rooms_of(&self, connection: ConnectionId) -> Result<Vec<Arc<str>>, DeliveryError> {
-        Ok(self.0.local.rooms_of_now(connection))
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let user: Option<String> = inner
+            .within(
+                redis::cmd("HGET")
+                    .arg(inner.keys.node(connection.node()))
+                    .arg(connection.to_string())
+                    .query_async(&mut commands),
+            )
+            .await?;
+        let Some(user) = user else {
+            return Ok(Vec::new());
+        };
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("SMEMBERS")
+            .arg(inner.keys.joined(connection))
+            .cmd("SMEMBERS")
+            .arg(inner.keys.user_rooms(&user));
+        let (own, whole): (Vec<String>, Vec<String>) =
+            inner.within(pipeline.query_async(&mut commands)).await?;
+        Ok(sorted_unique(own.into_iter().chain(whole)))
     }
 
     async fn user_rooms(&self, user_id: &str) -> Result<Vec<Arc<str>>, DeliveryError> {
-        Ok(self.0.local.user_rooms_now(user_id))
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let rooms: Vec<String> = inner
+            .within(
+                redis::cmd("SMEMBERS")
+                    .arg(inner.keys.user_rooms(user_id))
+                    .query_async(&mut commands),
+            )
+            .await?;
+        Ok(sorted_unique(rooms))
     }
 
     async fn counts(&self) -> Result<(usize, usize), DeliveryError> {

@@ -65,6 +65,33 @@ pub(crate) enum Body {
     },
     /// A node stopped renewing its place and was taken out: calls waiting on it fail.
     NodeGone { node: NodeId },
+    /// A membership change the cluster made, for the node that holds the connection (or,
+    /// for a user, for every node): its index follows, for delivery.
+    Membership(Membership),
+}
+
+/// A room membership change, as a node's index applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Membership {
+    Join {
+        connection: ConnectionId,
+        room: String,
+    },
+    Leave {
+        connection: ConnectionId,
+        room: String,
+    },
+    LeaveAll {
+        connection: ConnectionId,
+    },
+    JoinUser {
+        user: String,
+        room: String,
+    },
+    LeaveUser {
+        user: String,
+        room: String,
+    },
 }
 
 /// Why an envelope could not be read.
@@ -87,6 +114,7 @@ const EVICT: u8 = 3;
 const CALL: u8 = 4;
 const REPLY: u8 = 5;
 const NODE_GONE: u8 = 6;
+const MEMBERSHIP: u8 = 7;
 
 impl Envelope {
     /// The envelope as it travels.
@@ -160,6 +188,35 @@ impl Envelope {
                 out.put_u8(NODE_GONE);
                 out.put_u64(node.get());
             }
+            Body::Membership(change) => {
+                out.put_u8(MEMBERSHIP);
+                match change {
+                    Membership::Join { connection, room } => {
+                        out.put_u8(0);
+                        put_id(&mut out, *connection);
+                        put_str(&mut out, room);
+                    }
+                    Membership::Leave { connection, room } => {
+                        out.put_u8(1);
+                        put_id(&mut out, *connection);
+                        put_str(&mut out, room);
+                    }
+                    Membership::LeaveAll { connection } => {
+                        out.put_u8(2);
+                        put_id(&mut out, *connection);
+                    }
+                    Membership::JoinUser { user, room } => {
+                        out.put_u8(3);
+                        put_str(&mut out, user);
+                        put_str(&mut out, room);
+                    }
+                    Membership::LeaveUser { user, room } => {
+                        out.put_u8(4);
+                        put_str(&mut out, user);
+                        put_str(&mut out, room);
+                    }
+                }
+            }
         }
         out.freeze()
     }
@@ -226,6 +283,28 @@ impl Envelope {
             NODE_GONE => Body::NodeGone {
                 node: NodeId::from_u64(take_u64(&mut bytes)?),
             },
+            MEMBERSHIP => Body::Membership(match take_u8(&mut bytes)? {
+                0 => Membership::Join {
+                    connection: take_id(&mut bytes)?,
+                    room: take_str(&mut bytes)?,
+                },
+                1 => Membership::Leave {
+                    connection: take_id(&mut bytes)?,
+                    room: take_str(&mut bytes)?,
+                },
+                2 => Membership::LeaveAll {
+                    connection: take_id(&mut bytes)?,
+                },
+                3 => Membership::JoinUser {
+                    user: take_str(&mut bytes)?,
+                    room: take_str(&mut bytes)?,
+                },
+                4 => Membership::LeaveUser {
+                    user: take_str(&mut bytes)?,
+                    room: take_str(&mut bytes)?,
+                },
+                _ => return Err(Malformed::Invalid("membership")),
+            }),
             _ => return Err(Malformed::Invalid("kind")),
         };
         if bytes.has_remaining() {
@@ -485,6 +564,39 @@ mod tests {
             panic!("not a node gone");
         };
         assert_eq!(gone, NodeId::from_u64(4));
+    }
+
+    #[test]
+    fn membership_changes_cross_whole() {
+        let connection = ConnectionId::new(NodeId::from_u64(3), 1);
+        for change in [
+            Membership::Join {
+                connection,
+                room: "r".into(),
+            },
+            Membership::Leave {
+                connection,
+                room: "r".into(),
+            },
+            Membership::LeaveAll { connection },
+            Membership::JoinUser {
+                user: "ann".into(),
+                room: "r".into(),
+            },
+            Membership::LeaveUser {
+                user: "ann".into(),
+                room: "r".into(),
+            },
+        ] {
+            let envelope = Envelope {
+                origin: node(),
+                body: Body::Membership(change.clone()),
+            };
+            let Body::Membership(back) = round_trip(&envelope).body else {
+                panic!("not a membership change");
+            };
+            assert_eq!(back, change);
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Every Redis key and channel name of a cluster, under its prefix. The layout is documented
 //! in the crate's docs; the scripts build the same names from the prefix (scripts.rs).
 
-use wse_server::NodeId;
+use wse_server::{ConnectionId, NodeId};
 
 /// The names of one cluster's keys and channels.
 #[derive(Debug, Clone)]
@@ -34,6 +34,26 @@ impl Keys {
     /// Sorted set: a user's connections, scored by the order they were admitted in.
     pub(crate) fn user(&self, user_id: &str) -> String {
         format!("{}:user:{user_id}", self.prefix)
+    }
+
+    /// Hash: the connections in a room by their own join, each with its user id.
+    pub(crate) fn room(&self, room: &str) -> String {
+        format!("{}:room:{room}", self.prefix)
+    }
+
+    /// Set: the rooms a connection joined by its own join.
+    pub(crate) fn joined(&self, connection: ConnectionId) -> String {
+        format!("{}:joined:{connection}", self.prefix)
+    }
+
+    /// Set: the users in a room as a whole.
+    pub(crate) fn room_users(&self, room: &str) -> String {
+        format!("{}:room-users:{room}", self.prefix)
+    }
+
+    /// Set: the rooms a user joined as a whole.
+    pub(crate) fn user_rooms(&self, user_id: &str) -> String {
+        format!("{}:user-rooms:{user_id}", self.prefix)
     }
 
     /// Set: the users with at least one connection.

@@ -46,9 +46,19 @@
 //!   call fails with `wse.client.rp.disconnect` as soon as it is taken out, not after the
 //!   call's timeout.
 //!
-//! On this node only, for now: rooms' memberships and their queries (a room send still
-//! reaches the room's members on every node, each node knowing its own), and presence and
-//! profiles.
+//! - **Rooms**: a connection joins or leaves from any node ([`Server::join`]), a whole user
+//!   joins with every device it has on every node and every device it connects later
+//!   ([`Server::join_user`]), within the per-connection room limit counted cluster-wide;
+//!   members, users and rooms are answered for the cluster. A user who goes offline leaves
+//!   the rooms it joined as a whole, and a connection that ends, or whose node dies, its
+//!   own. Each change is made in Redis first (one script) and then reaches the delivery of
+//!   the nodes concerned in the order its node published it: a send from the node that made
+//!   a change sees it everywhere; a send from a third node at the same moment may not yet.
+//!
+//! On this node only, for now: presence and profiles.
+//!
+//! [`Server::join`]: wse_server::Server::join
+//! [`Server::join_user`]: wse_server::Server::join_user
 //!
 //! [`Server::call`]: wse_server::Server::call
 //!
@@ -60,7 +70,9 @@
 //!
 //! - **At most once** across nodes: Redis pub/sub keeps nothing for a subscriber that is not
 //!   there. A message reaches each connection at most once.
-//! - **Per sender, in order**: one node publishes on one connection, in the order it sent.
+//! - **Per sender, in order**: one node publishes on one connection, in the order it sent,
+//!   and each node hears both its channels on one connection: what a node sent and changed
+//!   reaches every other node in that order.
 //! - **While Redis is down**, every node goes on delivering to its own connections. What it
 //!   publishes meanwhile is dropped and reported ([`ClusterEvent::Lost`], the
 //!   `wse_redis_lost_total` counter) and the send returns
@@ -84,11 +96,15 @@
 //! | `P:user:<user>` | sorted set | a user's connections, scored by admission order (oldest first) |
 //! | `P:users` | set | users with at least one connection |
 //! | `P:seq` | string | the admission counter |
+//! | `P:room:<room>` | hash | connections in the room by their own join → their user ids |
+//! | `P:joined:<connection>` | set | rooms a connection joined by its own join |
+//! | `P:room-users:<room>` | set | users in the room as a whole |
+//! | `P:user-rooms:<user>` | set | rooms a user joined as a whole |
 //!
 //! | channel | who listens | what |
 //! | --- | --- | --- |
-//! | `P:to:all` | every node | sends and disconnects for users, rooms and everyone; nodes taken out |
-//! | `P:to:<node>` | that node | sends and disconnects for one of its connections, evictions, calls to its devices and their answers |
+//! | `P:to:all` | every node | sends and disconnects for users, rooms and everyone; whole users' room changes; nodes taken out |
+//! | `P:to:<node>` | that node | sends, disconnects and room changes for one of its connections, evictions, calls to its devices and their answers |
 //!
 //! A message is a binary envelope: a version byte, the publishing node, the kind, the target
 //! and exclusion, and the frames by codec name (see `envelope.rs`). Changes of shared state

@@ -9,11 +9,37 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Lua functions the scripts that take connections out share: `forget_rooms(prefix, id)`
+/// ends a connection's own room memberships; `forget_user(prefix, user)` takes a user who
+/// went offline out of the rooms it joined as a whole.
+const FORGET: &str = r"
+local function forget_rooms(prefix, id)
+  local joined = prefix .. ':joined:' .. id
+  for _, room in ipairs(redis.call('SMEMBERS', joined)) do
+    redis.call('HDEL', prefix .. ':room:' .. room, id)
+  end
+  redis.call('DEL', joined)
+end
+local function forget_user(prefix, user)
+  local rooms = prefix .. ':user-rooms:' .. user
+  for _, room in ipairs(redis.call('SMEMBERS', rooms)) do
+    redis.call('SREM', prefix .. ':room-users:' .. room, user)
+  end
+  redis.call('DEL', rooms)
+end
+";
+
+/// A script that starts with [`FORGET`].
+fn forgetting(body: &str) -> Script {
+    Script::new(&format!("{FORGET}{body}"))
+}
+
 /// Lists a connection under its user within the limit.
 ///
 /// KEYS: the user's set, the node's hash, the users set, the sequence. ARGV: connection id,
 /// user id, limit, 1 to refuse the newest (else close the oldest), prefix.
-/// Returns `{'refused'}`, else `{joined ('0'|'1'), evicted ids...}`, oldest first.
+/// Returns `{'refused'}`, else `{joined ('0'|'1'), evicted ids (oldest first)..., '|', the
+/// rooms the user joined as a whole...}`.
 pub(crate) static ADMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -42,26 +68,142 @@ if over > 0 then
     result[#result + 1] = id
   end
 end
+result[#result + 1] = '|'
+for _, room in ipairs(redis.call('SMEMBERS', ARGV[5] .. ':user-rooms:' .. ARGV[2])) do
+  result[#result + 1] = room
+end
 return result
 ",
     )
 });
 
-/// Takes a connection out of its user.
+/// Takes a connection out of its user and its rooms; a user who goes offline leaves the rooms
+/// it joined as a whole.
 ///
-/// KEYS: the user's set, the node's hash, the users set. ARGV: connection id, user id.
-/// Returns `{listed ('0'|'1'), left ('0'|'1')}`.
+/// KEYS: the user's set, the node's hash, the users set. ARGV: connection id, user id,
+/// prefix. Returns `{listed ('0'|'1'), left ('0'|'1')}`.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    forgetting(
         r"
 local listed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+forget_rooms(ARGV[3], ARGV[1])
 local left = 0
 if listed == 1 and redis.call('ZCARD', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[3], ARGV[2])
+  forget_user(ARGV[3], ARGV[2])
   left = 1
 end
 return {tostring(listed), tostring(left)}
+",
+    )
+});
+
+/// Puts a connection in a room by its own join, unless it is closed or in `limit` rooms.
+///
+/// KEYS: the room's hash, the connection's rooms, its node's hash. ARGV: connection id,
+/// room, limit (-1: none), prefix. Returns `now`, `already`, `limit` or `closed`.
+pub(crate) static JOIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local user = redis.call('HGET', KEYS[3], ARGV[1])
+if not user then
+  return 'closed'
+end
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
+  return 'already'
+end
+local limit = tonumber(ARGV[3])
+if limit >= 0 then
+  local count = redis.call('SCARD', KEYS[2])
+    + redis.call('SCARD', ARGV[4] .. ':user-rooms:' .. user)
+  if count >= limit then
+    return 'limit'
+  end
+end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], user)
+return 'now'
+",
+    )
+});
+
+/// Ends a connection's own membership of a room. KEYS: the room's hash, the connection's
+/// rooms. ARGV: connection id, room. Returns 1 when it was a member.
+pub(crate) static LEAVE_ROOM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('SREM', KEYS[2], ARGV[2]) == 1 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// Ends every own membership of a connection. ARGV: prefix, connection id. Returns how many.
+pub(crate) static LEAVE_ALL: LazyLock<Script> = LazyLock::new(|| {
+    forgetting(
+        r"
+local count = redis.call('SCARD', ARGV[1] .. ':joined:' .. ARGV[2])
+forget_rooms(ARGV[1], ARGV[2])
+return count
+",
+    )
+});
+
+/// Puts an online user in a room as a whole. KEYS: the users set, the user's rooms, the
+/// room's users. ARGV: user, room. Returns 1 when it joined now.
+pub(crate) static JOIN_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+if redis.call('SADD', KEYS[2], ARGV[2]) == 0 then
+  return 0
+end
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+",
+    )
+});
+
+/// Ends a user's membership of a room as a whole. KEYS: the user's rooms, the room's users.
+/// ARGV: user, room. Returns 1 when it was in it.
+pub(crate) static LEAVE_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('SREM', KEYS[1], ARGV[2]) == 0 then
+  return 0
+end
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+",
+    )
+});
+
+/// The connections in a room, whichever way they joined. KEYS: the room's hash, the room's
+/// users. ARGV: prefix.
+pub(crate) static MEMBERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local seen = {}
+local members = {}
+for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
+  seen[id] = true
+  members[#members + 1] = id
+end
+for _, user in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  for _, id in ipairs(redis.call('ZRANGE', ARGV[1] .. ':user:' .. user, 0, -1)) do
+    if not seen[id] then
+      seen[id] = true
+      members[#members + 1] = id
+    end
+  end
+end
+return members
 ",
     )
 });
@@ -97,7 +239,7 @@ return relisted
 /// offline with it}`: `known` is 0 when Redis did not know this node (it lost its data, or
 /// took this node for dead).
 pub(crate) static BEAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    forgetting(
         r"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -114,8 +256,10 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
     local offline = {}
     for i = 1, #listed, 2 do
       local key = ARGV[3] .. ':user:' .. listed[i + 1]
+      forget_rooms(ARGV[3], listed[i])
       if redis.call('ZREM', key, listed[i]) == 1 and redis.call('ZCARD', key) == 0 then
         redis.call('SREM', ARGV[3] .. ':users', listed[i + 1])
+        forget_user(ARGV[3], listed[i + 1])
         offline[#offline + 1] = listed[i + 1]
       end
     end
@@ -137,14 +281,16 @@ return result
 ///
 /// KEYS: the nodes set, the node's hash. ARGV: this node, prefix.
 pub(crate) static LEAVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    forgetting(
         r"
 redis.call('ZREM', KEYS[1], ARGV[1])
 local listed = redis.call('HGETALL', KEYS[2])
 for i = 1, #listed, 2 do
   local key = ARGV[2] .. ':user:' .. listed[i + 1]
+  forget_rooms(ARGV[2], listed[i])
   if redis.call('ZREM', key, listed[i]) == 1 and redis.call('ZCARD', key) == 0 then
     redis.call('SREM', ARGV[2] .. ':users', listed[i + 1])
+    forget_user(ARGV[2], listed[i + 1])
   end
 end
 redis.call('DEL', KEYS[2])

@@ -360,3 +360,77 @@ async fn a_call_to_a_device_whose_node_dies_fails_at_once() {
         .await;
     assert_eq!(again, Err(wse_server::CallError::Disconnected));
 }
+
+#[tokio::test]
+async fn rooms_are_one_for_the_cluster() {
+    let redis = RedisProcess::start();
+    let [a, b, c] = three_nodes(&redis, "rooms", 3).await;
+    let ann_a = Device::connect(&a.url(), "ann").await;
+    let ann_b = Device::connect(&b.url(), "ann").await;
+    let bob_c = Device::connect(&c.url(), "bob").await;
+    let ann_a_id = a.server.devices("ann").await.unwrap()[0];
+    let ann_b_id = a.server.devices("ann").await.unwrap()[1];
+    let bob_id = a.server.devices("bob").await.unwrap()[0];
+
+    // Membership changes reach the other nodes' delivery in the order their node published
+    // them, like its sends: each phase below changes and sends from one node.
+
+    // A device joins a room from a node that does not hold it.
+    assert!(c.server.join(ann_a_id, "r1").await.unwrap());
+    assert!(!b.server.join(ann_a_id, "r1").await.unwrap(), "already in");
+    assert!(c.server.join(bob_id, "r1").await.unwrap());
+    for node in [&a, &b, &c] {
+        let mut members = node.server.room_members("r1").await.unwrap();
+        members.sort();
+        let mut expected = vec![ann_a_id, bob_id];
+        expected.sort();
+        assert_eq!(members, expected);
+        assert_eq!(
+            node.server.room_users("r1").await.unwrap(),
+            users(&["ann", "bob"])
+        );
+    }
+    c.server.send_to_room("r1", "news", &"r1").unwrap();
+    expect_each(&[&ann_a, &bob_c], &[json!("r1")]).await;
+    expect_each(&[&ann_b], &[]).await;
+
+    // A whole user joins: every device it has, on every node, and the ones it connects later.
+    assert!(c.server.join_user("ann", "team").await.unwrap());
+    let ann_c = Device::connect(&c.url(), "ann").await;
+    let ann_c_id = c.server.devices("ann").await.unwrap()[2];
+    c.server.send_to_room("team", "news", &"team").unwrap();
+    expect_each(&[&ann_a, &ann_b, &ann_c], &[json!("team")]).await;
+    expect_each(&[&bob_c], &[]).await;
+    assert_eq!(b.server.user_rooms("ann").await.unwrap(), users(&["team"]));
+    assert_eq!(
+        b.server.rooms_of(ann_a_id).await.unwrap(),
+        users(&["r1", "team"])
+    );
+    assert_eq!(b.server.rooms_of(ann_c_id).await.unwrap(), users(&["team"]));
+    assert_eq!(b.server.room_members("team").await.unwrap().len(), 3);
+
+    // Leaving, from another node.
+    assert!(b.server.leave(ann_a_id, "r1").await.unwrap());
+    assert!(b.server.leave_user("ann", "team").await.unwrap());
+    b.server.send_to_room("r1", "news", &"r1 again").unwrap();
+    b.server
+        .send_to_room("team", "news", &"team again")
+        .unwrap();
+    expect_each(&[&bob_c], &[json!("r1 again")]).await;
+    expect_each(&[&ann_a, &ann_b, &ann_c], &[]).await;
+    assert_eq!(a.server.room_members("r1").await.unwrap(), [bob_id]);
+
+    // A user who goes offline leaves the rooms it joined as a whole, and its devices theirs.
+    assert!(c.server.join_user("ann", "team").await.unwrap());
+    assert!(c.server.join(ann_b_id, "r2").await.unwrap());
+    for device in [ann_a, ann_b, ann_c] {
+        device.client.close("wse.by-client").await;
+    }
+    eventually("ann is offline", async || {
+        a.server.users().await.unwrap() == users(&["bob"])
+    })
+    .await;
+    assert!(b.server.user_rooms("ann").await.unwrap().is_empty());
+    assert!(b.server.room_members("team").await.unwrap().is_empty());
+    assert!(b.server.room_members("r2").await.unwrap().is_empty());
+}
