@@ -86,6 +86,8 @@ impl RedisDelivery {
     pub(crate) fn new(local: LocalDelivery, config: RedisConfig) -> Self {
         let (outbox, outbox_rx) = mpsc::channel(config.queue);
         let node = local.node();
+        // Presence is the cluster's: each change is announced with the cluster's version.
+        local.hand_over_presence();
         Self(Arc::new(Inner {
             node,
             keys: Keys::new(&config.prefix),
@@ -233,7 +235,53 @@ impl Inner {
             }
             Body::NodeGone { node } => self.node_gone(node),
             Body::Membership(change) => self.follow(&change),
+            Body::Presence(presence) => self.local.announce_presence(&presence),
         }
+    }
+
+    /// Tells every node's presence subscribers, this node's too.
+    fn announce(&self, presence: Presence) {
+        self.local.announce_presence(&presence);
+        let _ = self.publish(self.keys.to_all(), Body::Presence(presence));
+    }
+
+    /// Announces the changes `touch` returned (6 strings each) that anyone sees.
+    pub(crate) fn announce_touched(&self, touched: &[String]) {
+        for change in touched.chunks_exact(6) {
+            if change[0] == "1"
+                && let Some(presence) = presence_of(&change[1..])
+            {
+                self.announce(presence);
+            }
+        }
+    }
+
+    /// Gives `user_id`'s presence a new version after its devices changed, and announces it.
+    async fn touch(&self, user_id: &str) {
+        let touched: Result<Vec<String>, _> = match self.commands() {
+            Ok(mut commands) => {
+                let mut invocation = scripts::TOUCH.prepare_invoke();
+                invocation.arg(self.keys.prefix()).arg(user_id);
+                self.within(invocation.invoke_async(&mut commands)).await
+            }
+            Err(error) => Err(error),
+        };
+        match touched {
+            Ok(touched) => self.announce_touched(&touched),
+            Err(error) => tracing::warn!(%error, user_id, "a presence change was not announced"),
+        }
+    }
+
+    /// What others see of `users` (all online users when empty), by Redis.
+    async fn seen(&self, users: &[&str]) -> Result<Vec<Presence>, DeliveryError> {
+        let mut commands = self.commands()?;
+        let mut invocation = scripts::SEEN.prepare_invoke();
+        invocation.key(self.keys.users()).arg(self.keys.prefix());
+        for user in users {
+            invocation.arg(*user);
+        }
+        let seen: Vec<String> = self.within(invocation.invoke_async(&mut commands)).await?;
+        Ok(seen.chunks_exact(5).filter_map(presence_of).collect())
     }
 
     /// Makes this node's index follow a membership change the cluster made.
@@ -499,6 +547,20 @@ fn outcome_of(outcome: Result<Bytes, Bytes>) -> Result<Value, CallError> {
     }
 }
 
+/// A presence from `{user, online, devices, alias, version}`.
+fn presence_of(items: &[String]) -> Option<Presence> {
+    let [user, online, devices, alias, version] = items else {
+        return None;
+    };
+    Some(Presence {
+        user: Arc::from(user.as_str()),
+        online: online == "1",
+        devices: devices.parse().ok()?,
+        alias: alias.clone(),
+        version: version.parse().ok()?,
+    })
+}
+
 /// Names sorted, each once.
 fn sorted_unique(names: impl IntoIterator<Item = String>) -> Vec<Arc<str>> {
     let mut names: Vec<String> = names.into_iter().collect();
@@ -618,6 +680,21 @@ impl Delivery for RedisDelivery {
         for room in rest.next().unwrap_or_default() {
             inner.local.join_user_now(user_id, room);
         }
+        if joined {
+            let profile = connection.profile().unwrap_or_default();
+            let mut invocation = scripts::START_PROFILE.prepare_invoke();
+            invocation
+                .key(inner.keys.profile(user_id))
+                .arg(profile.alias().unwrap_or(""))
+                .arg(u8::from(profile.is_available()))
+                .arg(profile.public().to_string());
+            let started: Result<i64, _> =
+                inner.within(invocation.invoke_async(&mut commands)).await;
+            if let Err(error) = started {
+                tracing::warn!(%error, user_id, "the profile of a user who came online was not kept");
+            }
+        }
+        inner.touch(user_id).await;
         for id in &evicted {
             if id.node() == inner.node {
                 inner.local.evict_now(*id);
@@ -637,7 +714,12 @@ impl Delivery for RedisDelivery {
             .release_shared(connection.id(), connection.user_id())
             .await
         {
-            Ok((listed, left)) => Ok(Released::new(listed || here.listed, left)),
+            Ok((listed, left)) => {
+                if listed {
+                    inner.touch(connection.user_id()).await;
+                }
+                Ok(Released::new(listed || here.listed, left))
+            }
             Err(error) => {
                 // Retried on every renewal, so that a device does not stay listed in Redis
                 // for as long as this node lives.
@@ -868,15 +950,49 @@ impl Delivery for RedisDelivery {
     }
 
     async fn presence(&self, user_id: &str) -> Result<Option<Presence>, DeliveryError> {
-        Ok(self.0.local.presence_now(user_id))
+        Ok(self.0.seen(&[user_id]).await?.pop())
     }
 
     async fn profile(&self, user_id: &str) -> Result<Option<Profile>, DeliveryError> {
-        Ok(self.0.local.profile_now(user_id))
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("SISMEMBER")
+            .arg(inner.keys.users())
+            .arg(user_id)
+            .cmd("HMGET")
+            .arg(inner.keys.profile(user_id))
+            .arg("alias")
+            .arg("available")
+            .arg("public");
+        let (online, (alias, available, public)): (
+            bool,
+            (Option<String>, Option<String>, Option<String>),
+        ) = inner.within(pipeline.query_async(&mut commands)).await?;
+        if !online {
+            return Ok(None);
+        }
+        let mut profile = Profile::new().with_availability(available.as_deref() != Some("0"));
+        if let Some(alias) = alias {
+            profile = profile.with_alias(alias);
+        }
+        if let Some(public) = public.and_then(|public| serde_json::from_str(&public).ok()) {
+            profile = profile.with_public(public);
+        }
+        Ok(Some(profile))
     }
 
     async fn online(&self) -> Result<Vec<Presence>, DeliveryError> {
-        Ok(self.0.local.online_now())
+        let mut online: Vec<Presence> = self
+            .0
+            .seen(&[])
+            .await?
+            .into_iter()
+            .filter(|presence| presence.online)
+            .collect();
+        online.sort_by(|a, b| a.user.cmp(&b.user));
+        Ok(online)
     }
 
     async fn update_profile(
@@ -884,14 +1000,36 @@ impl Delivery for RedisDelivery {
         user_id: &str,
         update: &ProfileUpdate,
     ) -> Result<Option<Presence>, DeliveryError> {
-        Ok(self.0.local.update_profile_now(user_id, update))
+        let inner = &self.0;
+        let mut commands = inner.commands()?;
+        let mut invocation = scripts::UPDATE_PROFILE.prepare_invoke();
+        invocation
+            .key(inner.keys.users())
+            .key(inner.keys.profile(user_id))
+            .arg(inner.keys.prefix())
+            .arg(user_id)
+            .arg(u8::from(update.alias.is_some()))
+            .arg(update.alias.as_deref().unwrap_or(""))
+            .arg(u8::from(update.available.is_some()))
+            .arg(u8::from(update.available.unwrap_or(true)));
+        let reply: Vec<String> = inner.within(invocation.invoke_async(&mut commands)).await?;
+        let Some(touched) = reply.get(1..) else {
+            return Ok(None);
+        };
+        inner.announce_touched(touched);
+        Ok(touched.get(1..).and_then(presence_of))
     }
 
     async fn subscribe_presence(
         &self,
         connection: ConnectionId,
     ) -> Result<Option<Vec<Presence>>, DeliveryError> {
-        Ok(self.0.local.subscribe_presence_now(connection))
+        // Subscribed first: a change announced meanwhile reaches it, and its version tells
+        // the subscriber whether the list already holds it.
+        if self.0.local.subscribe_presence_now(connection).is_none() {
+            return Ok(None);
+        }
+        self.online().await.map(Some)
     }
 
     async fn unsubscribe_presence(&self, connection: ConnectionId) -> Result<bool, DeliveryError> {

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use wse_server::{Close, ConnectionId, Except, NodeId, Packed, Target};
+use wse_server::{Close, ConnectionId, Except, NodeId, Packed, Presence, Target};
 
 /// The envelope's format version: a node skips envelopes of another.
 const VERSION: u8 = 1;
@@ -68,6 +68,8 @@ pub(crate) enum Body {
     /// A membership change the cluster made, for the node that holds the connection (or,
     /// for a user, for every node): its index follows, for delivery.
     Membership(Membership),
+    /// A user's presence changed: every node tells its presence subscribers.
+    Presence(Presence),
 }
 
 /// A room membership change, as a node's index applies it.
@@ -115,6 +117,7 @@ const CALL: u8 = 4;
 const REPLY: u8 = 5;
 const NODE_GONE: u8 = 6;
 const MEMBERSHIP: u8 = 7;
+const PRESENCE: u8 = 8;
 
 impl Envelope {
     /// The envelope as it travels.
@@ -217,6 +220,14 @@ impl Envelope {
                     }
                 }
             }
+            Body::Presence(presence) => {
+                out.put_u8(PRESENCE);
+                put_str(&mut out, &presence.user);
+                out.put_u8(u8::from(presence.online));
+                out.put_u64(presence.devices as u64);
+                put_str(&mut out, &presence.alias);
+                out.put_u64(presence.version);
+            }
         }
         out.freeze()
     }
@@ -304,6 +315,14 @@ impl Envelope {
                     room: take_str(&mut bytes)?,
                 },
                 _ => return Err(Malformed::Invalid("membership")),
+            }),
+            PRESENCE => Body::Presence(Presence {
+                user: take_str(&mut bytes)?.into(),
+                online: take_u8(&mut bytes)? == 1,
+                devices: usize::try_from(take_u64(&mut bytes)?)
+                    .map_err(|_| Malformed::Invalid("devices"))?,
+                alias: take_str(&mut bytes)?,
+                version: take_u64(&mut bytes)?,
             }),
             _ => return Err(Malformed::Invalid("kind")),
         };
@@ -597,6 +616,25 @@ mod tests {
             };
             assert_eq!(back, change);
         }
+    }
+
+    #[test]
+    fn presence_crosses_whole() {
+        let presence = Presence {
+            user: "ann".into(),
+            online: true,
+            devices: 2,
+            alias: "Ann".into(),
+            version: 41,
+        };
+        let envelope = Envelope {
+            origin: node(),
+            body: Body::Presence(presence.clone()),
+        };
+        let Body::Presence(back) = round_trip(&envelope).body else {
+            panic!("not a presence change");
+        };
+        assert_eq!(back, presence);
     }
 
     #[test]

@@ -56,6 +56,12 @@ impl Keys {
         format!("{}:user-rooms:{user_id}", self.prefix)
     }
 
+    /// Hash: an online user's profile (`alias`, `available`, `public`), its presence's
+    /// `version`, and whether others saw it online last (`shown`).
+    pub(crate) fn profile(&self, user_id: &str) -> String {
+        format!("{}:profile:{user_id}", self.prefix)
+    }
+
     /// Set: the users with at least one connection.
     pub(crate) fn users(&self) -> String {
         format!("{}:users", self.prefix)

@@ -55,7 +55,19 @@
 //!   the nodes concerned in the order its node published it: a send from the node that made
 //!   a change sees it everywhere; a send from a third node at the same moment may not yet.
 //!
-//! On this node only, for now: presence and profiles.
+//! - **Presence and profiles**: online users with their device counts, aliases and
+//!   availability ([`Server::online`], [`Server::presence`], [`Server::profile`]), answered
+//!   for the cluster; every change (a device more or less on any node, a profile update, a
+//!   node taken out) takes the next version of one cluster-wide counter and reaches every
+//!   node's presence subscribers, so that a late change never overwrites a newer one. A user
+//!   comes online and goes offline once for the cluster.
+//!
+//! Not yet: a grace period before a user whose last device left goes offline, and an offline
+//! hook that runs once per user for the cluster.
+//!
+//! [`Server::online`]: wse_server::Server::online
+//! [`Server::presence`]: wse_server::Server::presence
+//! [`Server::profile`]: wse_server::Server::profile
 //!
 //! [`Server::join`]: wse_server::Server::join
 //! [`Server::join_user`]: wse_server::Server::join_user
@@ -100,10 +112,12 @@
 //! | `P:joined:<connection>` | set | rooms a connection joined by its own join |
 //! | `P:room-users:<room>` | set | users in the room as a whole |
 //! | `P:user-rooms:<user>` | set | rooms a user joined as a whole |
+//! | `P:profile:<user>` | hash | an online user's `alias`, `available`, `public`, its presence's `version`, and whether others saw it online last (`shown`) |
+//! | `P:version` | string | the presence version counter |
 //!
 //! | channel | who listens | what |
 //! | --- | --- | --- |
-//! | `P:to:all` | every node | sends and disconnects for users, rooms and everyone; whole users' room changes; nodes taken out |
+//! | `P:to:all` | every node | sends and disconnects for users, rooms and everyone; whole users' room changes; presence changes; nodes taken out |
 //! | `P:to:<node>` | that node | sends, disconnects and room changes for one of its connections, evictions, calls to its devices and their answers |
 //!
 //! A message is a binary envelope: a version byte, the publishing node, the kind, the target

@@ -154,6 +154,8 @@ pub(crate) struct Renewal {
     known: bool,
     /// The nodes taken out, each with the users who went offline with it.
     gone: Vec<(NodeId, Vec<Arc<str>>)>,
+    /// The new presence of each user who lost a device with them, as `touch` returns it.
+    touched: Vec<String>,
 }
 
 /// Renews this node's place and reaps the nodes past their deadline.
@@ -168,8 +170,9 @@ pub(crate) async fn renew(inner: &Inner) -> Result<Renewal, DeliveryError> {
         .arg(inner.keys.prefix());
     let reply: Vec<String> = inner.within(invocation.invoke_async(&mut commands)).await?;
     let known = flag(&reply, 0);
+    let mut parts = reply[1..].splitn(2, |item| item == "|");
     let mut gone = Vec::new();
-    let mut rest = reply.iter().skip(1);
+    let mut rest = parts.next().unwrap_or_default().iter();
     while let (Some(node), Some(count)) = (rest.next(), rest.next()) {
         let count: usize = count.parse().map_err(unavailable)?;
         let offline = rest
@@ -181,7 +184,12 @@ pub(crate) async fn renew(inner: &Inner) -> Result<Renewal, DeliveryError> {
             gone.push((node, offline));
         }
     }
-    Ok(Renewal { known, gone })
+    let touched = parts.next().unwrap_or_default().to_vec();
+    Ok(Renewal {
+        known,
+        gone,
+        touched,
+    })
 }
 
 /// Acts on a renewal: lists this node's connections again when Redis did not know it,
@@ -201,6 +209,7 @@ pub(crate) async fn after_renewal(inner: &Arc<Inner>, renewal: Renewal) {
             Err(error) => tracing::warn!(%error, "listing this node's connections again failed"),
         }
     }
+    inner.announce_touched(&renewal.touched);
     for (node, offline) in renewal.gone {
         inner.metrics.nodes_gone.increment(1);
         tracing::warn!(%node, offline = offline.len(), "a node stopped renewing its place: taken out");

@@ -9,10 +9,14 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Lua functions the scripts that take connections out share: `forget_rooms(prefix, id)`
-/// ends a connection's own room memberships; `forget_user(prefix, user)` takes a user who
-/// went offline out of the rooms it joined as a whole.
-const FORGET: &str = r"
+/// Lua functions the scripts share. `forget_rooms(prefix, id)` ends a connection's own room
+/// memberships; `forget_user(prefix, user)` takes a user who went offline out of the rooms it
+/// joined as a whole. `seen(prefix, user)` is what others see of a user:
+/// `{online, devices, alias, version}`; `touch(prefix, user)` gives the user's presence a new
+/// version after its devices or profile changed and returns `{tell, user, online, devices,
+/// alias, version}`, where `tell` says whether anyone sees the change (it was visible before
+/// or is now); a user with no device left loses its profile.
+const PRELUDE: &str = r"
 local function forget_rooms(prefix, id)
   local joined = prefix .. ':joined:' .. id
   for _, room in ipairs(redis.call('SMEMBERS', joined)) do
@@ -27,12 +31,121 @@ local function forget_user(prefix, user)
   end
   redis.call('DEL', rooms)
 end
+local function seen(prefix, user)
+  local devices = redis.call('ZCARD', prefix .. ':user:' .. user)
+  local profile = redis.call('HMGET', prefix .. ':profile:' .. user, 'alias', 'available', 'version')
+  local visible = devices > 0 and profile[2] ~= '0'
+  return {visible and '1' or '0', tostring(visible and devices or 0), profile[1] or user,
+    tostring(profile[3] or 0)}
+end
+local function touch(prefix, user)
+  local key = prefix .. ':profile:' .. user
+  local shown = redis.call('HGET', key, 'shown') == '1'
+  local version = redis.call('INCR', prefix .. ':version')
+  redis.call('HSET', key, 'version', version)
+  local now = seen(prefix, user)
+  if redis.call('ZCARD', prefix .. ':user:' .. user) == 0 then
+    redis.call('DEL', key)
+  else
+    redis.call('HSET', key, 'shown', now[1])
+  end
+  local tell = (shown or now[1] == '1') and '1' or '0'
+  return {tell, user, now[1], now[2], now[3], now[4]}
+end
 ";
 
-/// A script that starts with [`FORGET`].
+/// A script that starts with [`PRELUDE`].
 fn forgetting(body: &str) -> Script {
-    Script::new(&format!("{FORGET}{body}"))
+    Script::new(&format!("{PRELUDE}{body}"))
 }
+
+/// A new version of a user's presence after its devices changed.
+///
+/// ARGV: prefix, user. Returns what `touch` returns.
+pub(crate) static TOUCH: LazyLock<Script> =
+    LazyLock::new(|| forgetting("return touch(ARGV[1], ARGV[2])"));
+
+/// Gives a user who came online the profile its first device brought.
+///
+/// KEYS: the user's profile. ARGV: alias ('' for none), available ('1'|'0'), public (JSON).
+pub(crate) static START_PROFILE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('HDEL', KEYS[1], 'alias')
+redis.call('HSET', KEYS[1], 'available', ARGV[2], 'public', ARGV[3])
+if ARGV[1] ~= '' then
+  redis.call('HSET', KEYS[1], 'alias', ARGV[1])
+end
+return 1
+",
+    )
+});
+
+/// Applies a profile update to an online user.
+///
+/// KEYS: the users set, the user's profile. ARGV: prefix, user, alias given ('1'|'0'), alias,
+/// availability given ('1'|'0'), available ('1'|'0'). Returns `{}` when the user is not
+/// online, else `{changed ('1'|'0'), then what touch returns, or the user's presence
+/// unchanged with tell '0'}`.
+pub(crate) static UPDATE_PROFILE: LazyLock<Script> = LazyLock::new(|| {
+    forgetting(
+        r"
+if redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 then
+  return {}
+end
+local changed = false
+if ARGV[3] == '1' and redis.call('HGET', KEYS[2], 'alias') ~= ARGV[4] then
+  redis.call('HSET', KEYS[2], 'alias', ARGV[4])
+  changed = true
+end
+if ARGV[5] == '1' then
+  local available = redis.call('HGET', KEYS[2], 'available') ~= '0'
+  if available ~= (ARGV[6] == '1') then
+    redis.call('HSET', KEYS[2], 'available', ARGV[6])
+    changed = true
+  end
+end
+if changed then
+  local result = {'1'}
+  for _, item in ipairs(touch(ARGV[1], ARGV[2])) do
+    result[#result + 1] = item
+  end
+  return result
+end
+local now = seen(ARGV[1], ARGV[2])
+return {'0', '0', ARGV[2], now[1], now[2], now[3], now[4]}
+",
+    )
+});
+
+/// What others see of the online users (`who` empty: all of them), each as
+/// `{user, online, devices, alias, version}`.
+///
+/// KEYS: the users set. ARGV: prefix, then the users asked about.
+pub(crate) static SEEN: LazyLock<Script> = LazyLock::new(|| {
+    forgetting(
+        r"
+local users = {}
+if #ARGV > 1 then
+  for i = 2, #ARGV do
+    if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 1 then
+      users[#users + 1] = ARGV[i]
+    end
+  end
+else
+  users = redis.call('SMEMBERS', KEYS[1])
+end
+local result = {}
+for _, user in ipairs(users) do
+  result[#result + 1] = user
+  for _, item in ipairs(seen(ARGV[1], user)) do
+    result[#result + 1] = item
+  end
+end
+return result
+",
+    )
+});
 
 /// Lists a connection under its user within the limit.
 ///
@@ -236,8 +349,9 @@ return relisted
 ///
 /// KEYS: the nodes set. ARGV: this node, its timeout in ms, prefix.
 /// Returns `{known ('0'|'1'), then for each dead node: node, n, the n users who went
-/// offline with it}`: `known` is 0 when Redis did not know this node (it lost its data, or
-/// took this node for dead).
+/// offline with it; then '|' and, for each user who lost a device, what touch returns}`:
+/// `known` is 0 when Redis did not know this node (it lost its data, or took this node for
+/// dead).
 pub(crate) static BEAT: LazyLock<Script> = LazyLock::new(|| {
     forgetting(
         r"
@@ -248,6 +362,7 @@ if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   known = 0
 end
 local result = {tostring(known)}
+local touched = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   if node ~= ARGV[1] then
     redis.call('ZREM', KEYS[1], node)
@@ -257,10 +372,13 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
     for i = 1, #listed, 2 do
       local key = ARGV[3] .. ':user:' .. listed[i + 1]
       forget_rooms(ARGV[3], listed[i])
-      if redis.call('ZREM', key, listed[i]) == 1 and redis.call('ZCARD', key) == 0 then
-        redis.call('SREM', ARGV[3] .. ':users', listed[i + 1])
-        forget_user(ARGV[3], listed[i + 1])
-        offline[#offline + 1] = listed[i + 1]
+      if redis.call('ZREM', key, listed[i]) == 1 then
+        touched[listed[i + 1]] = true
+        if redis.call('ZCARD', key) == 0 then
+          redis.call('SREM', ARGV[3] .. ':users', listed[i + 1])
+          forget_user(ARGV[3], listed[i + 1])
+          offline[#offline + 1] = listed[i + 1]
+        end
       end
     end
     redis.call('DEL', hash)
@@ -272,6 +390,12 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   end
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+result[#result + 1] = '|'
+for user, _ in pairs(touched) do
+  for _, item in ipairs(touch(ARGV[3], user)) do
+    result[#result + 1] = item
+  end
+end
 return result
 ",
     )

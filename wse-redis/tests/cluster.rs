@@ -434,3 +434,120 @@ async fn rooms_are_one_for_the_cluster() {
     assert!(b.server.room_members("team").await.unwrap().is_empty());
     assert!(b.server.room_members("r2").await.unwrap().is_empty());
 }
+
+/// The latest presence of `user` that `device` was told, by version.
+fn latest(device: &Device, user: &str) -> Option<Value> {
+    device
+        .presence
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|change| change["user"] == user)
+        .max_by_key(|change| change["version"].as_u64())
+        .cloned()
+}
+
+#[tokio::test]
+async fn presence_is_one_for_the_cluster() {
+    let redis = RedisProcess::start();
+    let [a, b, c] = three_nodes(&redis, "presence", 3).await;
+    let bob = Device::connect(&c.url(), "bob").await;
+    let list: Vec<wse_server::Presence> = within(
+        "subscribe",
+        bob.client.call("presence.subscribe", &json!({})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(&*list[0].user, "bob");
+
+    // Devices on two other nodes: bob hears each change, with growing versions.
+    let ann_a = Device::connect(&a.url(), "ann").await;
+    eventually("ann online", async || {
+        latest(&bob, "ann").is_some_and(|seen| seen["online"] == true && seen["devices"] == 1)
+    })
+    .await;
+    let first = latest(&bob, "ann").unwrap()["version"].as_u64().unwrap();
+    let ann_b = Device::connect(&b.url(), "ann").await;
+    eventually("ann on two devices", async || {
+        latest(&bob, "ann").is_some_and(|seen| seen["devices"] == 2)
+    })
+    .await;
+    assert!(latest(&bob, "ann").unwrap()["version"].as_u64().unwrap() > first);
+
+    // A profile change on one node is seen from every node.
+    let update = wse_server::ProfileUpdate {
+        alias: Some("Ann".into()),
+        available: None,
+    };
+    let seen = a
+        .server
+        .update_profile("ann", &update)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((seen.alias.as_str(), seen.devices), ("Ann", 2));
+    eventually("the alias", async || {
+        latest(&bob, "ann").is_some_and(|seen| seen["alias"] == "Ann")
+    })
+    .await;
+    for node in [&a, &b, &c] {
+        let online = node.server.online().await.unwrap();
+        let users: Vec<&str> = online.iter().map(|seen| &*seen.user).collect();
+        assert_eq!(users, ["ann", "bob"]);
+        assert_eq!(online[0].devices, 2);
+        assert_eq!(
+            node.server.presence("ann").await.unwrap().unwrap().alias,
+            "Ann"
+        );
+        let profile = node.server.profile("ann").await.unwrap().unwrap();
+        assert_eq!(profile.alias(), Some("Ann"));
+    }
+
+    // Unavailable looks offline to everyone.
+    let away = wse_server::ProfileUpdate {
+        alias: None,
+        available: Some(false),
+    };
+    c.server.update_profile("ann", &away).await.unwrap();
+    eventually("ann looks offline", async || {
+        latest(&bob, "ann").is_some_and(|seen| seen["online"] == false && seen["devices"] == 0)
+    })
+    .await;
+    let back = wse_server::ProfileUpdate {
+        alias: None,
+        available: Some(true),
+    };
+    c.server.update_profile("ann", &back).await.unwrap();
+
+    // Her last device leaving, on whichever node, takes her offline once for the cluster.
+    ann_a.client.close("wse.by-client").await;
+    ann_b.client.close("wse.by-client").await;
+    eventually("ann offline", async || {
+        latest(&bob, "ann").is_some_and(|seen| seen["online"] == false)
+            && b.server.presence("ann").await.unwrap().is_none()
+    })
+    .await;
+    let users: Vec<Arc<str>> = a
+        .server
+        .online()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|seen| seen.user)
+        .collect();
+    assert_eq!(users, self::users(&["bob"]));
+    // Each version bob was told is new: no change came twice, none went back.
+    let versions: Vec<u64> = bob
+        .presence
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|change| change["user"] == "ann")
+        .filter_map(|change| change["version"].as_u64())
+        .collect();
+    let mut sorted = versions.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), versions.len(), "{versions:?}");
+}

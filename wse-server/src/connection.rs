@@ -246,9 +246,10 @@ impl Connection {
         self.0.server.state()
     }
 
-    /// The profile identify gave this connection; its user's current profile is
+    /// The profile identify gave this connection ([`Decision::with_profile`](crate::Decision::with_profile)),
+    /// which its user starts with when it is its first device; its user's current profile is
     /// [`Server::profile`].
-    pub(crate) fn profile(&self) -> Option<Profile> {
+    pub fn profile(&self) -> Option<Profile> {
         self.0.profile.as_deref().cloned()
     }
 

@@ -110,7 +110,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 use wse_client::Client;
 use wse_redis::{ClusterEvent, RedisConfig};
-use wse_server::{Decision, Server, Serving};
+use wse_server::{Decision, PresenceProcedures, Server, Serving};
 
 /// How long any single wait in a test may take.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -168,6 +168,7 @@ impl Node {
             }
         })
         .conn_per_user(conn_per_user)
+        .presence_procedures(PresenceProcedures::new())
         .delivery(move |local| cluster.delivery(local))
         .build();
         let serving = within("bind", server.bind("127.0.0.1:0"))
@@ -189,6 +190,7 @@ impl Node {
 pub struct Device {
     pub client: Client,
     pub inbox: Arc<Mutex<Vec<Value>>>,
+    pub presence: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Device {
@@ -201,10 +203,21 @@ impl Device {
                 record.lock().unwrap().push(payload);
             })
             .unwrap();
+        let presence = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&presence);
+        client
+            .on("presence", move |_, change: Value| {
+                record.lock().unwrap().push(change);
+            })
+            .unwrap();
         within("connect", client.connect(json!(user), json!({})))
             .await
             .expect("the node accepts the device");
-        Self { client, inbox }
+        Self {
+            client,
+            inbox,
+            presence,
+        }
     }
 
     pub fn received(&self) -> Vec<Value> {

@@ -48,6 +48,8 @@ struct Index {
     /// The last presence version given out: every change takes the next, so that versions
     /// of one user grow even across its going offline and coming back.
     version: u64,
+    /// A backplane announces presence changes instead ([`LocalDelivery::hand_over_presence`]).
+    presence_elsewhere: bool,
 }
 
 /// One online user.
@@ -246,6 +248,13 @@ impl Index {
     /// Queues a presence change for every subscriber, under the lock that made it, so that
     /// each subscriber gets one user's changes in the order of their versions.
     fn announce(&self, seen: &Presence, codecs: &Codecs, after: &mut Aftermath) {
+        if !self.presence_elsewhere {
+            self.tell_subscribers(seen, codecs, after);
+        }
+    }
+
+    /// Queues a presence change for every subscriber of this node.
+    fn tell_subscribers(&self, seen: &Presence, codecs: &Codecs, after: &mut Aftermath) {
         if self.subscribers.is_empty() {
             return;
         }
@@ -788,6 +797,22 @@ impl LocalDelivery {
     /// Ends `connection`'s presence subscription; whether it had one.
     pub fn unsubscribe_presence_now(&self, connection: ConnectionId) -> bool {
         self.write().subscribers.remove(&connection).is_some()
+    }
+
+    /// From now on this index announces no presence change of its own: a backplane whose
+    /// presence is cluster-wide announces each change, with the cluster's version, through
+    /// [`LocalDelivery::announce_presence`].
+    pub fn hand_over_presence(&self) {
+        self.write().presence_elsewhere = true;
+    }
+
+    /// Queues `presence` as a `presence` message for every presence subscriber of this node;
+    /// a subscriber whose queue is full is closed as a slow consumer.
+    pub fn announce_presence(&self, presence: &Presence) {
+        let mut after = Aftermath::default();
+        self.read()
+            .tell_subscribers(presence, &self.codecs, &mut after);
+        after.finish();
     }
 }
 
