@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::events::Event;
+use crate::events::{Event, Rejection};
 use crate::handshake::{accept_upgraded, upgraded_within};
 use crate::server::Server;
 use crate::task::serve_connection;
@@ -46,8 +46,9 @@ impl Server {
     /// serve with `into_make_service_with_connect_info::<SocketAddr>()` has every connection
     /// counted under one address (`0.0.0.0`). A request that is not a WebSocket upgrade gets
     /// 400; one past the connection limits 503 (429 past an address's); one the Origin
-    /// allow-list or the filter denies 403 or the filter's status. [`Server::shutdown`] closes
-    /// these connections too.
+    /// allow-list or the filter denies 403 or the filter's status; while the delivery engine
+    /// cannot start ([`Server::start`], which the route calls before its first connection),
+    /// 503. [`Server::shutdown`] closes these connections too.
     pub fn route<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
         let server = self.clone();
         get(move |request: Request| {
@@ -64,6 +65,13 @@ impl Server {
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |info| info.0);
         let shared = self.shared();
+        if let Err(error) = self.start().await {
+            self.emit(Event::Rejected {
+                remote_addr: peer_addr,
+                reason: Rejection::Unavailable(error.to_string()),
+            });
+            return status(StatusCode::SERVICE_UNAVAILABLE);
+        }
         let ticket = match shared.gate.enter() {
             Ok(ticket) => ticket,
             Err(reason) => {

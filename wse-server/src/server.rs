@@ -180,8 +180,15 @@ impl Server {
         self.0.node
     }
 
-    /// Starts the delivery engine once, before the first connection is served.
-    pub(crate) async fn start(&self) -> Result<(), DeliveryError> {
+    /// Starts the delivery engine (a backplane connects and subscribes) if it has not
+    /// started: what [`Server::bind`], [`Server::serve`] and [`Server::serve_io`] do before
+    /// serving, and the axum route before its first connection. An application that mounts
+    /// the server calls it before it starts serving, to fail early when the engine cannot
+    /// start. Once started, later calls return at once.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Unavailable`] when the engine cannot start; a later call tries again.
+    pub async fn start(&self) -> Result<(), DeliveryError> {
         self.0
             .started
             .get_or_try_init(|| self.0.delivery.start())
