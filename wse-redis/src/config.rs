@@ -1,6 +1,7 @@
 //! [`RedisConfig`]: where the cluster's Redis is and how a node behaves towards it, and
 //! [`ClusterEvent`]: what a node reports about it.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,11 +25,13 @@ use crate::delivery::RedisDelivery;
 ///     .delivery(move |local| cluster.delivery(local))
 ///     .build();
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisConfig {
     pub(crate) url: String,
     pub(crate) prefix: String,
     pub(crate) node_timeout: Duration,
+    pub(crate) presence_grace: Duration,
+    pub(crate) on_offline: Option<OfflineHook>,
     pub(crate) command_timeout: Duration,
     pub(crate) queue: usize,
     pub(crate) events: broadcast::Sender<ClusterEvent>,
@@ -42,6 +45,8 @@ impl RedisConfig {
             url: url.into(),
             prefix: "wse".to_owned(),
             node_timeout: Duration::from_secs(10),
+            presence_grace: Duration::ZERO,
+            on_offline: None,
             command_timeout: Duration::from_secs(2),
             queue: 4096,
             events: broadcast::channel(256).0,
@@ -75,6 +80,37 @@ impl RedisConfig {
         self
     }
 
+    /// How long a user whose last device left stays online, for everyone, before it goes
+    /// offline: a device that comes back within it (a page reload, a phone between cells)
+    /// finds its user never left, with its rooms and profile. It goes offline at the first
+    /// renewal of any node after the period, so up to a third of the node timeout later.
+    /// With a grace period, `Event::Left` is not emitted (no node sees the user leave at
+    /// the moment a device does): [`RedisConfig::on_offline`] is. Default: none.
+    pub fn presence_grace(mut self, grace: Duration) -> Self {
+        self.presence_grace = grace;
+        self
+    }
+
+    /// Runs `hook` with a user's id when it goes offline for the cluster, on exactly one node:
+    /// the one that released its last device, or took the node that held it out, or found
+    /// its grace period over. Default: none.
+    ///
+    /// ```
+    /// use wse_redis::RedisConfig;
+    ///
+    /// let cluster = RedisConfig::new("redis://127.0.0.1:6379/").on_offline(|user| async move {
+    ///     println!("{user} went offline");
+    /// });
+    /// ```
+    pub fn on_offline<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Arc<str>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_offline = Some(Arc::new(move |user| Box::pin(hook(user))));
+        self
+    }
+
     /// How long one Redis command may take before the operation fails with
     /// [`DeliveryError::Unavailable`](wse_server::DeliveryError::Unavailable) (the connection
     /// goes on reconnecting meanwhile). Default: 2 s.
@@ -104,6 +140,24 @@ impl RedisConfig {
     /// wraps `local` in. It connects when the server starts serving.
     pub fn delivery(self, local: LocalDelivery) -> RedisDelivery {
         RedisDelivery::new(local, self)
+    }
+}
+
+/// The offline hook, boxed.
+pub(crate) type OfflineHook =
+    Arc<dyn Fn(Arc<str>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .field("node_timeout", &self.node_timeout)
+            .field("presence_grace", &self.presence_grace)
+            .field("on_offline", &self.on_offline.is_some())
+            .field("command_timeout", &self.command_timeout)
+            .field("queue", &self.queue)
+            .finish()
     }
 }
 

@@ -159,6 +159,19 @@ impl Inner {
         }
     }
 
+    /// The presence grace period, in ms, as the scripts take it.
+    pub(crate) fn grace_ms(&self) -> u64 {
+        u64::try_from(self.config.presence_grace.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs the offline hook for `user`, which went offline for the cluster and was claimed
+    /// by this node.
+    pub(crate) fn went_offline(&self, user: Arc<str>) {
+        if let Some(hook) = &self.config.on_offline {
+            tokio::spawn(hook(user));
+        }
+    }
+
     pub(crate) fn emit(&self, event: ClusterEvent) {
         let _ = self.config.events.send(event);
     }
@@ -448,7 +461,8 @@ impl Inner {
             .key(self.keys.users())
             .arg(id.to_string())
             .arg(user_id)
-            .arg(self.keys.prefix());
+            .arg(self.keys.prefix())
+            .arg(self.grace_ms());
         let reply: Vec<String> = self.within(invocation.invoke_async(&mut commands)).await?;
         Ok((flag(&reply, 0), flag(&reply, 1)))
     }
@@ -495,7 +509,8 @@ impl Inner {
                 .key(self.keys.nodes())
                 .key(self.keys.node(self.node))
                 .arg(self.node.to_string())
-                .arg(self.keys.prefix());
+                .arg(self.keys.prefix())
+                .arg(self.grace_ms());
             let left: Result<i64, _> = self.within(invocation.invoke_async(&mut commands)).await;
             if let Err(error) = left {
                 tracing::warn!(%error, "this node could not leave the cluster; the others will reap it");
@@ -717,6 +732,9 @@ impl Delivery for RedisDelivery {
             Ok((listed, left)) => {
                 if listed {
                     inner.touch(connection.user_id()).await;
+                }
+                if left {
+                    inner.went_offline(Arc::from(connection.user_id()));
                 }
                 Ok(Released::new(listed || here.listed, left))
             }

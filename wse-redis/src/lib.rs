@@ -62,8 +62,12 @@
 //!   node's presence subscribers, so that a late change never overwrites a newer one. A user
 //!   comes online and goes offline once for the cluster.
 //!
-//! Not yet: a grace period before a user whose last device left goes offline, and an offline
-//! hook that runs once per user for the cluster.
+//! - **Going offline**: optionally after a grace period ([`RedisConfig::presence_grace`]): a
+//!   user whose last device comes back within it never went offline (no presence change, its
+//!   rooms and profile kept). The offline hook ([`RedisConfig::on_offline`]) runs once per
+//!   user for the cluster, on the node that released its last device, reaped the node that
+//!   held it, or found its grace period over: each of these claims the user in one script.
+//!   The hook runs at most once: a node that dies while running it does not hand it over.
 //!
 //! [`Server::online`]: wse_server::Server::online
 //! [`Server::presence`]: wse_server::Server::presence
@@ -114,6 +118,7 @@
 //! | `P:user-rooms:<user>` | set | rooms a user joined as a whole |
 //! | `P:profile:<user>` | hash | an online user's `alias`, `available`, `public`, its presence's `version`, and whether others saw it online last (`shown`) |
 //! | `P:version` | string | the presence version counter |
+//! | `P:grace` | sorted set | users whose last device left, scored by the end of their grace period |
 //!
 //! | channel | who listens | what |
 //! | --- | --- | --- |

@@ -156,6 +156,8 @@ pub(crate) struct Renewal {
     gone: Vec<(NodeId, Vec<Arc<str>>)>,
     /// The new presence of each user who lost a device with them, as `touch` returns it.
     touched: Vec<String>,
+    /// The users whose grace period ran out, taken offline by this node.
+    swept: Vec<Arc<str>>,
 }
 
 /// Renews this node's place and reaps the nodes past their deadline.
@@ -167,10 +169,11 @@ pub(crate) async fn renew(inner: &Inner) -> Result<Renewal, DeliveryError> {
         .key(inner.keys.nodes())
         .arg(inner.node.to_string())
         .arg(timeout_ms)
-        .arg(inner.keys.prefix());
+        .arg(inner.keys.prefix())
+        .arg(inner.grace_ms());
     let reply: Vec<String> = inner.within(invocation.invoke_async(&mut commands)).await?;
     let known = flag(&reply, 0);
-    let mut parts = reply[1..].splitn(2, |item| item == "|");
+    let mut parts = reply[1..].splitn(3, |item| item == "|");
     let mut gone = Vec::new();
     let mut rest = parts.next().unwrap_or_default().iter();
     while let (Some(node), Some(count)) = (rest.next(), rest.next()) {
@@ -185,10 +188,13 @@ pub(crate) async fn renew(inner: &Inner) -> Result<Renewal, DeliveryError> {
         }
     }
     let touched = parts.next().unwrap_or_default().to_vec();
+    let swept = parts.next().unwrap_or_default();
+    let swept = swept.iter().map(|user| Arc::from(user.as_str())).collect();
     Ok(Renewal {
         known,
         gone,
         touched,
+        swept,
     })
 }
 
@@ -210,7 +216,13 @@ pub(crate) async fn after_renewal(inner: &Arc<Inner>, renewal: Renewal) {
         }
     }
     inner.announce_touched(&renewal.touched);
+    for user in renewal.swept {
+        inner.went_offline(user);
+    }
     for (node, offline) in renewal.gone {
+        for user in &offline {
+            inner.went_offline(Arc::clone(user));
+        }
         inner.metrics.nodes_gone.increment(1);
         tracing::warn!(%node, offline = offline.len(), "a node stopped renewing its place: taken out");
         inner.announce_gone(node);

@@ -31,10 +31,25 @@ local function forget_user(prefix, user)
   end
   redis.call('DEL', rooms)
 end
+local function now_ms()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+-- A user whose last device left: offline now (returns 1), or after its grace period.
+local function last_device_left(prefix, user, grace_ms)
+  if grace_ms > 0 then
+    redis.call('ZADD', prefix .. ':grace', now_ms() + grace_ms, user)
+    return 0
+  end
+  redis.call('SREM', prefix .. ':users', user)
+  forget_user(prefix, user)
+  return 1
+end
 local function seen(prefix, user)
   local devices = redis.call('ZCARD', prefix .. ':user:' .. user)
   local profile = redis.call('HMGET', prefix .. ':profile:' .. user, 'alias', 'available', 'version')
-  local visible = devices > 0 and profile[2] ~= '0'
+  local online = redis.call('SISMEMBER', prefix .. ':users', user) == 1
+  local visible = online and profile[2] ~= '0'
   return {visible and '1' or '0', tostring(visible and devices or 0), profile[1] or user,
     tostring(profile[3] or 0)}
 end
@@ -44,7 +59,7 @@ local function touch(prefix, user)
   local version = redis.call('INCR', prefix .. ':version')
   redis.call('HSET', key, 'version', version)
   local now = seen(prefix, user)
-  if redis.call('ZCARD', prefix .. ':user:' .. user) == 0 then
+  if redis.call('SISMEMBER', prefix .. ':users', user) == 0 then
     redis.call('DEL', key)
   else
     redis.call('HSET', key, 'shown', now[1])
@@ -164,11 +179,9 @@ end
 local order = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[1], order, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local joined = 0
-if count == 0 then
-  redis.call('SADD', KEYS[3], ARGV[2])
-  joined = 1
-end
+-- A user within its grace period is still online: it comes back, it did not join.
+redis.call('ZREM', ARGV[5] .. ':grace', ARGV[2])
+local joined = redis.call('SADD', KEYS[3], ARGV[2])
 local result = {tostring(joined)}
 local over = count + 1 - max
 if over > 0 then
@@ -194,7 +207,8 @@ return result
 /// it joined as a whole.
 ///
 /// KEYS: the user's set, the node's hash, the users set. ARGV: connection id, user id,
-/// prefix. Returns `{listed ('0'|'1'), left ('0'|'1')}`.
+/// prefix, grace period in ms. Returns `{listed ('0'|'1'), left ('0'|'1')}`: `left` when the
+/// user went offline now (not when its grace period began).
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     forgetting(
         r"
@@ -203,9 +217,7 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 forget_rooms(ARGV[3], ARGV[1])
 local left = 0
 if listed == 1 and redis.call('ZCARD', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[3], ARGV[2])
-  forget_user(ARGV[3], ARGV[2])
-  left = 1
+  left = last_device_left(ARGV[3], ARGV[2], tonumber(ARGV[4]))
 end
 return {tostring(listed), tostring(left)}
 ",
@@ -347,9 +359,12 @@ return relisted
 
 /// Renews this node and takes out every node past its deadline, with its connections.
 ///
-/// KEYS: the nodes set. ARGV: this node, its timeout in ms, prefix.
+/// Also takes offline the users whose grace period ran out with no device back.
+///
+/// KEYS: the nodes set. ARGV: this node, its timeout in ms, prefix, grace period in ms.
 /// Returns `{known ('0'|'1'), then for each dead node: node, n, the n users who went
-/// offline with it; then '|' and, for each user who lost a device, what touch returns}`:
+/// offline with it; then '|' and, for each user who lost a device or went offline, what
+/// touch returns; then '|' and the users whose grace period ran out}`:
 /// `known` is 0 when Redis did not know this node (it lost its data, or took this node for
 /// dead).
 pub(crate) static BEAT: LazyLock<Script> = LazyLock::new(|| {
@@ -374,9 +389,8 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
       forget_rooms(ARGV[3], listed[i])
       if redis.call('ZREM', key, listed[i]) == 1 then
         touched[listed[i + 1]] = true
-        if redis.call('ZCARD', key) == 0 then
-          redis.call('SREM', ARGV[3] .. ':users', listed[i + 1])
-          forget_user(ARGV[3], listed[i + 1])
+        if redis.call('ZCARD', key) == 0
+          and last_device_left(ARGV[3], listed[i + 1], tonumber(ARGV[4])) == 1 then
           offline[#offline + 1] = listed[i + 1]
         end
       end
@@ -390,11 +404,27 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   end
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+-- Users whose grace period ran out without a device coming back: offline now, claimed here.
+local swept = {}
+local grace = ARGV[3] .. ':grace'
+for _, user in ipairs(redis.call('ZRANGEBYSCORE', grace, '-inf', now)) do
+  redis.call('ZREM', grace, user)
+  if redis.call('ZCARD', ARGV[3] .. ':user:' .. user) == 0 then
+    redis.call('SREM', ARGV[3] .. ':users', user)
+    forget_user(ARGV[3], user)
+    touched[user] = true
+    swept[#swept + 1] = user
+  end
+end
 result[#result + 1] = '|'
 for user, _ in pairs(touched) do
   for _, item in ipairs(touch(ARGV[3], user)) do
     result[#result + 1] = item
   end
+end
+result[#result + 1] = '|'
+for _, user in ipairs(swept) do
+  result[#result + 1] = user
 end
 return result
 ",
@@ -403,7 +433,7 @@ return result
 
 /// Says goodbye: takes this node and its connections out at once, as a dead node would be.
 ///
-/// KEYS: the nodes set, the node's hash. ARGV: this node, prefix.
+/// KEYS: the nodes set, the node's hash. ARGV: this node, prefix, grace period in ms.
 pub(crate) static LEAVE: LazyLock<Script> = LazyLock::new(|| {
     forgetting(
         r"
@@ -413,8 +443,7 @@ for i = 1, #listed, 2 do
   local key = ARGV[2] .. ':user:' .. listed[i + 1]
   forget_rooms(ARGV[2], listed[i])
   if redis.call('ZREM', key, listed[i]) == 1 and redis.call('ZCARD', key) == 0 then
-    redis.call('SREM', ARGV[2] .. ':users', listed[i + 1])
-    forget_user(ARGV[2], listed[i + 1])
+    last_device_left(ARGV[2], listed[i + 1], tonumber(ARGV[3]))
   end
 end
 redis.call('DEL', KEYS[2])

@@ -14,7 +14,7 @@ use wse_client::{ClientEvent, Status};
 use wse_redis::ClusterEvent;
 use wse_server::{Except, Target};
 
-use support::{Device, Node, RedisProcess, eventually, unique_prefix, within};
+use support::{Device, NODE_TIMEOUT, Node, RedisProcess, eventually, unique_prefix, within};
 
 /// A short wait for "nothing more arrives".
 const QUIET: Duration = Duration::from_millis(300);
@@ -550,4 +550,99 @@ async fn presence_is_one_for_the_cluster() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), versions.len(), "{versions:?}");
+}
+
+/// Who went offline, as every node's offline hook saw it.
+#[derive(Clone, Default)]
+struct Offline(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Offline {
+    fn hook(&self) -> impl Fn(wse_redis::RedisConfig) -> wse_redis::RedisConfig + use<> {
+        let seen = self.clone();
+        move |cluster| {
+            let seen = seen.clone();
+            cluster.on_offline(move |user| {
+                let seen = seen.clone();
+                async move { seen.0.lock().unwrap().push(user.to_string()) }
+            })
+        }
+    }
+
+    fn users(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn the_offline_hook_runs_once_for_the_cluster_even_when_the_node_dies() {
+    let redis = RedisProcess::start();
+    let prefix = unique_prefix("offline");
+    let offline = Offline::default();
+    let a = Node::start_with(&redis, &prefix, 3, offline.hook()).await;
+    let b = Node::start_with(&redis, &prefix, 3, offline.hook()).await;
+    let (doomed, kill) = support::doomed_node(redis.url(), prefix.clone());
+
+    // The last device leaving on one node, while another device of the user left elsewhere.
+    let cat_a = Device::connect(&a.url(), "cat").await;
+    let cat_b = Device::connect(&b.url(), "cat").await;
+    cat_a.client.close("wse.by-client").await;
+    cat_b.client.close("wse.by-client").await;
+    eventually("cat's hook", async || offline.users() == ["cat"]).await;
+
+    // The node that held the last device dies: another node runs the hook.
+    let _ann = Device::connect(&format!("ws://{doomed}"), "ann").await;
+    kill();
+    eventually("ann's hook", async || offline.users().len() == 2).await;
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(offline.users(), ["cat", "ann"]);
+    assert!(b.server.users().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_user_back_within_the_grace_period_never_went_offline() {
+    let redis = RedisProcess::start();
+    let prefix = unique_prefix("grace");
+    let offline = Offline::default();
+    let grace = Duration::from_millis(800);
+    let with_grace =
+        |cluster: wse_redis::RedisConfig| offline.hook()(cluster.presence_grace(grace));
+    let a = Node::start_with(&redis, &prefix, 3, with_grace).await;
+    let b = Node::start_with(&redis, &prefix, 3, with_grace).await;
+    let bob = Device::connect(&b.url(), "bob").await;
+    let _: Value = within(
+        "subscribe",
+        bob.client.call("presence.subscribe", &json!({})),
+    )
+    .await
+    .unwrap();
+
+    let ann = Device::connect(&a.url(), "ann").await;
+    assert!(a.server.join_user("ann", "team").await.unwrap());
+    ann.client.close("wse.by-client").await;
+    // A reload: back on another node within the grace period.
+    let ann = Device::connect(&b.url(), "ann").await;
+    assert_eq!(a.server.users().await.unwrap(), users(&["ann", "bob"]));
+    assert_eq!(a.server.user_rooms("ann").await.unwrap(), users(&["team"]));
+    b.server.send_to_room("team", "news", &"still in").unwrap();
+    expect_each(&[&ann], &[json!("still in")]).await;
+    tokio::time::sleep(grace + NODE_TIMEOUT).await;
+    assert!(offline.users().is_empty());
+    assert!(
+        bob.presence
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|seen| seen["user"] != "ann" || seen["online"] == true),
+        "ann never looked offline"
+    );
+
+    // Gone for longer than the grace period: offline once, by whichever node saw it first.
+    ann.client.close("wse.by-client").await;
+    eventually("ann goes offline", async || offline.users() == ["ann"]).await;
+    eventually("bob sees it", async || {
+        latest(&bob, "ann").is_some_and(|seen| seen["online"] == false)
+    })
+    .await;
+    assert_eq!(a.server.users().await.unwrap(), users(&["bob"]));
+    assert!(a.server.user_rooms("ann").await.unwrap().is_empty());
 }

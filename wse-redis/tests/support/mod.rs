@@ -156,10 +156,22 @@ pub struct Node {
 impl Node {
     /// A node on `redis` under `prefix`, with `conn_per_user`, served on port 0.
     pub async fn start(redis: &RedisProcess, prefix: &str, conn_per_user: usize) -> Self {
-        let cluster = RedisConfig::new(redis.url())
-            .prefix(prefix)
-            .node_timeout(NODE_TIMEOUT)
-            .command_timeout(Duration::from_millis(500));
+        Self::start_with(redis, prefix, conn_per_user, |cluster| cluster).await
+    }
+
+    /// A node as [`Node::start`] makes it, its cluster settings changed by `configure`.
+    pub async fn start_with(
+        redis: &RedisProcess,
+        prefix: &str,
+        conn_per_user: usize,
+        configure: impl FnOnce(RedisConfig) -> RedisConfig,
+    ) -> Self {
+        let cluster = configure(
+            RedisConfig::new(redis.url())
+                .prefix(prefix)
+                .node_timeout(NODE_TIMEOUT)
+                .command_timeout(Duration::from_millis(500)),
+        );
         let events = cluster.events();
         let server = Server::builder(|handshake| async move {
             match handshake.identity.as_str() {
