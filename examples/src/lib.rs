@@ -15,7 +15,9 @@
 //! - this file: [`demo_server`], the demo application (identify, procedures, messages), and
 //!   [`demo_server_with`], the same with the operator's limits.
 //! - `src/bin/demo.rs`: the `demo` binary, `cargo run -p wse-examples -- --port 4200`: the
-//!   demo in an axum application on each of its two ports, with `/health` and `/metrics`.
+//!   demo in an axum application on each of its two ports, with `/health` and `/metrics`;
+//!   with `--redis URL`, each port a node of a cluster over Redis that other demo processes
+//!   join.
 //! - [`tls`]: a self-signed certificate and the rustls configurations that use it.
 //! - `examples/`: a client, several devices of one user, a custom codec, `wss://`.
 //!
@@ -27,7 +29,10 @@
 //!   refused. `conn_per_user` = 2. JSON, and MessagePack when the client offers it.
 //! - procedures: `add {a,b}`, `delay {ms, value}`, `fail`, `fail_custom`,
 //!   `send_to_user {user, type, payload}`, `broadcast {type, payload}`, `ask_me` (calls the
-//!   caller's `client_sum {"a": 20, "b": 22}`), `drop_me {reason}`.
+//!   caller's `client_sum {"a": 20, "b": 22}`), `ask_user {user, a, b}` (calls
+//!   `client_sum {a, b}` on the oldest device of `user`, wherever in the cluster it is
+//!   connected, and answers with its answer; `app.user-offline` when the user has no device;
+//!   the device's own error, or the call's failure, as it is), `drop_me {reason}`.
 //! - messages: `echo` (the payload back as `echo`), `hey` (`only` to that device, `both` to
 //!   every device of its user).
 //! - rooms: the built-in `rooms.join {room}`, `rooms.leave {room}` (whether it was a
@@ -180,6 +185,13 @@ struct ToUser {
 }
 
 #[derive(Deserialize)]
+struct AskUser {
+    user: String,
+    a: serde_json::Number,
+    b: serde_json::Number,
+}
+
+#[derive(Deserialize)]
 struct ToAll {
     #[serde(rename = "type")]
     kind: String,
@@ -276,6 +288,21 @@ fn register(server: &Server) {
         server.register("ask_me", |conn: Connection, _: Value| async move {
             // The client's own error (or the call's failure) reaches the caller as it is.
             conn.call::<Value, _>("client_sum", &json!({"a": 20, "b": 22}))
+                .await
+                .map_err(RpcError::forward)
+        }),
+        server.register("ask_user", |conn: Connection, args: AskUser| async move {
+            let server = conn.server();
+            // Oldest first, on every node of a cluster.
+            let devices = server.devices(&args.user).await.map_err(refused)?;
+            let device = *devices.first().ok_or_else(|| {
+                RpcError::new("app.user-offline")
+                    .with_message(format!("{} has no device connected", args.user))
+            })?;
+            // As `ask_me`: the device's own error (or the call's failure, a device that left
+            // meanwhile among them) reaches the caller as it is.
+            server
+                .call::<Value, _>(device, "client_sum", &json!({"a": args.a, "b": args.b}))
                 .await
                 .map_err(RpcError::forward)
         }),

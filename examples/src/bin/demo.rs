@@ -15,6 +15,13 @@
 //!
 //! The limits are the library's safe defaults (with two devices per user, as the demo's
 //! contract says) unless a flag changes them; they are logged at startup.
+//!
+//! With `--redis URL`, each port is a node of a cluster joined over that Redis: every demo
+//! process started with the same Redis and `--redis-prefix P` serves one application per port,
+//! where a user's devices on any process are one user (sends, `ask_user`, the per-user limit).
+//! The plain port's cluster is `P`, the HMAC port's `P-hmac`. A Redis that cannot be reached
+//! at startup is an error (exit 1); a later outage is logged, and meanwhile each process goes
+//! on delivering to its own connections (and refuses new ones with 1013).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -27,10 +34,11 @@ use axum::routing::get;
 use clap::{CommandFactory, Parser};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tracing_subscriber::EnvFilter;
 use wse_examples::{Auth, demo_server_with};
-use wse_server::{Builder, Event, IpNet, RateLimit, Server};
+use wse_redis::{ClusterEvent, RedisConfig};
+use wse_server::{Builder, DeliveryError, Event, IpNet, RateLimit, Server};
 
 /// How often the metrics recorder drains its histograms (its own default), so that they do
 /// not grow between scrapes.
@@ -42,6 +50,9 @@ const HTTP_DRAIN: Duration = Duration::from_secs(10);
 
 /// The Prometheus text format's content type.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The shortest node timeout [`RedisConfig::node_timeout`] takes.
+const MIN_NODE_TIMEOUT_MS: u64 = 30;
 
 /// The demo server of wse-rs: the demo application on 127.0.0.1:PORT, and behind the HMAC
 /// challenge on 127.0.0.1:HMAC-PORT. Each port serves the WebSocket endpoint at `/` and `/ws`,
@@ -87,6 +98,34 @@ struct Options {
     /// X-Forwarded-For; repeat for more [default: nobody]
     #[arg(long = "trusted-proxy", value_name = "ADDR", value_parser = proxy)]
     trusted_proxies: Vec<IpNet>,
+
+    /// Join a cluster over the Redis at URL (`redis://host:port/db`): each port's users on
+    /// every demo process with the same Redis and prefix are one (sends, `ask_user`,
+    /// --conn-per-user). Unreachable at startup: exit 1 [default: no cluster]
+    #[arg(long, value_name = "URL", value_parser = redis_url)]
+    redis: Option<String>,
+
+    /// The cluster's key and channel prefix: `P` for the plain port, `P-hmac` for the HMAC
+    /// port
+    #[arg(
+        long,
+        value_name = "P",
+        default_value = "wse-demo",
+        requires = "redis",
+        value_parser = redis_prefix
+    )]
+    redis_prefix: String,
+
+    /// Milliseconds a process may go without renewing its place in the cluster before the
+    /// others take it and its connections out (at least 30)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10_000,
+        requires = "redis",
+        value_parser = node_timeout_ms
+    )]
+    node_timeout_ms: u64,
 }
 
 /// `--rate-limit`: a limit, or none.
@@ -130,6 +169,38 @@ fn origin(value: &str) -> Result<String, String> {
     }
 }
 
+/// A Redis URL the cluster can use: TCP or a Unix socket, without TLS.
+fn redis_url(value: &str) -> Result<String, String> {
+    if value.starts_with("rediss://") {
+        return Err("TLS (rediss://) is not built in; expected redis://HOST:PORT/DB".to_owned());
+    }
+    if ["redis://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|scheme| value.len() > scheme.len() && value.starts_with(scheme))
+    {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a Redis URL such as redis://127.0.0.1:6379/".to_owned())
+    }
+}
+
+fn redis_prefix(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        Err("expected a non-empty prefix".to_owned())
+    } else {
+        Ok(value.to_owned())
+    }
+}
+
+fn node_timeout_ms(value: &str) -> Result<u64, String> {
+    match value.parse() {
+        Ok(ms) if ms >= MIN_NODE_TIMEOUT_MS => Ok(ms),
+        _ => Err(format!(
+            "expected milliseconds, at least {MIN_NODE_TIMEOUT_MS} (room for three renewals)"
+        )),
+    }
+}
+
 fn proxy(value: &str) -> Result<IpNet, String> {
     value
         .parse::<IpNet>()
@@ -168,6 +239,25 @@ impl Options {
             .fold(builder, |builder, proxy| builder.trusted_proxy(*proxy))
     }
 
+    /// The cluster the server of `auth`'s port joins, with `--redis`: each port is its own
+    /// application, so each has its own cluster.
+    fn cluster(&self, auth: Auth) -> Option<RedisConfig> {
+        let url = self.redis.as_deref()?;
+        Some(
+            RedisConfig::new(url)
+                .prefix(self.cluster_prefix(auth))
+                .node_timeout(Duration::from_millis(self.node_timeout_ms)),
+        )
+    }
+
+    /// The key prefix of the cluster of `auth`'s port.
+    fn cluster_prefix(&self, auth: Auth) -> String {
+        match auth {
+            Auth::Plain => self.redis_prefix.clone(),
+            Auth::Hmac => format!("{}-hmac", self.redis_prefix),
+        }
+    }
+
     fn log_limits(&self) {
         let rate_limit = match self.rate_limit.0 {
             Some(limit) => format!("{}/s, bursts of {}", limit.per_second, limit.burst),
@@ -193,6 +283,25 @@ impl Options {
             "limits of each port"
         );
     }
+}
+
+/// The demo on `auth`'s port, with the flags' settings; with `--redis`, a node of its
+/// cluster (under the returned prefix), whose cluster events are logged from now on. Its
+/// delivery engine starts in [`join`].
+fn demo(options: &Options, auth: Auth, name: &'static str) -> (Server, Option<String>) {
+    let Some(cluster) = options.cluster(auth) else {
+        return (
+            demo_server_with(auth, |builder| options.configure(builder)),
+            None,
+        );
+    };
+    log_cluster_events(name, cluster.events());
+    let server = demo_server_with(auth, |builder| {
+        options
+            .configure(builder)
+            .delivery(move |local| cluster.delivery(local))
+    });
+    (server, Some(options.cluster_prefix(auth)))
 }
 
 /// One port's application: the endpoint at `/` and `/ws`, `/health` and `/metrics`.
@@ -253,6 +362,57 @@ fn log_events(name: &'static str, server: &Server) {
     });
 }
 
+/// Logs what a node reports about its cluster: trouble at warn, the rest at info.
+fn log_cluster_events(name: &'static str, mut events: broadcast::Receiver<ClusterEvent>) {
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(ClusterEvent::Disconnected) => tracing::warn!(
+                    server = name,
+                    "lost Redis: serving this process's connections only until it is back"
+                ),
+                Ok(ClusterEvent::Reconnected) => {
+                    tracing::info!(server = name, "Redis is back: in the cluster again")
+                }
+                Ok(ClusterEvent::Relisted { connections }) => tracing::warn!(
+                    server = name,
+                    connections,
+                    "Redis did not know this node: its connections were listed again"
+                ),
+                Ok(ClusterEvent::NodeGone { node, offline }) => {
+                    let offline: Vec<&str> = offline.iter().map(|user| &**user).collect();
+                    tracing::warn!(
+                        server = name,
+                        %node,
+                        offline = offline.join(", "),
+                        "a node stopped renewing its place and was taken out"
+                    )
+                }
+                Ok(ClusterEvent::Lost { messages, reason }) => {
+                    tracing::warn!(server = name, messages, reason, "messages lost")
+                }
+                Ok(other) => tracing::info!(server = name, event = ?other, "cluster"),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(server = name, missed, "cluster events missed")
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+/// Starts each node's delivery engine before the first connection (the axum route would
+/// start it at its first connection, and refuse connections while it cannot): connects to
+/// Redis and joins the cluster, or fails within the command timeout.
+async fn join(nodes: [(&'static str, &Server, Option<&String>); 2]) -> Result<(), DeliveryError> {
+    for (name, server, prefix) in nodes {
+        let Some(prefix) = prefix else { continue };
+        server.start().await?;
+        tracing::info!(server = name, node = %server.node_id(), prefix, "joined the cluster");
+    }
+    Ok(())
+}
+
 /// Resolves at Ctrl-C, or at SIGTERM (what service managers send).
 async fn stop_signal() {
     let ctrl_c = async {
@@ -311,8 +471,8 @@ async fn main() -> ExitCode {
         }
     });
 
-    let plain = demo_server_with(Auth::Plain, |builder| options.configure(builder));
-    let hmac = demo_server_with(Auth::Hmac, |builder| options.configure(builder));
+    let (plain, plain_node) = demo(&options, Auth::Plain, "plain");
+    let (hmac, hmac_node) = demo(&options, Auth::Hmac, "hmac");
     let listeners = match (
         TcpListener::bind(("127.0.0.1", options.port)).await,
         TcpListener::bind(("127.0.0.1", hmac_port)).await,
@@ -337,6 +497,17 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before the first connection: an admission asks the cluster.
+    let nodes = [
+        ("plain", &plain, plain_node.as_ref()),
+        ("hmac", &hmac, hmac_node.as_ref()),
+    ];
+    if let Err(error) = join(nodes).await {
+        eprintln!("cannot join the cluster over Redis (--redis): {error}");
+        // A node that did join says goodbye.
+        tokio::join!(plain.shutdown(), hmac.shutdown());
+        return ExitCode::FAILURE;
+    }
     // One plain line first, for people and for the tests that start this binary.
     println!(
         "wse demo listening on ws://{} (HMAC challenge on ws://{})",
@@ -439,11 +610,47 @@ mod tests {
             &["--allow-origin", "https://app.example/path"],
             &["--trusted-proxy", "10.0.0.0/33"],
             &["--port", "65536"],
+            &["--redis", "127.0.0.1:7000"],
+            &["--redis", "rediss://127.0.0.1:7000/"],
+            &["--redis", "redis://"],
+            &["--redis", "redis://127.0.0.1/", "--redis-prefix", ""],
+            &["--redis", "redis://127.0.0.1/", "--node-timeout-ms", "29"],
+            // The cluster's settings without a cluster are a mistake.
+            &["--redis-prefix", "chat"],
+            &["--node-timeout-ms", "600"],
         ] {
             let args = std::iter::once("demo").chain(bad.iter().copied());
             assert!(Options::try_parse_from(args).is_err(), "{bad:?}");
         }
         let options = Options::try_parse_from(["demo", "--port", "65535"]).unwrap();
         assert!(options.hmac_port().is_err());
+    }
+
+    #[test]
+    fn each_port_joins_a_cluster_of_its_own_with_redis() {
+        let options = Options::try_parse_from(["demo"]).unwrap();
+        assert!(options.cluster(Auth::Plain).is_none());
+        assert!(options.cluster(Auth::Hmac).is_none());
+
+        let options =
+            Options::try_parse_from(["demo", "--redis", "redis://127.0.0.1:7000/"]).unwrap();
+        assert_eq!(options.node_timeout_ms, 10_000);
+        assert_eq!(options.cluster_prefix(Auth::Plain), "wse-demo");
+        assert_eq!(options.cluster_prefix(Auth::Hmac), "wse-demo-hmac");
+        assert!(options.cluster(Auth::Plain).is_some());
+
+        let options = Options::try_parse_from([
+            "demo",
+            "--redis",
+            "redis://127.0.0.1:7000/",
+            "--redis-prefix",
+            "chat",
+            "--node-timeout-ms",
+            "30",
+        ])
+        .unwrap();
+        assert_eq!(options.node_timeout_ms, 30);
+        assert_eq!(options.cluster_prefix(Auth::Plain), "chat");
+        assert_eq!(options.cluster_prefix(Auth::Hmac), "chat-hmac");
     }
 }
