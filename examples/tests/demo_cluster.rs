@@ -477,6 +477,7 @@ async fn help_lists_the_cluster_flags_with_their_defaults() {
         "--redis <URL>",
         "--redis-prefix <P>",
         "--node-timeout-ms <N>",
+        "--presence-grace-ms <N>",
         "[default: no cluster]",
         "[default: wse-demo]",
         "[default: 10000]",
@@ -489,6 +490,7 @@ async fn help_lists_the_cluster_flags_with_their_defaults() {
     // The cluster's settings without --redis, or out of range, are usage errors.
     for args in [
         &["--redis-prefix", "chat"][..],
+        &["--presence-grace-ms", "100"],
         &["--redis", "redis://127.0.0.1:1/", "--node-timeout-ms", "29"],
         &["--redis", "127.0.0.1:7000"],
     ] {

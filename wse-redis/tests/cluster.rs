@@ -190,6 +190,14 @@ async fn a_node_that_dies_is_taken_out_with_its_devices() {
     let _ann_doomed = Device::connect(&url, "ann").await;
     let _cat_doomed = Device::connect(&url, "cat").await;
     assert_eq!(b.server.counts().await.unwrap(), (2, 3));
+    // Its devices are in rooms, by their own join and as a whole user.
+    let doomed_ids: Vec<_> = b.server.devices("cat").await.unwrap();
+    let ann_ids = b.server.devices("ann").await.unwrap();
+    assert!(b.server.join(doomed_ids[0], "lobby").await.unwrap());
+    assert!(b.server.join(ann_ids[1], "lobby").await.unwrap());
+    assert!(b.server.join(ann_ids[0], "lobby").await.unwrap());
+    assert!(b.server.join_user("cat", "cats").await.unwrap());
+    assert_eq!(b.server.room_members("lobby").await.unwrap().len(), 3);
 
     kill();
     // Whichever node renews first after the timeout takes it out, once.
@@ -214,6 +222,11 @@ async fn a_node_that_dies_is_taken_out_with_its_devices() {
     assert_eq!(b.server.users().await.unwrap(), users(&["ann"]));
     b.server.send_to_user("ann", "news", &"still one").unwrap();
     expect_each(&[&ann_a], &[json!("still one")]).await;
+    // Its devices left their rooms, and its offline users the rooms they joined as a whole.
+    assert_eq!(b.server.room_members("lobby").await.unwrap(), [ann_ids[0]]);
+    assert_eq!(b.server.room_users("lobby").await.unwrap(), users(&["ann"]));
+    assert!(b.server.room_members("cats").await.unwrap().is_empty());
+    assert!(b.server.user_rooms("cat").await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -224,11 +237,25 @@ async fn redis_restarted_empty_gets_every_nodes_connections_back() {
     let ann_b = Device::connect(&b.url(), "ann").await;
 
     redis.kill();
-    // Local delivery goes on; the other node's device misses it, and the send says so.
-    let sent = a.server.send_to_user("ann", "news", &"while down");
+    // Local delivery goes on; the other node's device misses it, and the node reports the
+    // loss.
+    a.server.send_to_user("ann", "news", &"while down").unwrap();
     expect_each(&[&ann_a], &[json!("while down")]).await;
     assert!(ann_b.received().is_empty());
-    let _ = sent;
+    within("the loss is reported", async {
+        loop {
+            if let Ok(ClusterEvent::Lost { messages, .. }) = a.events.recv().await {
+                assert!(messages >= 1);
+                return;
+            }
+        }
+    })
+    .await;
+    // A new device cannot be admitted under a limit nobody can check: refused, not listed.
+    let client = wse_client::Client::builder(a.url()).build();
+    let refused = within("refused", client.connect(json!("zed"), json!({}))).await;
+    assert!(refused.is_err(), "{refused:?}");
+    client.close("wse.by-client").await;
 
     redis.restart();
     let mut saw = Vec::new();

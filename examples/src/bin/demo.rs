@@ -126,6 +126,11 @@ struct Options {
         value_parser = node_timeout_ms
     )]
     node_timeout_ms: u64,
+
+    /// Milliseconds a user whose last device left stays online before it goes offline for
+    /// the cluster: a device back within it finds its user never left (0: none)
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "redis")]
+    presence_grace_ms: u64,
 }
 
 /// `--rate-limit`: a limit, or none.
@@ -246,7 +251,8 @@ impl Options {
         Some(
             RedisConfig::new(url)
                 .prefix(self.cluster_prefix(auth))
-                .node_timeout(Duration::from_millis(self.node_timeout_ms)),
+                .node_timeout(Duration::from_millis(self.node_timeout_ms))
+                .presence_grace(Duration::from_millis(self.presence_grace_ms)),
         )
     }
 
@@ -647,9 +653,12 @@ mod tests {
             "chat",
             "--node-timeout-ms",
             "30",
+            "--presence-grace-ms",
+            "1500",
         ])
         .unwrap();
         assert_eq!(options.node_timeout_ms, 30);
+        assert_eq!(options.presence_grace_ms, 1500);
         assert_eq!(options.cluster_prefix(Auth::Plain), "chat");
         assert_eq!(options.cluster_prefix(Auth::Hmac), "chat-hmac");
     }
