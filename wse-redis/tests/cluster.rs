@@ -673,3 +673,24 @@ async fn a_user_back_within_the_grace_period_never_went_offline() {
     assert_eq!(a.server.users().await.unwrap(), users(&["bob"]));
     assert!(a.server.user_rooms("ann").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_user_limit_can_refuse_the_newest_device_for_the_cluster() {
+    let redis = RedisProcess::start();
+    let prefix = unique_prefix("refuse");
+    let refuse = |builder: wse_server::Builder| {
+        builder.conn_per_user_overflow(wse_server::Overflow::RefuseNewest)
+    };
+    let a = Node::start_serving(&redis, &prefix, 1, |cluster| cluster, refuse).await;
+    let b = Node::start_serving(&redis, &prefix, 1, |cluster| cluster, refuse).await;
+    let first = Device::connect(&a.url(), "ann").await;
+    let client = wse_client::Client::builder(b.url()).build();
+    let refused = within("refused", client.connect(json!("ann"), json!({}))).await;
+    assert!(
+        matches!(&refused, Err(wse_client::ConnectError::Closed { reason, .. }) if reason == "wse.clients-concurrency"),
+        "{refused:?}"
+    );
+    client.close("wse.by-client").await;
+    assert_eq!(first.client.status(), Status::Ready);
+    assert_eq!(b.server.devices("ann").await.unwrap().len(), 1);
+}

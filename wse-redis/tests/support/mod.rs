@@ -166,6 +166,17 @@ impl Node {
         conn_per_user: usize,
         configure: impl FnOnce(RedisConfig) -> RedisConfig,
     ) -> Self {
+        Self::start_serving(redis, prefix, conn_per_user, configure, |builder| builder).await
+    }
+
+    /// A node as [`Node::start_with`] makes it, its server's settings changed by `server`.
+    pub async fn start_serving(
+        redis: &RedisProcess,
+        prefix: &str,
+        conn_per_user: usize,
+        configure: impl FnOnce(RedisConfig) -> RedisConfig,
+        server: impl FnOnce(wse_server::Builder) -> wse_server::Builder,
+    ) -> Self {
         let cluster = configure(
             RedisConfig::new(redis.url())
                 .prefix(prefix)
@@ -173,16 +184,17 @@ impl Node {
                 .command_timeout(Duration::from_millis(500)),
         );
         let events = cluster.events();
-        let server = Server::builder(|handshake| async move {
+        let builder = Server::builder(|handshake| async move {
             match handshake.identity.as_str() {
                 Some(user) => Decision::accept(user, Value::Null),
                 None => Decision::refuse(),
             }
         })
         .conn_per_user(conn_per_user)
-        .presence_procedures(PresenceProcedures::new())
-        .delivery(move |local| cluster.delivery(local))
-        .build();
+        .presence_procedures(PresenceProcedures::new());
+        let server = server(builder)
+            .delivery(move |local| cluster.delivery(local))
+            .build();
         let serving = within("bind", server.bind("127.0.0.1:0"))
             .await
             .expect("the node starts");
