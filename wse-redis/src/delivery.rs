@@ -195,14 +195,15 @@ impl Inner {
         }
     }
 
-    /// The channel that reaches whoever `target` names: the one node that holds a connection,
-    /// or every node.
-    fn channel_of(&self, target: &Target) -> Option<String> {
-        match target {
-            Target::Connection(id) if id.node() == self.node => None,
-            Target::Connection(id) => Some(self.keys.to_node(id.node())),
-            _ => Some(self.keys.to_all()),
-        }
+    /// Publishes `body` to the other nodes `target` concerns: the one node that holds a
+    /// connection, or every node; nothing for a connection of this node.
+    fn forward(&self, target: &Target, body: impl FnOnce() -> Body) -> Result<(), DeliveryError> {
+        let channel = match target {
+            Target::Connection(id) if id.node() == self.node => return Ok(()),
+            Target::Connection(id) => self.keys.to_node(id.node()),
+            _ => self.keys.to_all(),
+        };
+        self.publish(channel, body())
     }
 
     /// Does here what another node published.
@@ -606,14 +607,11 @@ impl Delivery for RedisDelivery {
         packed: &Packed,
     ) -> Result<usize, DeliveryError> {
         let here = self.0.local.send_now(target, except, packed);
-        if let Some(channel) = self.0.channel_of(target) {
-            let body = Body::Send {
-                target: target.clone(),
-                except: except.cloned(),
-                packed: packed.clone(),
-            };
-            self.0.publish(channel, body)?;
-        }
+        self.0.forward(target, || Body::Send {
+            target: target.clone(),
+            except: except.cloned(),
+            packed: packed.clone(),
+        })?;
         Ok(here)
     }
 
@@ -624,14 +622,11 @@ impl Delivery for RedisDelivery {
         close: &Close,
     ) -> Result<usize, DeliveryError> {
         let here = self.0.local.disconnect_now(target, except, close);
-        if let Some(channel) = self.0.channel_of(target) {
-            let body = Body::Disconnect {
-                target: target.clone(),
-                except: except.cloned(),
-                close: close.clone(),
-            };
-            self.0.publish(channel, body)?;
-        }
+        self.0.forward(target, || Body::Disconnect {
+            target: target.clone(),
+            except: except.cloned(),
+            close: close.clone(),
+        })?;
         Ok(here)
     }
 
