@@ -91,13 +91,15 @@
 //!   reaches every other node in that order.
 //! - **While Redis is down**, every node goes on delivering to its own connections. What it
 //!   publishes meanwhile is dropped and reported ([`ClusterEvent::Lost`], the
-//!   `wse_redis_lost_total` counter) and the send returns
+//!   `wse_redis_lost_total` counter); a send that finds the publish queue full returns
 //!   [`DeliveryError::Unavailable`](wse_server::DeliveryError::Unavailable) after delivering
-//!   here; what others published is lost to it ([`ClusterEvent::Disconnected`]). Admissions
+//!   here. What others published is lost to it ([`ClusterEvent::Disconnected`]). Admissions
 //!   fail (the connection is refused with 1013) rather than break the user limit. Each
 //!   node reconnects by itself, at most half a second apart, subscribes again
 //!   ([`ClusterEvent::Reconnected`]), and lists its connections again if Redis came back
-//!   empty ([`ClusterEvent::Relisted`]). No queue grows without bound: past
+//!   empty ([`ClusterEvent::Relisted`]): their users and devices, not their room memberships
+//!   or profiles, which stay in each node's delivery (room sends still reach them) but are
+//!   gone from the cluster's answers until they join again. No queue grows without bound: past
 //!   [`RedisConfig::queue`] messages are dropped and counted.
 //!
 //! # Data layout
