@@ -694,3 +694,60 @@ async fn the_user_limit_can_refuse_the_newest_device_for_the_cluster() {
     assert_eq!(first.client.status(), Status::Ready);
     assert_eq!(b.server.devices("ann").await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn private_messages_and_a_logout_of_every_device_cross_nodes() {
+    let redis = RedisProcess::start();
+    let prefix = unique_prefix("dm");
+    let builtins = |builder: wse_server::Builder| {
+        builder
+            .direct_messages(wse_server::DirectMessages::new())
+            .logout(wse_server::Logout::new())
+    };
+    let a = Node::start_serving(&redis, &prefix, 3, |cluster| cluster, builtins).await;
+    let b = Node::start_serving(&redis, &prefix, 3, |cluster| cluster, builtins).await;
+    let ann_a = Device::connect(&a.url(), "ann").await;
+    let ann_b = Device::connect(&b.url(), "ann").await;
+    let bob_b = Device::connect(&b.url(), "bob").await;
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = Arc::clone(&got);
+    bob_b
+        .client
+        .on("dm", move |_, dm: Value| record.lock().unwrap().push(dm))
+        .unwrap();
+
+    // From node A to a user on node B, whom presence shows online cluster-wide.
+    let delivered: bool = within(
+        "dm",
+        ann_a
+            .client
+            .call("dm.send", &json!({"to": "bob", "payload": "hi"})),
+    )
+    .await
+    .unwrap();
+    assert!(delivered);
+    eventually("bob got it", async || got.lock().unwrap().len() == 1).await;
+    assert_eq!(
+        got.lock().unwrap()[0],
+        json!({"from": "ann", "payload": "hi"})
+    );
+
+    // A logout of every device from node A closes ann's device on node B too.
+    let mut events = ann_b.client.events();
+    let _: bool = within("logout", ann_a.client.call("logout", &json!({"all": true})))
+        .await
+        .unwrap();
+    let closed = within("ann's other device is closed", async {
+        loop {
+            if let Ok(ClientEvent::Closed { code, reason }) = events.recv().await {
+                return (code, reason);
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, (1000, "wse.logout".to_owned()));
+    eventually("ann is offline", async || {
+        a.server.users().await.unwrap() == users(&["bob"])
+    })
+    .await;
+}
