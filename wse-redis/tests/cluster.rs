@@ -190,6 +190,13 @@ async fn a_node_that_dies_is_taken_out_with_its_devices() {
     let _ann_doomed = Device::connect(&url, "ann").await;
     let _cat_doomed = Device::connect(&url, "cat").await;
     assert_eq!(b.server.counts().await.unwrap(), (2, 3));
+    let watcher = Device::connect(&b.url(), "watcher").await;
+    let _: Value = within(
+        "subscribe",
+        watcher.client.call("presence.subscribe", &json!({})),
+    )
+    .await
+    .unwrap();
     // Its devices are in rooms, by their own join and as a whole user.
     let doomed_ids: Vec<_> = b.server.devices("cat").await.unwrap();
     let ann_ids = b.server.devices("ann").await.unwrap();
@@ -216,10 +223,16 @@ async fn a_node_that_dies_is_taken_out_with_its_devices() {
     // cat had no other device: offline with it; ann still has one on a.
     assert_eq!(gone, users(&["cat"]));
     eventually("its devices are out", async || {
-        b.server.counts().await.unwrap() == (1, 1)
+        b.server.counts().await.unwrap() == (2, 2)
     })
     .await;
-    assert_eq!(b.server.users().await.unwrap(), users(&["ann"]));
+    assert_eq!(b.server.users().await.unwrap(), users(&["ann", "watcher"]));
+    // Presence subscribers hear it: cat offline, ann down to one device.
+    eventually("presence follows", async || {
+        latest(&watcher, "cat").is_some_and(|seen| seen["online"] == false)
+            && latest(&watcher, "ann").is_some_and(|seen| seen["devices"] == 1)
+    })
+    .await;
     b.server.send_to_user("ann", "news", &"still one").unwrap();
     expect_each(&[&ann_a], &[json!("still one")]).await;
     // Its devices left their rooms, and its offline users the rooms they joined as a whole.
