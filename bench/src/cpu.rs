@@ -101,8 +101,21 @@ impl Sample {
     /// # Errors
     /// When `/proc` cannot be read (see [`used`]).
     pub(crate) fn now(server: Option<u32>) -> Result<Self, Failure> {
+        Self::of(server.as_slice())
+    }
+
+    /// Reads both now, the server's as the sum over the processes `servers` (the nodes of a
+    /// cluster and its Redis); none when `servers` is empty.
+    ///
+    /// # Errors
+    /// When `/proc` cannot be read (see [`used`]).
+    pub(crate) fn of(servers: &[u32]) -> Result<Self, Failure> {
+        let mut server = None;
+        for &pid in servers {
+            *server.get_or_insert(Duration::ZERO) += used(Process::Other(pid))?;
+        }
         Ok(Self {
-            server: server.map(|pid| used(Process::Other(pid))).transpose()?,
+            server,
             generator: used(Process::Generator)?,
         })
     }

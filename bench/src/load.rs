@@ -2,8 +2,8 @@
 //! reply is checked.
 //!
 //! The connections are made by tokio-tungstenite and [`open`] (the upgrade, then the wse
-//! handshake). The RPC callers and the fan-out receivers then speak frames by hand on the
-//! socket ([`lean`]), so that the generator's own CPU per call stays as low as the raw echo
+//! handshake). The RPC callers, the fan-out receivers and the senders and receivers of sends
+//! to a user ([`relay`]) then speak frames by hand on the socket ([`lean`]), so that the generator's own CPU per call stays as low as the raw echo
 //! allows; the handshake and memory modes, which measure the connections themselves, stay on
 //! tokio-tungstenite.
 
@@ -323,23 +323,13 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The calls of an RPC connection and the reply each must get, built once per run.
 ///
 /// Slot `i` has one call in flight, stamped `i` in decimal: the calls are byte for byte those
-/// of the tokio-tungstenite generator this one replaced. The stamp is the last element of a
-/// frame in both codecs, and ends at the same distance from the frame's end in every reply,
-/// so a reply's slot is read from the digits there, and the reply then checked whole against
-/// that slot's.
+/// of the tokio-tungstenite generator this one replaced.
 #[derive(Debug)]
 struct Slots {
     /// Each slot's call, as a complete client frame.
     calls: Vec<Vec<u8>>,
-    /// Each slot's reply, the message payload byte for byte: the response `3` for wse, the
-    /// call itself for the echo.
-    replies: Vec<Vec<u8>>,
-    /// The opcode replies come as (text for JSON, binary for MessagePack).
-    opcode: u8,
-    /// How many bytes of a reply follow its stamp (`"]` in JSON, none in MessagePack).
-    after_stamp: usize,
-    /// The most digits a stamp has.
-    widest_stamp: usize,
+    /// Each slot's reply: the response `3` for wse, the call itself for the echo.
+    replies: Expected,
 }
 
 impl Slots {
@@ -348,7 +338,7 @@ impl Slots {
     fn new(dial: &Dial, in_flight: usize) -> Result<Self, Failure> {
         let protocol = dial.codec.protocol();
         let args = serde_json::json!({"a": 1, "b": 2});
-        let (mut calls, mut replies, mut after_stamp) = (Vec::new(), Vec::new(), None);
+        let (mut calls, mut replies) = (Vec::new(), Vec::new());
         for slot in 0..in_flight.max(1) {
             let stamp = slot.to_string();
             let call = protocol
@@ -360,47 +350,80 @@ impl Slots {
                     .encode(frame::RESPONSE, &3, Some(&stamp))
                     .map_err(|e| e.to_string())?,
             };
-            // The stamp is the frame's last element in both codecs: its last occurrence.
-            let at = reply
-                .windows(stamp.len())
-                .rposition(|window| window == stamp.as_bytes())
-                .ok_or("a reply without its stamp")?;
-            let after = reply.len() - at - stamp.len();
-            if *after_stamp.get_or_insert(after) != after {
-                return Err("the replies' stamps end at different places".into());
-            }
             calls.push(lean::masked_frame(dial.codec.opcode(), &call));
             replies.push(reply);
         }
-        let slots = Self {
+        Ok(Self {
             calls,
-            replies,
-            opcode: dial.codec.opcode(),
-            after_stamp: after_stamp.ok_or("no slot")?,
-            widest_stamp: in_flight.saturating_sub(1).to_string().len(),
+            replies: Expected::new(dial.codec, replies)?,
+        })
+    }
+}
+
+/// The message each slot expects, compared byte for byte, built once per run.
+///
+/// Slot `i`'s message carries `i` in decimal as its last string (a reply's stamp, or a sent
+/// message's payload). That string is the last element of a frame in both codecs, and ends at
+/// the same distance from the frame's end in every message, so a message's slot is read from
+/// the digits there, and the message then checked whole against that slot's.
+#[derive(Debug)]
+struct Expected {
+    /// Each slot's message, the message payload byte for byte.
+    messages: Vec<Vec<u8>>,
+    /// The opcode they come as (text for JSON, binary for MessagePack).
+    opcode: u8,
+    /// How many bytes of a message follow its slot's digits (`"]` in a JSON reply, none in
+    /// MessagePack).
+    after_digits: usize,
+    /// The most digits a slot's number has.
+    widest: usize,
+}
+
+impl Expected {
+    /// The messages of `codec` each slot expects, slot `i`'s at `messages[i]`.
+    fn new(codec: Codec, messages: Vec<Vec<u8>>) -> Result<Self, Failure> {
+        let mut after_digits = None;
+        for (slot, message) in messages.iter().enumerate() {
+            let digits = slot.to_string();
+            // The slot's string is the frame's last element in both codecs: its last
+            // occurrence.
+            let at = message
+                .windows(digits.len())
+                .rposition(|window| window == digits.as_bytes())
+                .ok_or("a message without its slot's number")?;
+            let after = message.len() - at - digits.len();
+            if *after_digits.get_or_insert(after) != after {
+                return Err("the messages' slot numbers end at different places".into());
+            }
+        }
+        let expected = Self {
+            opcode: codec.opcode(),
+            after_digits: after_digits.ok_or("no slot")?,
+            widest: messages.len().saturating_sub(1).to_string().len(),
+            messages,
         };
-        // The digits are found by their place alone: make sure every right reply is.
-        for (slot, reply) in slots.replies.iter().enumerate() {
-            if slots.slot_of(slots.opcode, reply) != Ok(slot) {
+        // The digits are found by their place alone: make sure every right message is.
+        for (slot, message) in expected.messages.iter().enumerate() {
+            if expected.slot_of(expected.opcode, message) != Ok(slot) {
                 return Err(format!(
-                    "the stamp of slot {slot} is not where it is looked for"
+                    "the number of slot {slot} is not where it is looked for"
                 ));
             }
         }
-        Ok(slots)
+        Ok(expected)
     }
 
-    /// The slot `reply` answers, once it is checked byte for byte.
-    fn slot_of(&self, opcode: u8, reply: &[u8]) -> Result<usize, Failure> {
-        let slot = reply
+    /// The slot `message` is for, once it is checked byte for byte.
+    fn slot_of(&self, opcode: u8, message: &[u8]) -> Result<usize, Failure> {
+        let slot = message
             .len()
-            .checked_sub(self.after_stamp)
+            .checked_sub(self.after_digits)
             .and_then(|end| {
-                let before_end = reply.get(..end)?;
+                let before_end = message.get(..end)?;
                 let digits = before_end
                     .iter()
                     .rev()
-                    .take(self.widest_stamp)
+                    .take(self.widest)
                     .take_while(|byte| byte.is_ascii_digit())
                     .count();
                 before_end[end - digits..]
@@ -411,12 +434,12 @@ impl Slots {
                     .filter(|_| digits > 0)
             })
             .filter(|&slot| {
-                opcode == self.opcode && self.replies.get(slot).is_some_and(|r| r == reply)
+                opcode == self.opcode && self.messages.get(slot).is_some_and(|m| m == message)
             });
         slot.ok_or_else(|| {
             format!(
-                "wrong reply (opcode {opcode:#x}): {:?}",
-                String::from_utf8_lossy(reply)
+                "wrong message (opcode {opcode:#x}): {:?}",
+                String::from_utf8_lossy(message)
             )
         })
     }
@@ -446,7 +469,7 @@ async fn caller(mut conn: Conn, run: &Run) -> Result<u64, Failure> {
         let (measuring, stopping) = (run.measuring.get(), run.stopping.get());
         out.clear();
         while let Some((opcode, reply)) = conn.next_message(&mut out)? {
-            let slot = slots.slot_of(opcode, reply)?;
+            let slot = slots.replies.slot_of(opcode, reply)?;
             if !std::mem::replace(&mut waiting[slot], false) {
                 return Err(format!("a second reply for slot {slot}"));
             }
@@ -524,6 +547,388 @@ impl<'run> Latencies<'run> {
                 .saturating_record_n(micros, count);
         }
     }
+}
+
+/// Sends to one user, within one node or from one node of a cluster to another: who sends,
+/// who receives, and whose CPU time is measured.
+#[derive(Debug, Clone)]
+pub(crate) struct Relay {
+    /// The sender's server.
+    pub(crate) sender: Dial,
+    /// The receiver's server: the sender's (within one node), or another node of its cluster.
+    /// Every dial of a relay speaks one codec.
+    pub(crate) receiver: Dial,
+    /// In a cluster, a node other than the sender's, which tells when the sender's node has
+    /// published what it was sent (see [`Barrier`]).
+    pub(crate) barrier: Option<Dial>,
+    /// The processes whose CPU time is measured: every server (also a node that only hears
+    /// the sends), and the cluster's Redis.
+    pub(crate) servers: Vec<u32>,
+}
+
+/// The outcome of a relay run.
+#[derive(Debug)]
+pub(crate) struct RelayRun {
+    /// Sends measured.
+    pub(crate) messages: u64,
+    /// From the first measured send until the receiver had them all.
+    pub(crate) delivered: Duration,
+    /// From the first measured send until the sender's node had also published them all to
+    /// the cluster (the [`Barrier`] passed); `None` outside a cluster.
+    pub(crate) published: Option<Duration>,
+    /// The latency of each measured send, from the write of its call to the read of its
+    /// delivery, in microseconds.
+    pub(crate) latency: Histogram<u64>,
+    /// CPU time used from the first measured send until they were all delivered and
+    /// published.
+    pub(crate) cpu: cpu::Spent,
+}
+
+impl RelayRun {
+    /// Adds another round of the same load.
+    pub(crate) fn merge(&mut self, other: Self) -> Result<(), Failure> {
+        self.messages += other.messages;
+        self.delivered += other.delivered;
+        self.published = self.published.zip(other.published).map(|(a, b)| a + b);
+        self.cpu.add(other.cpu);
+        self.latency.add(other.latency).map_err(|e| e.to_string())
+    }
+}
+
+/// The type of the messages sent to the user.
+const TICK: &str = "tick";
+
+/// The receiving users of each relay run are new: a receiver of the last run that is still
+/// closing on one node never takes a message of the next.
+static NEXT_RECEIVER: AtomicUsize = AtomicUsize::new(0);
+
+/// The read buffer of a relay connection: far more than the messages in flight.
+const RELAY_READ_BUFFER: usize = 64 << 10;
+
+/// How long a relay run may take, warm-up included, before the messages it misses count as
+/// lost.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `messages` sends to one user, `in_flight` at a time, after `warmup` sends that are not
+/// measured. Each is a call of `send_to_user {user, type: "tick", payload: "<slot>"}` stamped
+/// `<slot>` on the sender's connection, which the user's one device, the receiver, gets as
+/// `["tick", "<slot>", null]`; the call answers how many devices of the user its node holds
+/// (1 within one node, 0 across nodes). A slot is sent again once its delivery and its reply
+/// are both in, each checked byte for byte.
+///
+/// The latency of a send is from the write of its call to the read of its delivery: with one
+/// in flight, the time a message takes to reach its user. In a cluster, the [`Barrier`] is
+/// passed after the warm-up (nothing of it is still to publish when the measurement starts)
+/// and after the measured sends.
+pub(crate) async fn relay(
+    relay: &Relay,
+    in_flight: usize,
+    warmup: usize,
+    messages: usize,
+) -> Result<RelayRun, Failure> {
+    let relay = relay.clone();
+    on_one_thread(
+        move || async move { relay_on_this_thread(&relay, in_flight, warmup, messages).await },
+    )
+    .await
+}
+
+/// [`relay`], on a current-thread runtime and its [`LocalSet`] (see [`on_one_thread`]).
+async fn relay_on_this_thread(
+    relay: &Relay,
+    in_flight: usize,
+    warmup: usize,
+    messages: usize,
+) -> Result<RelayRun, Failure> {
+    let codec = relay.sender.codec;
+    if relay.receiver.codec != codec || relay.barrier.as_ref().is_some_and(|b| b.codec != codec) {
+        return Err("every connection of a relay speaks one codec".into());
+    }
+    let deadline = Instant::now() + RELAY_TIMEOUT;
+    let user = format!("receiver{}", NEXT_RECEIVER.fetch_add(1, Ordering::Relaxed));
+    let here = usize::from(relay.sender.url == relay.receiver.url);
+    let mut barrier = match &relay.barrier {
+        Some(far) => Some(Barrier::open(&relay.sender, far, &format!("{user}-barrier")).await?),
+        None => None,
+    };
+    let mut sends = Sends::open(relay, &user, here, in_flight).await?;
+    sends.run(warmup, false, deadline).await?;
+    if let Some(barrier) = &mut barrier {
+        barrier.pass(deadline).await?;
+    }
+    let (began, before) = (Instant::now(), cpu::Sample::of(&relay.servers)?);
+    let delivered = sends.run(messages, true, deadline).await?;
+    if let Some(barrier) = &mut barrier {
+        barrier.pass(deadline).await?;
+    }
+    let (published, after) = (Instant::now(), cpu::Sample::of(&relay.servers)?);
+    let latency = sends.latency.clone();
+    sends.close().await?;
+    if let Some(barrier) = barrier {
+        barrier.close().await?;
+    }
+    Ok(RelayRun {
+        messages: messages as u64,
+        delivered: delivered.duration_since(began),
+        published: relay
+            .barrier
+            .as_ref()
+            .map(|_| published.duration_since(began)),
+        latency,
+        cpu: after.since(before),
+    })
+}
+
+/// The frames of one send to a user, from one slot.
+#[derive(Debug)]
+struct SendFrames {
+    /// The call, as a complete client frame.
+    call: Vec<u8>,
+    /// Its reply.
+    reply: Vec<u8>,
+    /// The message the user's device gets.
+    delivery: Vec<u8>,
+}
+
+impl SendFrames {
+    /// The frames of a send to `user` from slot `slot`, when the sender's node holds `here`
+    /// of the user's devices (what the call answers).
+    fn new(codec: Codec, user: &str, here: usize, slot: usize) -> Result<Self, Failure> {
+        let protocol = codec.protocol();
+        let number = slot.to_string();
+        let args = serde_json::json!({"user": user, "type": TICK, "payload": number});
+        let call = protocol
+            .encode("send_to_user", &args, Some(&number))
+            .map_err(|e| e.to_string())?;
+        let reply = protocol
+            .encode(frame::RESPONSE, &here, Some(&number))
+            .map_err(|e| e.to_string())?;
+        let delivery = protocol
+            .encode(TICK, &number, None)
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            call: lean::masked_frame(codec.opcode(), &call),
+            reply,
+            delivery,
+        })
+    }
+}
+
+/// The sender and the receiver of a relay, and the state of each slot.
+#[derive(Debug)]
+struct Sends {
+    sender: Conn,
+    receiver: Conn,
+    /// Each slot's call, as a complete client frame.
+    calls: Vec<Vec<u8>>,
+    /// Each slot's reply on the sender's connection.
+    replies: Expected,
+    /// Each slot's message to the receiver.
+    deliveries: Expected,
+    /// Whether each slot waits for its delivery.
+    delivering: Vec<bool>,
+    /// Whether each slot waits for its reply.
+    replying: Vec<bool>,
+    /// When each slot's call was written.
+    sent_at: Vec<Instant>,
+    /// The latency of each send recorded, in microseconds.
+    latency: Histogram<u64>,
+}
+
+impl Sends {
+    /// Connects the receiver (as `user`) and then the sender, with `in_flight` slots.
+    async fn open(
+        relay: &Relay,
+        user: &str,
+        here: usize,
+        in_flight: usize,
+    ) -> Result<Self, Failure> {
+        let codec = relay.sender.codec;
+        let in_flight = in_flight.max(1);
+        let (mut calls, mut replies, mut deliveries) = (Vec::new(), Vec::new(), Vec::new());
+        for slot in 0..in_flight {
+            let frames = SendFrames::new(codec, user, here, slot)?;
+            calls.push(frames.call);
+            replies.push(frames.reply);
+            deliveries.push(frames.delivery);
+        }
+        // The receiver first: the sender's first call must find it.
+        let receiver = Conn::from_ws(open(&relay.receiver, user).await?, RELAY_READ_BUFFER)?;
+        let sender = Conn::from_ws(open(&relay.sender, "sender").await?, RELAY_READ_BUFFER)?;
+        Ok(Self {
+            sender,
+            receiver,
+            calls,
+            replies: Expected::new(codec, replies)?,
+            deliveries: Expected::new(codec, deliveries)?,
+            delivering: vec![false; in_flight],
+            replying: vec![false; in_flight],
+            sent_at: vec![Instant::now(); in_flight],
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Makes `count` sends, every slot in flight, until each is delivered and answered;
+    /// records their latencies when `record`. Returns when the last delivery was read.
+    async fn run(
+        &mut self,
+        count: usize,
+        record: bool,
+        deadline: Instant,
+    ) -> Result<Instant, Failure> {
+        let (mut sent, mut delivered, mut replied) = (0, 0, 0);
+        let mut last_delivery = Instant::now();
+        // Slots whose send is done, to send again; the sender's next write (with its pongs),
+        // and the receiver's pongs.
+        let mut free: Vec<usize> = (0..self.calls.len()).collect();
+        let (mut out, mut pongs) = (Vec::new(), Vec::new());
+        loop {
+            let now = Instant::now();
+            for slot in free.drain(..) {
+                if sent == count {
+                    break;
+                }
+                out.extend_from_slice(&self.calls[slot]);
+                self.delivering[slot] = true;
+                self.replying[slot] = true;
+                self.sent_at[slot] = now;
+                sent += 1;
+            }
+            if !out.is_empty() {
+                self.sender.write_all(&out).await?;
+                out.clear();
+            }
+            if delivered == count && replied == count {
+                return Ok(last_delivery);
+            }
+            tokio::select! {
+                read = self.receiver.fill() => {
+                    read?;
+                    last_delivery = Instant::now();
+                    while let Some((opcode, message)) = self.receiver.next_message(&mut pongs)? {
+                        let slot = self.deliveries.slot_of(opcode, message)?;
+                        if !std::mem::replace(&mut self.delivering[slot], false) {
+                            return Err(format!("a second delivery for slot {slot}"));
+                        }
+                        delivered += 1;
+                        if record {
+                            let micros = last_delivery.duration_since(self.sent_at[slot]);
+                            let micros = u64::try_from(micros.as_micros()).unwrap_or(u64::MAX);
+                            self.latency.saturating_record(micros.max(1));
+                        }
+                        if !self.replying[slot] {
+                            free.push(slot);
+                        }
+                    }
+                    if !pongs.is_empty() {
+                        self.receiver.write_all(&pongs).await?;
+                        pongs.clear();
+                    }
+                }
+                read = self.sender.fill() => {
+                    read?;
+                    while let Some((opcode, reply)) = self.sender.next_message(&mut out)? {
+                        let slot = self.replies.slot_of(opcode, reply)?;
+                        if !std::mem::replace(&mut self.replying[slot], false) {
+                            return Err(format!("a second reply for slot {slot}"));
+                        }
+                        replied += 1;
+                        if !self.delivering[slot] {
+                            free.push(slot);
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(format!(
+                        "{delivered} of {count} sends to a user delivered and {replied} \
+                         answered within {RELAY_TIMEOUT:?}: messages were lost"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Closes both connections.
+    async fn close(self) -> Result<(), Failure> {
+        let (receiver, sender) = tokio::join!(self.receiver.close(), self.sender.close());
+        receiver.and(sender)
+    }
+}
+
+/// When a node of a cluster has published what it was sent: a device on another node, and a
+/// connection to the sender's node that sends to it. A node publishes in order, on one
+/// connection to Redis, and the other node hears it in that order: once every earlier send
+/// was answered (so queued for publishing), a send to that device arrives after all of them.
+#[derive(Debug)]
+struct Barrier {
+    /// On the sender's node.
+    near: Conn,
+    /// A device of its own user, on another node.
+    far: Conn,
+    /// The send, as a complete client frame.
+    call: Vec<u8>,
+    /// Its reply (the sender's node holds none of the user's devices).
+    reply: Expected,
+    /// Its delivery.
+    delivery: Expected,
+}
+
+impl Barrier {
+    /// A device of `user` on `far`, and a connection to `near` that sends to it.
+    async fn open(near: &Dial, far: &Dial, user: &str) -> Result<Self, Failure> {
+        let SendFrames {
+            call,
+            reply,
+            delivery,
+        } = SendFrames::new(near.codec, user, 0, 0)?;
+        let far_conn = Conn::from_ws(open(far, user).await?, RELAY_READ_BUFFER)?;
+        let near_conn = Conn::from_ws(open(near, "barrier").await?, RELAY_READ_BUFFER)?;
+        Ok(Self {
+            near: near_conn,
+            far: far_conn,
+            call,
+            reply: Expected::new(near.codec, vec![reply])?,
+            delivery: Expected::new(near.codec, vec![delivery])?,
+        })
+    }
+
+    /// Sends once and waits for the reply and the delivery.
+    async fn pass(&mut self, deadline: Instant) -> Result<(), Failure> {
+        self.near.write_all(&self.call).await?;
+        let passed = async {
+            one_message(&mut self.near, &self.reply).await?;
+            one_message(&mut self.far, &self.delivery).await
+        };
+        tokio::time::timeout_at(deadline, passed)
+            .await
+            .map_err(|_| "the barrier did not pass: messages were lost".to_owned())?
+    }
+
+    /// Closes both connections.
+    async fn close(self) -> Result<(), Failure> {
+        let (near, far) = tokio::join!(self.near.close(), self.far.close());
+        near.and(far)
+    }
+}
+
+/// Reads the next message of `conn` and checks that it is `expected`'s one slot's.
+async fn one_message(conn: &mut Conn, expected: &Expected) -> Result<(), Failure> {
+    let mut pongs = Vec::new();
+    loop {
+        if let Some((opcode, message)) = conn.next_message(&mut pongs)? {
+            expected.slot_of(opcode, message)?;
+            break;
+        }
+        if !pongs.is_empty() {
+            conn.write_all(&pongs).await?;
+            pongs.clear();
+        }
+        conn.fill().await?;
+    }
+    if !pongs.is_empty() {
+        conn.write_all(&pongs).await?;
+    }
+    Ok(())
 }
 
 /// Completes `cycles` connect → ready → close cycles, `concurrency` at a time; returns the
@@ -802,14 +1207,46 @@ mod tests {
         let json = slots(Codec::Json, Hello::Wse)?;
         assert_eq!(json.calls[7][..6], [0x81, 0x80 | 25, 0, 0, 0, 0]);
         assert_eq!(json.calls[7][6..], *br#"["add",{"a":1,"b":2},"7"]"#);
-        assert_eq!(json.replies[7], br#"["~wse:response",3,"7"]"#);
+        assert_eq!(json.replies.messages[7], br#"["~wse:response",3,"7"]"#);
         let echo = slots(Codec::Json, Hello::None)?;
-        assert_eq!(echo.replies[12], br#"["add",{"a":1,"b":2},"12"]"#);
+        assert_eq!(echo.replies.messages[12], br#"["add",{"a":1,"b":2},"12"]"#);
         let msgpack = slots(Codec::Msgpack, Hello::Wse)?;
+        let twelfth = &msgpack.replies.messages[12];
+        assert_eq!(twelfth[twelfth.len() - 3..], [0xa2, b'1', b'2']);
+        Ok(())
+    }
+
+    #[test]
+    fn sends_to_a_user_are_found_by_their_slot_in_reply_and_delivery() -> Result<(), Failure> {
+        let json = SendFrames::new(Codec::Json, "receiver7", 1, 12)?;
         assert_eq!(
-            msgpack.replies[12][msgpack.replies[12].len() - 3..],
-            [0xa2, b'1', b'2']
+            json.call[6..],
+            *br#"["send_to_user",{"payload":"12","type":"tick","user":"receiver7"},"12"]"#
         );
+        assert_eq!(json.reply, br#"["~wse:response",1,"12"]"#);
+        assert_eq!(json.delivery, br#"["tick","12",null]"#);
+        for codec in [Codec::Json, Codec::Msgpack] {
+            for here in [0, 1] {
+                let frames = (0..16)
+                    .map(|slot| SendFrames::new(codec, "receiver17", here, slot))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let replies: Vec<_> = frames.iter().map(|f| f.reply.clone()).collect();
+                let deliveries: Vec<_> = frames.iter().map(|f| f.delivery.clone()).collect();
+                let replies = Expected::new(codec, replies)?;
+                let deliveries = Expected::new(codec, deliveries)?;
+                for (slot, frames) in frames.iter().enumerate() {
+                    assert_eq!(replies.slot_of(codec.opcode(), &frames.reply), Ok(slot));
+                    assert_eq!(
+                        deliveries.slot_of(codec.opcode(), &frames.delivery),
+                        Ok(slot)
+                    );
+                    assert!(deliveries.slot_of(codec.opcode(), &frames.reply).is_err());
+                }
+                // A reply of the other node's count is wrong.
+                let other = SendFrames::new(codec, "receiver17", 1 - here, 3)?;
+                assert!(replies.slot_of(codec.opcode(), &other.reply).is_err());
+            }
+        }
         Ok(())
     }
 
@@ -817,11 +1254,11 @@ mod tests {
     fn a_reply_gives_its_slot_only_when_it_is_right_byte_for_byte() -> Result<(), Failure> {
         for codec in [Codec::Json, Codec::Msgpack] {
             for hello in [Hello::None, Hello::Wse] {
-                let slots = slots(codec, hello)?;
-                for (slot, reply) in slots.replies.iter().enumerate() {
+                let slots = slots(codec, hello)?.replies;
+                for (slot, reply) in slots.messages.iter().enumerate() {
                     assert_eq!(slots.slot_of(codec.opcode(), reply), Ok(slot));
                 }
-                let mut wrong = slots.replies[9].clone();
+                let mut wrong = slots.messages[9].clone();
                 wrong[2] ^= 1;
                 assert!(slots.slot_of(codec.opcode(), &wrong).is_err());
                 // A right reply for a slot that does not exist.
@@ -833,13 +1270,14 @@ mod tests {
                     },
                     17,
                 )?;
-                assert!(slots.slot_of(codec.opcode(), &beyond.replies[16]).is_err());
+                let beyond = &beyond.replies.messages[16];
+                assert!(slots.slot_of(codec.opcode(), beyond).is_err());
                 let other = if codec.opcode() == lean::TEXT {
                     lean::BINARY
                 } else {
                     lean::TEXT
                 };
-                assert!(slots.slot_of(other, &slots.replies[9]).is_err());
+                assert!(slots.slot_of(other, &slots.messages[9]).is_err());
                 assert!(slots.slot_of(codec.opcode(), b"").is_err());
             }
         }

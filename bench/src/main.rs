@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p wse-bench -- all
 //! cargo run --release -p wse-bench -- rpc --connections 50 --in-flight 16 --duration 5
+//! cargo run --release -p wse-bench -- cluster   # needs redis-server on the PATH
 //! ```
 //!
 //! Each server under test runs in a fresh process of its own (`wse-bench serve …`), so its
@@ -11,11 +12,13 @@
 //!
 //! # Layout
 //!
-//! - `serve`: the servers under test (wse-rs bench application, raw echo, raw fan-out).
+//! - `serve`: the servers under test (wse-rs bench application, alone or a node of a cluster
+//!   over Redis; raw echo, raw fan-out).
+//! - `redis`: the cluster mode's own `redis-server`, on a free port.
 //! - `load`: the load generator, the same code for wse-rs and the baselines, every reply
 //!   checked. Connections are made by tokio-tungstenite (upgrade, then the wse handshake);
-//!   the RPC callers and the fan-out receivers then run on one thread of their own and speak
-//!   `lean`, so that the generator takes as little as it can of the cores it shares with the
+//!   the RPC callers, the fan-out receivers and the sends to a user then run on one thread of
+//!   their own and speak `lean`, so that the generator takes as little as it can of the cores it shares with the
 //!   server.
 //! - `lean`: WebSocket frames by hand on the raw socket: calls built once as wire bytes
 //!   (masked with a zero key), replies parsed and compared in place, nothing allocated per
@@ -34,12 +37,14 @@ use tokio::process::{Child, Command};
 mod cpu;
 mod lean;
 mod load;
+mod redis;
 mod report;
 mod serve;
 
-use load::{Audience, Codec, Dial, Hello};
+use load::{Audience, Codec, Dial, Hello, Relay};
+use redis::RedisServer;
 use report::{Report, Row};
-use serve::Target;
+use serve::{Cluster, Target};
 
 #[derive(Debug, Parser)]
 #[command(about = "wse-rs benchmarks, as ratios to the raw tokio-tungstenite transport")]
@@ -63,7 +68,12 @@ enum Mode {
     /// of a few broadcasts; and, as figures that last milliseconds, broadcasts to a few
     /// receivers and sends to one user's devices.
     Fanout(FanoutArgs),
-    /// Every mode with its defaults.
+    /// Two wse-rs nodes joined over a Redis of its own against one node: sends to a user
+    /// from one node to the other against the same within one node (latency one at a time,
+    /// and messages/s), and handshakes/s with the cluster-wide admission against the
+    /// in-memory one. Needs `redis-server`.
+    Cluster(ClusterArgs),
+    /// Every mode with its defaults (the cluster mode too: needs `redis-server`).
     All,
     /// Runs one server under test (used by the other modes; prints `listening ADDR`).
     Serve {
@@ -73,7 +83,36 @@ enum Mode {
         /// Port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Joins a cluster over the Redis at URL (`redis://127.0.0.1:PORT/`; wse-rs targets
+        /// only): the servers started with the same Redis and prefix are its nodes.
+        #[arg(long, value_name = "URL", value_parser = redis_url)]
+        redis: Option<String>,
+        /// The key and channel prefix of that cluster.
+        #[arg(
+            long,
+            value_name = "P",
+            default_value = "wse-bench",
+            requires = "redis",
+            value_parser = non_empty
+        )]
+        redis_prefix: String,
     },
+}
+
+/// `--redis`: a Redis URL the cluster can use (TCP, no TLS).
+fn redis_url(value: &str) -> Result<String, String> {
+    match value.strip_prefix("redis://") {
+        Some(rest) if !rest.is_empty() => Ok(value.to_owned()),
+        _ => Err("expected a Redis URL such as redis://127.0.0.1:6390/".to_owned()),
+    }
+}
+
+fn non_empty(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        Err("expected a non-empty prefix".to_owned())
+    } else {
+        Ok(value.to_owned())
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -155,6 +194,40 @@ struct FanoutArgs {
     repeat: u32,
 }
 
+#[derive(Debug, Clone, Args)]
+struct ClusterArgs {
+    /// Sends to a user measured one at a time, for the latency, per subject in all (within
+    /// 4,000 a round, as below).
+    #[arg(long, default_value_t = 2_000)]
+    sends: usize,
+    /// Sends to a user measured in flight together, for messages/s, per subject in all. A
+    /// round's share stays within 4,000: a node of a cluster queues at most 4,096 sends for
+    /// publishing (wse-redis's default), and within one node they are delivered, so
+    /// answered, faster than it publishes them.
+    #[arg(long, default_value_t = 9_000)]
+    pipelined: usize,
+    /// Sends in flight together.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Handshake cycles in all (N), per server.
+    #[arg(long, default_value_t = 5_000)]
+    cycles: usize,
+    /// Handshake cycles at a time (K).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Rounds the measurements are split into, the subjects taking turns.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// The `redis-server` program to run (on a free port of 127.0.0.1, nothing kept on disk).
+    #[arg(long, value_name = "PATH", default_value = "redis-server")]
+    redis_server: String,
+}
+
+/// The most sends to a user a relay run of the cluster mode makes in flight together: within
+/// one node they are answered faster than the node publishes them, and wse-redis queues at
+/// most 4,096 for publishing (`RedisConfig::queue`) before a send fails.
+const PUBLISH_BURST: usize = 4_000;
+
 /// A server under test in a process of its own; killed on drop.
 struct Spawned {
     child: Child,
@@ -163,13 +236,23 @@ struct Spawned {
 
 impl Spawned {
     async fn start(target: Target) -> Result<Self, String> {
+        Self::start_with_cluster(target, None).await
+    }
+
+    /// Starts `target`, a node of `cluster` when given.
+    async fn start_with_cluster(target: Target, cluster: Option<&Cluster>) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
-            .args(["serve", "--target"])
-            .arg(
-                clap::ValueEnum::to_possible_value(&target)
-                    .map_or_else(String::new, |v| v.get_name().to_owned()),
-            )
+        let mut command = Command::new(exe);
+        command.args(["serve", "--target"]).arg(
+            clap::ValueEnum::to_possible_value(&target)
+                .map_or_else(String::new, |v| v.get_name().to_owned()),
+        );
+        if let Some(cluster) = cluster {
+            command
+                .args(["--redis", &cluster.redis])
+                .args(["--redis-prefix", &cluster.prefix]);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -522,6 +605,159 @@ async fn rooms(args: &FanoutArgs, report: &mut Report) -> Result<(), String> {
     Ok(())
 }
 
+/// Two wse-rs nodes, A and B, joined over a `redis-server` of the harness's own, and one
+/// wse-rs server alone (in memory): sends to a user from A to B against the same within A
+/// (and, for reference, within the server alone), then handshakes/s against A against the
+/// server alone. The subjects take turns, each round a share of every figure.
+async fn cluster(args: &ClusterArgs, report: &mut Report) -> Result<(), String> {
+    let redis = RedisServer::start(&args.redis_server).await?;
+    // The nodes end before their Redis, whatever the outcome.
+    let measured = cluster_on(&redis, args, report).await;
+    redis.stop().await;
+    measured
+}
+
+/// [`cluster`], on `redis`.
+async fn cluster_on(
+    redis: &RedisServer,
+    args: &ClusterArgs,
+    report: &mut Report,
+) -> Result<(), String> {
+    // Every round measures at least one of each.
+    let fewest = args.sends.min(args.pipelined).min(args.cycles).max(1);
+    let rounds = (args.rounds as usize).clamp(1, fewest);
+    let share = |n: usize, round: usize| n / rounds + usize::from(round < n % rounds);
+    if share(args.sends.max(args.pipelined), 0) > PUBLISH_BURST {
+        return Err(format!(
+            "--sends or --pipelined in {rounds} rounds make more than {PUBLISH_BURST} sends in \
+             a round: within one node, sends can outrun their publishing, and a node queues \
+             at most 4,096 of them; give more --rounds"
+        ));
+    }
+    let cluster = Cluster {
+        redis: redis.url(),
+        prefix: format!("wse-bench-{}", std::process::id()),
+    };
+    let a = Spawned::start_with_cluster(Target::Wse, Some(&cluster)).await?;
+    let b = Spawned::start_with_cluster(Target::Wse, Some(&cluster)).await?;
+    let alone = Spawned::start(Target::Wse).await?;
+    let wse = |server: &Spawned| dial(server.url(), Codec::Json, Hello::Wse);
+    // Both nodes hear every send to a user (it is published to every node), and Redis
+    // passes it on: their CPU time is the cluster's.
+    let in_cluster: Vec<u32> = [a.pid(), b.pid(), redis.pid()]
+        .into_iter()
+        .flatten()
+        .collect();
+    // The baseline first.
+    let subjects = [
+        (
+            "within node A (a node of 2 over Redis)",
+            Relay {
+                sender: wse(&a),
+                receiver: wse(&a),
+                barrier: Some(wse(&b)),
+                servers: in_cluster.clone(),
+            },
+        ),
+        (
+            "node A to node B, over Redis",
+            Relay {
+                sender: wse(&a),
+                receiver: wse(&b),
+                barrier: Some(wse(&b)),
+                servers: in_cluster,
+            },
+        ),
+        (
+            "within one node alone (in memory)",
+            Relay {
+                sender: wse(&alone),
+                receiver: wse(&alone),
+                barrier: None,
+                servers: alone.pid().into_iter().collect(),
+            },
+        ),
+    ];
+    let mut sequential: Vec<Option<load::RelayRun>> = subjects.iter().map(|_| None).collect();
+    let mut pipelined: Vec<Option<load::RelayRun>> = subjects.iter().map(|_| None).collect();
+    let merge = |total: &mut Option<load::RelayRun>, run| match total {
+        Some(total) => total.merge(run),
+        None => {
+            *total = Some(run);
+            Ok(())
+        }
+    };
+    for round in 0..rounds {
+        for (i, (_, relay)) in subjects.iter().enumerate() {
+            let run = load::relay(relay, 1, 50, share(args.sends, round)).await?;
+            merge(&mut sequential[i], run)?;
+            let in_flight = args.in_flight.max(1);
+            let run = load::relay(
+                relay,
+                in_flight,
+                4 * in_flight,
+                share(args.pipelined, round),
+            )
+            .await?;
+            merge(&mut pipelined[i], run)?;
+        }
+    }
+    let one_at_a_time = format!("1 in flight, {} sends", args.sends);
+    let together = format!(
+        "{} in flight, {} sends",
+        args.in_flight.max(1),
+        args.pipelined
+    );
+    let runs: Vec<_> = sequential
+        .iter()
+        .flatten()
+        .zip(pipelined.iter().flatten())
+        .collect();
+    let (baseline, others) = runs.split_first().ok_or("no baseline run")?;
+    let names: Vec<_> = subjects.iter().map(|(name, _)| *name).collect();
+    report.relay(
+        names[0],
+        (&one_at_a_time, baseline.0),
+        (&together, baseline.1),
+        None,
+    );
+    for (name, (sequential, pipelined)) in names[1..].iter().zip(others) {
+        report.relay(
+            name,
+            (&one_at_a_time, sequential),
+            (&together, pipelined),
+            Some(*baseline),
+        );
+    }
+
+    // Handshakes: the admission in memory (the baseline), then in Redis.
+    let (n, k) = (args.cycles, args.concurrency);
+    let servers = [
+        ("wse-rs alone (admission in memory)", &alone),
+        ("wse-rs node A (admission in Redis)", &a),
+    ];
+    let mut elapsed = [Duration::ZERO; 2];
+    let mut done = [0; 2];
+    for round in 0..rounds {
+        let cycles = share(n, round);
+        for (i, (_, server)) in servers.iter().enumerate() {
+            elapsed[i] += load::handshakes(&wse(server), cycles, k).await?;
+            done[i] += cycles;
+        }
+    }
+    let shape = format!("N={n} K={k}");
+    let rates: Vec<f64> = elapsed
+        .iter()
+        .zip(done)
+        .map(|(elapsed, done)| done as f64 / elapsed.as_secs_f64())
+        .collect();
+    for (i, (name, _)) in servers.iter().enumerate() {
+        let row = Row::new("cluster", name, &shape, "handshakes/s", rates[i]);
+        report.push(if i == 0 { row } else { row.against(rates[0]) });
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<Report, String> {
     let mut report = Report::default();
     match cli.mode {
@@ -529,7 +765,19 @@ async fn run(cli: Cli) -> Result<Report, String> {
         Mode::Handshake(args) => handshake(&args, &mut report).await?,
         Mode::Memory(args) => memory(&args, &mut report).await?,
         Mode::Fanout(args) => fanout(&args, &mut report).await?,
+        Mode::Cluster(args) => cluster(&args, &mut report).await?,
         Mode::All => {
+            let cluster_args = ClusterArgs {
+                sends: 2_000,
+                pipelined: 9_000,
+                in_flight: 64,
+                cycles: 5_000,
+                concurrency: 16,
+                rounds: 3,
+                redis_server: "redis-server".to_owned(),
+            };
+            // Before a minute of the others, rather than after.
+            redis::check(&cluster_args.redis_server).await?;
             rpc(
                 &RpcArgs {
                     connections: 50,
@@ -573,9 +821,19 @@ async fn run(cli: Cli) -> Result<Report, String> {
                 &mut report,
             )
             .await?;
+            cluster(&cluster_args, &mut report).await?;
         }
-        Mode::Serve { target, port } => {
-            serve::run(target, SocketAddr::from(([127, 0, 0, 1], port)))
+        Mode::Serve {
+            target,
+            port,
+            redis,
+            redis_prefix,
+        } => {
+            let cluster = redis.map(|redis| Cluster {
+                redis,
+                prefix: redis_prefix,
+            });
+            serve::run(target, SocketAddr::from(([127, 0, 0, 1], port)), cluster)
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -597,11 +855,11 @@ fn main() -> ExitCode {
         Ok(report) if report.is_empty() => ExitCode::SUCCESS,
         Ok(report) => {
             print!("{}", report.table());
-            if let Some(path) = json {
-                if let Err(error) = std::fs::write(&path, report.json()) {
-                    eprintln!("cannot write {}: {error}", path.display());
-                    return ExitCode::FAILURE;
-                }
+            if let Some(path) = json
+                && let Err(error) = std::fs::write(&path, report.json())
+            {
+                eprintln!("cannot write {}: {error}", path.display());
+                return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }

@@ -6,12 +6,12 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::load::RpcRun;
+use crate::load::{RelayRun, RpcRun};
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Row {
-    /// rpc, handshake, memory, fanout.
+    /// rpc, handshake, memory, fanout, cluster.
     pub(crate) mode: String,
     /// What was measured.
     pub(crate) subject: String,
@@ -162,6 +162,62 @@ impl Report {
             .alone(),
         );
         self.rows.extend(rows);
+    }
+
+    /// Sends to a user: the latency of sends one at a time (p50, p99); messages/s of sends
+    /// in flight together as the receiver got them, and, in a cluster, until the sender's
+    /// node had also published them all; and the servers' CPU time per message: each
+    /// against the baseline's when given. (The generator's own CPU time is left out: a run
+    /// lasts tens of milliseconds, a few of `/proc/self/stat`'s ticks.)
+    pub(crate) fn relay(
+        &mut self,
+        subject: &str,
+        one_at_a_time: (&str, &RelayRun),
+        together: (&str, &RelayRun),
+        baseline: Option<(&RelayRun, &RelayRun)>,
+    ) {
+        let (sequential_shape, sequential) = one_at_a_time;
+        let (pipelined_shape, pipelined) = together;
+        let micros = |run: &RelayRun, quantile| run.latency.value_at_quantile(quantile) as f64;
+        let rate = |run: &RelayRun, window: Duration| run.messages as f64 / window.as_secs_f64();
+        let delivered = |run: &RelayRun| rate(run, run.delivered);
+        let published = |run: &RelayRun| run.published.map(|window| rate(run, window));
+        let per_message =
+            |cpu: Duration, run: &RelayRun| cpu.as_secs_f64() * 1e6 / run.messages.max(1) as f64;
+        let server_cpu = |run: &RelayRun| run.cpu.server.map(|cpu| per_message(cpu, run));
+        let row =
+            |shape: &str, unit: &str, value: f64| Row::new("cluster", subject, shape, unit, value);
+        // Each row with the baseline's figure, when the baseline has one.
+        let mut rows = Vec::new();
+        for (unit, quantile) in [("p50 us", 0.5), ("p99 us", 0.99)] {
+            rows.push((
+                row(sequential_shape, unit, micros(sequential, quantile)).lower_is_better(),
+                baseline.map(|(sequential, _)| micros(sequential, quantile)),
+            ));
+        }
+        rows.push((
+            row(pipelined_shape, "messages/s", delivered(pipelined)),
+            baseline.map(|(_, pipelined)| delivered(pipelined)),
+        ));
+        if let Some(published_rate) = published(pipelined) {
+            rows.push((
+                row(pipelined_shape, "published messages/s", published_rate),
+                baseline.and_then(|(_, pipelined)| published(pipelined)),
+            ));
+        }
+        if let Some(cpu) = server_cpu(pipelined) {
+            rows.push((
+                row(pipelined_shape, "server CPU us/message", cpu).lower_is_better(),
+                baseline.and_then(|(_, pipelined)| server_cpu(pipelined)),
+            ));
+        }
+        for (row, figure) in rows {
+            self.push(match (baseline, figure) {
+                (_, Some(figure)) => row.against(figure),
+                (None, None) => row,
+                (Some(_), None) => row.alone(),
+            });
+        }
     }
 
     /// Every row as a table with aligned columns.

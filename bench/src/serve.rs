@@ -1,6 +1,6 @@
 //! The servers under test, each run in a process of its own (`wse-bench serve …`) so that
-//! its memory is its own: the wse-rs bench application, and the raw tokio-tungstenite
-//! baselines (echo, and a broadcast server for fan-out).
+//! its memory is its own: the wse-rs bench application (alone, or a node of a cluster over
+//! Redis), and the raw tokio-tungstenite baselines (echo, and a broadcast server for fan-out).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use wse_redis::RedisConfig;
 use wse_server::{Builder, Connection, Decision, HmacChallenge, MsgPack, RoomProcedures, Server};
 
 /// The read buffer of every baseline connection: what the anchors were measured with.
@@ -40,10 +41,30 @@ pub(crate) enum Target {
     Fanout,
 }
 
-/// Serves `target` on `addr`, printing `listening ADDR` first; runs until killed.
-pub(crate) async fn run(target: Target, addr: SocketAddr) -> std::io::Result<()> {
+/// The cluster a wse-rs server under test joins (`serve --redis URL --redis-prefix P`): the
+/// servers started with the same Redis and prefix are nodes of one cluster.
+#[derive(Debug, Clone)]
+pub(crate) struct Cluster {
+    /// `redis://host:port/`.
+    pub(crate) redis: String,
+    /// The prefix of the cluster's keys and channels.
+    pub(crate) prefix: String,
+}
+
+/// Serves `target` on `addr` (a node of `cluster` when given: wse-rs targets only), printing
+/// `listening ADDR` once it accepts connections; runs until killed.
+///
+/// # Errors
+/// When `addr` cannot be bound, a cluster is given for a raw baseline, or the cluster's
+/// Redis cannot be reached.
+pub(crate) async fn run(
+    target: Target,
+    addr: SocketAddr,
+    cluster: Option<Cluster>,
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
-    println!("listening {}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    let listening = || println!("listening {addr}");
     match target {
         Target::Wse | Target::WseHmac | Target::WseMetrics | Target::WseMetricsLatency => {
             let metrics = matches!(target, Target::WseMetrics | Target::WseMetricsLatency);
@@ -56,12 +77,29 @@ pub(crate) async fn run(target: Target, addr: SocketAddr) -> std::io::Result<()>
             if target == Target::WseMetricsLatency {
                 builder = builder.call_latency(true);
             }
+            if let Some(cluster) = cluster {
+                let config = RedisConfig::new(cluster.redis).prefix(cluster.prefix);
+                builder = builder.delivery(move |local| config.delivery(local));
+            }
+            // Serving starts the delivery engine first: a node is in its cluster (connected
+            // to Redis, subscribed, registered) before it says it listens.
             let serving = application(builder).serve(listener).await?;
+            listening();
             std::future::pending::<()>().await;
             drop(serving);
         }
-        Target::Echo => accept(listener, echo).await,
+        Target::Echo | Target::Fanout if cluster.is_some() => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "--redis applies to the wse-rs targets only",
+            ));
+        }
+        Target::Echo => {
+            listening();
+            accept(listener, echo).await;
+        }
         Target::Fanout => {
+            listening();
             let (hub, _) = broadcast::channel::<Message>(1024);
             accept(listener, move |ws| fanout(ws, hub.clone())).await;
         }
