@@ -270,22 +270,6 @@ impl Inner {
         }
     }
 
-    /// Gives `user_id`'s presence a new version after its devices changed, and announces it.
-    async fn touch(&self, user_id: &str) {
-        let touched: Result<Vec<String>, _> = match self.commands() {
-            Ok(mut commands) => {
-                let mut invocation = scripts::TOUCH.prepare_invoke();
-                invocation.arg(self.keys.prefix()).arg(user_id);
-                self.within(invocation.invoke_async(&mut commands)).await
-            }
-            Err(error) => Err(error),
-        };
-        match touched {
-            Ok(touched) => self.announce_touched(&touched),
-            Err(error) => tracing::warn!(%error, user_id, "a presence change was not announced"),
-        }
-    }
-
     /// What others see of `users` (all online users when empty), by Redis.
     async fn seen(&self, users: &[&str]) -> Result<Vec<Presence>, DeliveryError> {
         let mut commands = self.commands()?;
@@ -448,7 +432,8 @@ impl Inner {
         }
     }
 
-    /// Takes `id` of `user_id` out of Redis; `(listed, left)`.
+    /// Takes `id` of `user_id` out of Redis, and announces its user's presence change (also
+    /// for a release retried later); `(listed, left)`.
     pub(crate) async fn release_shared(
         &self,
         id: ConnectionId,
@@ -465,6 +450,7 @@ impl Inner {
             .arg(self.keys.prefix())
             .arg(self.grace_ms());
         let reply: Vec<String> = self.within(invocation.invoke_async(&mut commands)).await?;
+        self.announce_touched(reply.get(2..).unwrap_or_default());
         Ok((flag(&reply, 0), flag(&reply, 1)))
     }
 
@@ -657,6 +643,8 @@ impl Delivery for RedisDelivery {
         let inner = &self.0;
         let mut commands = inner.commands()?;
         let user_id = connection.user_id();
+        // What its user starts with, if it is its first device in the cluster.
+        let profile = connection.profile().unwrap_or_default();
         let mut invocation = scripts::ADMIT.prepare_invoke();
         invocation
             .key(inner.keys.user(user_id))
@@ -667,7 +655,10 @@ impl Delivery for RedisDelivery {
             .arg(user_id)
             .arg(limit.max.max(1))
             .arg(u8::from(limit.overflow == Overflow::RefuseNewest))
-            .arg(inner.keys.prefix());
+            .arg(inner.keys.prefix())
+            .arg(profile.alias().unwrap_or(""))
+            .arg(u8::from(profile.is_available()))
+            .arg(profile.public().to_string());
         let reply: Vec<String> = inner.within(invocation.invoke_async(&mut commands)).await?;
         if reply.first().is_some_and(|first| first == "refused") {
             return Ok(Admission::Refused);
@@ -690,21 +681,7 @@ impl Delivery for RedisDelivery {
         for room in rest.next().unwrap_or_default() {
             inner.local.join_user_now(user_id, room);
         }
-        if joined {
-            let profile = connection.profile().unwrap_or_default();
-            let mut invocation = scripts::START_PROFILE.prepare_invoke();
-            invocation
-                .key(inner.keys.profile(user_id))
-                .arg(profile.alias().unwrap_or(""))
-                .arg(u8::from(profile.is_available()))
-                .arg(profile.public().to_string());
-            let started: Result<i64, _> =
-                inner.within(invocation.invoke_async(&mut commands)).await;
-            if let Err(error) = started {
-                tracing::warn!(%error, user_id, "the profile of a user who came online was not kept");
-            }
-        }
-        inner.touch(user_id).await;
+        inner.announce_touched(rest.next().unwrap_or_default());
         for id in &evicted {
             if id.node() == inner.node {
                 inner.local.evict_now(*id);
@@ -725,9 +702,6 @@ impl Delivery for RedisDelivery {
             .await
         {
             Ok((listed, left)) => {
-                if listed {
-                    inner.touch(connection.user_id()).await;
-                }
                 if left {
                     inner.went_offline(Arc::from(connection.user_id()));
                 }

@@ -232,6 +232,17 @@ impl Envelope {
         out.freeze()
     }
 
+    /// The node that published `bytes`, read without decoding the rest.
+    pub(crate) fn origin_of(bytes: &[u8]) -> Option<NodeId> {
+        match bytes {
+            [VERSION, origin @ ..] => {
+                let origin: [u8; 8] = origin.get(..8)?.try_into().ok()?;
+                Some(NodeId::from_u64(u64::from_be_bytes(origin)))
+            }
+            _ => None,
+        }
+    }
+
     /// Reads an envelope; the frames it carries share `bytes`' memory.
     pub(crate) fn decode(mut bytes: Bytes) -> Result<Self, Malformed> {
         let version = take_u8(&mut bytes)?;
@@ -491,7 +502,9 @@ mod tests {
             else {
                 panic!("not a send");
             };
-            assert_eq!((t, e), (target, except));
+            assert_eq!((t, e), (target.clone(), except.clone()));
+            let bytes = send(target, except).encode();
+            assert_eq!(Envelope::origin_of(&bytes), Some(node()));
             assert_eq!(
                 packed.frame("wse-msgpack").unwrap().as_ref(),
                 b"\x93\xa1m\x01\xc0"
@@ -657,6 +670,8 @@ mod tests {
             Envelope::decode(Bytes::from_static(b"\x02")).unwrap_err(),
             Malformed::Version(2)
         );
+        assert_eq!(Envelope::origin_of(b"\x02\0\0\0\0\0\0\0\x01"), None);
+        assert_eq!(Envelope::origin_of(b"\x01\0\0"), None);
         // A frame count no message could hold allocates nothing.
         let mut lying = BytesMut::new();
         lying.put_u8(VERSION);

@@ -99,6 +99,10 @@ fn deliver(inner: &Arc<Inner>, data: Vec<Value>) {
         return;
     };
     inner.metrics.received.increment(1);
+    // Every node hears its own messages to every node: skipped before they are decoded.
+    if Envelope::origin_of(&payload) == Some(inner.node) {
+        return;
+    }
     match Envelope::decode(Bytes::from(payload)) {
         Ok(envelope) => inner.apply(envelope),
         Err(malformed) => {
@@ -108,39 +112,48 @@ fn deliver(inner: &Arc<Inner>, data: Vec<Value>) {
     }
 }
 
-/// Publishes what this node queued, in order. When Redis fails, what is queued would fail
-/// too: it is dropped at once and reported, so that senders find room again.
+/// The most messages one pipelined write publishes.
+const PUBLISH_BATCH: usize = 256;
+
+/// Publishes what this node queued, in order: whatever is queued when the last write is
+/// answered goes in one pipelined write, so that a burst costs one round trip, not one per
+/// message. When Redis fails, what is queued would fail too: it is dropped at once and
+/// reported, so that senders find room again.
 pub(crate) async fn publish(inner: Arc<Inner>, mut outbox: mpsc::Receiver<(String, Bytes)>) {
     let mut stop = inner.stop.subscribe();
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     loop {
-        let next = tokio::select! {
-            next = outbox.recv() => next,
-            _ = stop.wait_for(|stop| *stop) => None,
+        let received = tokio::select! {
+            received = outbox.recv_many(&mut batch, PUBLISH_BATCH) => received,
+            _ = stop.wait_for(|stop| *stop) => 0,
         };
-        let Some((channel, payload)) = next else {
+        if received == 0 {
             return;
-        };
+        }
         let Ok(mut commands) = inner.commands() else {
             return;
         };
-        let published: Result<i64, _> = inner
-            .within(
-                redis::cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(payload.as_ref())
-                    .query_async(&mut commands),
-            )
-            .await;
+        let mut pipeline = redis::pipe();
+        for (channel, payload) in &batch {
+            pipeline
+                .cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload.as_ref())
+                .ignore();
+        }
+        let messages = batch.len() as u64;
+        batch.clear();
+        let published: Result<(), _> = inner.within(pipeline.query_async(&mut commands)).await;
         match published {
-            Ok(_) => inner.metrics.published.increment(1),
+            Ok(()) => inner.metrics.published.increment(messages),
             Err(error) => {
-                let mut messages = 1;
+                let mut lost = messages;
                 while outbox.try_recv().is_ok() {
-                    messages += 1;
+                    lost += 1;
                 }
-                inner.metrics.lost("publish_failed", messages);
+                inner.metrics.lost("publish_failed", lost);
                 inner.emit(ClusterEvent::Lost {
-                    messages,
+                    messages: lost,
                     reason: format!("publish failed: {error}"),
                 });
             }

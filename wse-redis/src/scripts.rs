@@ -74,28 +74,6 @@ fn forgetting(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}{body}"))
 }
 
-/// A new version of a user's presence after its devices changed.
-///
-/// ARGV: prefix, user. Returns what `touch` returns.
-pub(crate) static TOUCH: LazyLock<Script> =
-    LazyLock::new(|| forgetting("return touch(ARGV[1], ARGV[2])"));
-
-/// Gives a user who came online the profile its first device brought.
-///
-/// KEYS: the user's profile. ARGV: alias ('' for none), available ('1'|'0'), public (JSON).
-pub(crate) static START_PROFILE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-redis.call('HDEL', KEYS[1], 'alias')
-redis.call('HSET', KEYS[1], 'available', ARGV[2], 'public', ARGV[3])
-if ARGV[1] ~= '' then
-  redis.call('HSET', KEYS[1], 'alias', ARGV[1])
-end
-return 1
-",
-    )
-});
-
 /// Applies a profile update to an online user.
 ///
 /// KEYS: the users set, the user's profile. ARGV: prefix, user, alias given ('1'|'0'), alias,
@@ -166,10 +144,14 @@ return result
 ///
 /// KEYS: the user's set, the node's hash, the users set, the sequence. ARGV: connection id,
 /// user id, limit, 1 to refuse the newest (else close the oldest), prefix.
+/// A user who comes online starts with the profile its first device brought; the user's
+/// presence takes a new version.
+///
+/// ARGV (after those above): alias ('' for none), available ('1'|'0'), public (JSON).
 /// Returns `{'refused'}`, else `{joined ('0'|'1'), evicted ids (oldest first)..., '|', the
-/// rooms the user joined as a whole...}`.
+/// rooms the user joined as a whole..., '|', what touch returns}`.
 pub(crate) static ADMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    forgetting(
         r"
 local count = redis.call('ZCARD', KEYS[1])
 local max = tonumber(ARGV[3])
@@ -182,6 +164,14 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 -- A user within its grace period is still online: it comes back, it did not join.
 redis.call('ZREM', ARGV[5] .. ':grace', ARGV[2])
 local joined = redis.call('SADD', KEYS[3], ARGV[2])
+if joined == 1 then
+  local profile = ARGV[5] .. ':profile:' .. ARGV[2]
+  redis.call('DEL', profile)
+  redis.call('HSET', profile, 'available', ARGV[7], 'public', ARGV[8])
+  if ARGV[6] ~= '' then
+    redis.call('HSET', profile, 'alias', ARGV[6])
+  end
+end
 local result = {tostring(joined)}
 local over = count + 1 - max
 if over > 0 then
@@ -198,6 +188,10 @@ result[#result + 1] = '|'
 for _, room in ipairs(redis.call('SMEMBERS', ARGV[5] .. ':user-rooms:' .. ARGV[2])) do
   result[#result + 1] = room
 end
+result[#result + 1] = '|'
+for _, item in ipairs(touch(ARGV[5], ARGV[2])) do
+  result[#result + 1] = item
+end
 return result
 ",
     )
@@ -207,8 +201,9 @@ return result
 /// it joined as a whole.
 ///
 /// KEYS: the user's set, the node's hash, the users set. ARGV: connection id, user id,
-/// prefix, grace period in ms. Returns `{listed ('0'|'1'), left ('0'|'1')}`: `left` when the
-/// user went offline now (not when its grace period began).
+/// prefix, grace period in ms. Returns `{listed ('0'|'1'), left ('0'|'1')}`, then what touch
+/// returns when it was listed: `left` when the user went offline now (not when its grace
+/// period began).
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     forgetting(
         r"
@@ -219,7 +214,13 @@ local left = 0
 if listed == 1 and redis.call('ZCARD', KEYS[1]) == 0 then
   left = last_device_left(ARGV[3], ARGV[2], tonumber(ARGV[4]))
 end
-return {tostring(listed), tostring(left)}
+local result = {tostring(listed), tostring(left)}
+if listed == 1 then
+  for _, item in ipairs(touch(ARGV[3], ARGV[2])) do
+    result[#result + 1] = item
+  end
+end
+return result
 ",
     )
 });
