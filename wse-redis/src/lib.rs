@@ -5,7 +5,7 @@
 //! use wse_redis::RedisConfig;
 //! use wse_server::{Decision, Server};
 //!
-//! # async fn run() -> std::io::Result<()> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let cluster = RedisConfig::new("redis://127.0.0.1:6379/").prefix("chat");
 //! let server = Server::builder(|handshake| async move {
 //!     match handshake.identity.as_str() {
