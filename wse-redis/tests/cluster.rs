@@ -764,3 +764,54 @@ async fn private_messages_and_a_logout_of_every_device_cross_nodes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn what_is_lost_while_redis_is_down_is_counted() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let mut redis = RedisProcess::start();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let cluster = wse_redis::RedisConfig::new(redis.url())
+        .prefix(unique_prefix("lost"))
+        .command_timeout(Duration::from_millis(300));
+    let mut events = cluster.events();
+    // The engine takes its metric handles when the server builds it: from this recorder.
+    let server = metrics::with_local_recorder(&recorder, || {
+        wse_server::Server::builder(|_| async { wse_server::Decision::refuse() })
+            .delivery(move |local| cluster.delivery(local))
+            .build()
+    });
+    let _serving = within("bind", server.bind("127.0.0.1:0")).await.unwrap();
+    let counted = |name: &str, reason: Option<&str>| -> u64 {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == name)
+            .filter(|(key, ..)| {
+                reason.is_none_or(|reason| key.key().labels().any(|label| label.value() == reason))
+            })
+            .map(|(.., value)| match value {
+                DebugValue::Counter(count) => count,
+                DebugValue::Gauge(gauge) => gauge.into_inner() as u64,
+                DebugValue::Histogram(_) => 0,
+            })
+            .sum()
+    };
+    assert_eq!(counted("wse_redis_connected", None), 1);
+
+    redis.kill();
+    for round in 0..3 {
+        server.broadcast("news", &round).unwrap();
+    }
+    within("the loss is reported", async {
+        while !matches!(events.recv().await, Ok(ClusterEvent::Lost { .. })) {}
+    })
+    .await;
+    eventually("all three are counted", async || {
+        counted("wse_redis_lost_total", Some("publish_failed")) == 3
+    })
+    .await;
+    assert_eq!(counted("wse_redis_connected", None), 0);
+}
