@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use wse_server::{
     Admission, CallError, Close, Connection, ConnectionId, Delivery, DeliveryError, ErrorCode,
@@ -23,7 +23,7 @@ use crate::envelope::{Body, Envelope, Membership};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::node;
-use crate::scripts;
+use crate::scripts::{self, Reply};
 
 /// The delivery engine of one node of a cluster joined over Redis; made by
 /// [`RedisConfig::delivery`]. See the crate's docs for what is cluster-wide and what each
@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     next_call: AtomicU64,
     /// The nodes last taken out, newest last: a call to one of them fails at once.
     gone: Mutex<VecDeque<NodeId>>,
+    /// Asks the renewing task for a renewal before its next beat.
+    pub(crate) renew_now: Notify,
     /// Tells the background tasks to stop.
     pub(crate) stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -101,6 +103,7 @@ impl RedisDelivery {
             calls: Mutex::default(),
             next_call: AtomicU64::new(1),
             gone: Mutex::default(),
+            renew_now: Notify::new(),
             stop: watch::Sender::new(false),
             tasks: Mutex::default(),
         }))
@@ -211,6 +214,12 @@ impl Inner {
         if envelope.origin == self.node {
             return;
         }
+        // A node taken for dead that speaks again (it was only slow, and listed itself
+        // again) may be called again.
+        self.gone
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|gone| *gone != envelope.origin);
         match envelope.body {
             Body::Send {
                 target,
@@ -425,7 +434,7 @@ impl Inner {
         if self.publish(self.keys.to_node(node), body).is_err() {
             return Err(CallError::Disconnected);
         }
-        match tokio::time::timeout(timeout + CALL_TRANSIT, answered).await {
+        match tokio::time::timeout(timeout.saturating_add(CALL_TRANSIT), answered).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(CallError::Disconnected),
             Err(_) => Err(CallError::Timeout),
@@ -487,8 +496,15 @@ impl Inner {
     async fn close(&self) {
         self.stop.send_replace(true);
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
-        for task in tasks {
-            task.abort();
+        // Each task ends at the stop (the publisher after its last write); one that cannot
+        // within the command timeout is dropped.
+        for mut task in tasks {
+            if tokio::time::timeout(self.config.command_timeout, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
         }
         if let Ok(mut commands) = self.commands() {
             let mut invocation = scripts::LEAVE.prepare_invoke();
@@ -670,18 +686,18 @@ impl Delivery for RedisDelivery {
             overflow: Overflow::CloseOldest,
         };
         inner.local.admit_now(connection, unlimited);
-        let mut rest = reply[1..].split(|item| item == "|");
-        let evicted: Vec<ConnectionId> = rest
-            .next()
+        let mut sections = Reply::new(reply.get(1..).unwrap_or_default());
+        let evicted: Vec<ConnectionId> = sections
+            .section()
             .unwrap_or_default()
             .iter()
             .filter_map(|id| id.parse().ok())
             .collect();
         // The rooms its user joined as a whole: this device is in them too.
-        for room in rest.next().unwrap_or_default() {
+        for room in sections.section().unwrap_or_default() {
             inner.local.join_user_now(user_id, room);
         }
-        inner.announce_touched(rest.next().unwrap_or_default());
+        inner.announce_touched(sections.section().unwrap_or_default());
         for id in &evicted {
             if id.node() == inner.node {
                 inner.local.evict_now(*id);

@@ -63,8 +63,8 @@
 //!   comes online and goes offline once for the cluster.
 //!
 //! - **Going offline**: optionally after a grace period ([`RedisConfig::presence_grace`]): a
-//!   user whose last device comes back within it never went offline (no presence change, its
-//!   rooms and profile kept). The offline hook ([`RedisConfig::on_offline`]) runs once per
+//!   user whose last device comes back within it never went offline (it stays online, with no
+//!   device meanwhile; its rooms and profile are kept; no offline hook runs). The offline hook ([`RedisConfig::on_offline`]) runs once per
 //!   user for the cluster, on the node that released its last device, reaped the node that
 //!   held it, or found its grace period over: each of these claims the user in one script.
 //!   The hook runs at most once: a node that dies while running it does not hand it over.

@@ -13,7 +13,7 @@ use wse_server::{DeliveryError, NodeId};
 use crate::config::ClusterEvent;
 use crate::delivery::{Inner, flag, unavailable};
 use crate::envelope::Envelope;
-use crate::scripts;
+use crate::scripts::{self, Reply};
 
 /// How many connections one relisting script takes: a node of 100,000 connections must not
 /// hold Redis for one long script.
@@ -82,11 +82,9 @@ pub(crate) async fn receive(inner: Arc<Inner>, mut subscriber: Subscriber) {
                 inner.metrics.connected(true);
                 tracing::info!("subscribed to redis again");
                 inner.emit(ClusterEvent::Reconnected);
-                // Redis may have come back empty: renew now rather than at the next beat.
-                match renew(&inner).await {
-                    Ok(renewal) => after_renewal(&inner, renewal).await,
-                    Err(error) => tracing::warn!(%error, "renewing after a reconnect failed"),
-                }
+                // Redis may have come back empty: renew now rather than at the next beat, on
+                // the renewing task, so that this one goes on reading.
+                inner.renew_now.notify_one();
             }
             _ => {}
         }
@@ -123,11 +121,23 @@ pub(crate) async fn publish(inner: Arc<Inner>, mut outbox: mpsc::Receiver<(Strin
     let mut stop = inner.stop.subscribe();
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     loop {
-        let received = tokio::select! {
-            received = outbox.recv_many(&mut batch, PUBLISH_BATCH) => received,
-            _ = stop.wait_for(|stop| *stop) => 0,
+        let stopping = tokio::select! {
+            received = outbox.recv_many(&mut batch, PUBLISH_BATCH) => {
+                if received == 0 {
+                    return;
+                }
+                false
+            }
+            _ = stop.wait_for(|stop| *stop) => {
+                // The goodbye: what the last releases queued (presence changes, say) still
+                // goes out, in one write.
+                while let Ok(queued) = outbox.try_recv() {
+                    batch.push(queued);
+                }
+                true
+            }
         };
-        if received == 0 {
+        if batch.is_empty() {
             return;
         }
         let Ok(mut commands) = inner.commands() else {
@@ -158,6 +168,9 @@ pub(crate) async fn publish(inner: Arc<Inner>, mut outbox: mpsc::Receiver<(Strin
                 });
             }
         }
+        if stopping {
+            return;
+        }
     }
 }
 
@@ -186,22 +199,28 @@ pub(crate) async fn renew(inner: &Inner) -> Result<Renewal, DeliveryError> {
         .arg(inner.grace_ms());
     let reply: Vec<String> = inner.within(invocation.invoke_async(&mut commands)).await?;
     let known = flag(&reply, 0);
-    let mut parts = reply[1..].splitn(3, |item| item == "|");
-    let mut gone = Vec::new();
-    let mut rest = parts.next().unwrap_or_default().iter();
-    while let (Some(node), Some(count)) = (rest.next(), rest.next()) {
-        let count: usize = count.parse().map_err(unavailable)?;
-        let offline = rest
-            .by_ref()
-            .take(count)
-            .map(|user| Arc::from(user.as_str()));
-        let offline = offline.collect();
+    let mut sections = Reply::new(reply.get(1..).unwrap_or_default());
+    let malformed = || unavailable("a renewal's reply does not parse");
+    let dead: usize = sections
+        .item()
+        .and_then(|count| count.parse().ok())
+        .ok_or_else(malformed)?;
+    let mut gone = Vec::with_capacity(dead.min(64));
+    for _ in 0..dead {
+        let node = sections.item().ok_or_else(malformed)?;
+        let offline = sections.section().ok_or_else(malformed)?;
         if let Ok(node) = node.parse() {
-            gone.push((node, offline));
+            gone.push((
+                node,
+                offline
+                    .iter()
+                    .map(|user| Arc::from(user.as_str()))
+                    .collect(),
+            ));
         }
     }
-    let touched = parts.next().unwrap_or_default().to_vec();
-    let swept = parts.next().unwrap_or_default();
+    let touched = sections.section().ok_or_else(malformed)?.to_vec();
+    let swept = sections.section().ok_or_else(malformed)?;
     let swept = swept.iter().map(|user| Arc::from(user.as_str())).collect();
     Ok(Renewal {
         known,
@@ -248,18 +267,20 @@ pub(crate) async fn after_renewal(inner: &Arc<Inner>, renewal: Renewal) {
             .unwrap_or_else(PoisonError::into_inner),
     );
     for (id, user_id) in unreleased {
-        if inner.release_shared(id, &user_id).await.is_err() {
-            inner
+        match inner.release_shared(id, &user_id).await {
+            Ok((_, true)) => inner.went_offline(user_id),
+            Ok(_) => {}
+            Err(_) => inner
                 .unreleased
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push((id, user_id));
+                .push((id, user_id)),
         }
     }
 }
 
 /// Lists every connection of this node in Redis again; returns how many were missing.
-async fn relist(inner: &Inner) -> Result<usize, DeliveryError> {
+async fn relist(inner: &Arc<Inner>) -> Result<usize, DeliveryError> {
     let mut commands = inner.commands()?;
     let connections = inner.local.connections();
     let mut relisted = 0;
@@ -275,8 +296,13 @@ async fn relist(inner: &Inner) -> Result<usize, DeliveryError> {
                 .arg(connection.id().to_string())
                 .arg(connection.user_id());
         }
-        let count: usize = inner.within(invocation.invoke_async(&mut commands)).await?;
-        relisted += count;
+        let reply: Vec<String> = inner.within(invocation.invoke_async(&mut commands)).await?;
+        let mut reply = Reply::new(&reply);
+        relisted += reply
+            .item()
+            .and_then(|count| count.parse::<usize>().ok())
+            .unwrap_or(0);
+        inner.announce_touched(reply.section().unwrap_or_default());
     }
     Ok(relisted)
 }
@@ -289,6 +315,7 @@ pub(crate) async fn renewing(inner: Arc<Inner>) {
     loop {
         tokio::select! {
             _ = every.tick() => {}
+            () = inner.renew_now.notified() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
         match renew(&inner).await {

@@ -31,6 +31,13 @@ local function forget_user(prefix, user)
   end
   redis.call('DEL', rooms)
 end
+-- Appends `items` to `result` as a section: their count, then each.
+local function section(result, items)
+  result[#result + 1] = tostring(#items)
+  for _, item in ipairs(items) do
+    result[#result + 1] = item
+  end
+end
 local function now_ms()
   local time = redis.call('TIME')
   return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -56,7 +63,12 @@ end
 local function touch(prefix, user)
   local key = prefix .. ':profile:' .. user
   local shown = redis.call('HGET', key, 'shown') == '1'
+  -- Never below Redis's clock in ms: versions keep growing when Redis restarts empty.
   local version = redis.call('INCR', prefix .. ':version')
+  if version < now_ms() then
+    version = now_ms()
+    redis.call('SET', prefix .. ':version', version)
+  end
   redis.call('HSET', key, 'version', version)
   local now = seen(prefix, user)
   if redis.call('SISMEMBER', prefix .. ':users', user) == 0 then
@@ -148,8 +160,9 @@ return result
 /// presence takes a new version.
 ///
 /// ARGV (after those above): alias ('' for none), available ('1'|'0'), public (JSON).
-/// Returns `{'refused'}`, else `{joined ('0'|'1'), evicted ids (oldest first)..., '|', the
-/// rooms the user joined as a whole..., '|', what touch returns}`.
+/// Returns `{'refused'}`, else `{joined ('0'|'1')}` and three sections, each its count then
+/// its items (no item can be mistaken for a separator): the evicted ids (oldest first), the
+/// rooms the user joined as a whole, and what touch returns.
 pub(crate) static ADMIT: LazyLock<Script> = LazyLock::new(|| {
     forgetting(
         r"
@@ -172,26 +185,24 @@ if joined == 1 then
     redis.call('HSET', profile, 'alias', ARGV[6])
   end
 end
-local result = {tostring(joined)}
+local evicted = {}
 local over = count + 1 - max
 if over > 0 then
   for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, over - 1)) do
     redis.call('ZREM', KEYS[1], id)
+    -- Out of its rooms here: its node may die before it releases it.
+    forget_rooms(ARGV[5], id)
     local node = string.match(id, '@(%x+)$')
     if node then
       redis.call('HDEL', ARGV[5] .. ':node:' .. node, id)
     end
-    result[#result + 1] = id
+    evicted[#evicted + 1] = id
   end
 end
-result[#result + 1] = '|'
-for _, room in ipairs(redis.call('SMEMBERS', ARGV[5] .. ':user-rooms:' .. ARGV[2])) do
-  result[#result + 1] = room
-end
-result[#result + 1] = '|'
-for _, item in ipairs(touch(ARGV[5], ARGV[2])) do
-  result[#result + 1] = item
-end
+local result = {tostring(joined)}
+section(result, evicted)
+section(result, redis.call('SMEMBERS', ARGV[5] .. ':user-rooms:' .. ARGV[2]))
+section(result, touch(ARGV[5], ARGV[2]))
 return result
 ",
     )
@@ -240,12 +251,12 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
   return 'already'
 end
 local limit = tonumber(ARGV[3])
-if limit >= 0 then
-  local count = redis.call('SCARD', KEYS[2])
-    + redis.call('SCARD', ARGV[4] .. ':user-rooms:' .. user)
-  if count >= limit then
-    return 'limit'
-  end
+local user_rooms = ARGV[4] .. ':user-rooms:' .. user
+-- The limit counts rooms, whichever way the connection is in them; one it is in already
+-- through its user takes no new place.
+if limit >= 0 and redis.call('SISMEMBER', user_rooms, ARGV[2]) == 0
+  and #redis.call('SUNION', KEYS[2], user_rooms) >= limit then
+  return 'limit'
 end
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[1], ARGV[1], user)
@@ -338,22 +349,34 @@ return members
 /// dead): the same as an admission without the limit, for each one not listed.
 ///
 /// KEYS: the node's hash, the users set, the sequence. ARGV: prefix, then pairs of
-/// connection id and user id. Returns how many were listed again.
+/// connection id and user id. Returns `{how many were listed again}` and a section of what
+/// touch returned for their users (their profiles are not restored: they start from the
+/// defaults).
 pub(crate) static RELIST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    forgetting(
         r"
 local relisted = 0
+local touched = {}
 for i = 2, #ARGV, 2 do
   local id, user = ARGV[i], ARGV[i + 1]
   local key = ARGV[1] .. ':user:' .. user
   if not redis.call('ZSCORE', key, id) then
     redis.call('ZADD', key, redis.call('INCR', KEYS[3]), id)
     redis.call('SADD', KEYS[2], user)
+    touched[user] = true
     relisted = relisted + 1
   end
   redis.call('HSET', KEYS[1], id, user)
 end
-return relisted
+local changes = {}
+for user, _ in pairs(touched) do
+  for _, item in ipairs(touch(ARGV[1], user)) do
+    changes[#changes + 1] = item
+  end
+end
+local result = {tostring(relisted)}
+section(result, changes)
+return result
 ",
     )
 });
@@ -363,9 +386,10 @@ return relisted
 /// Also takes offline the users whose grace period ran out with no device back.
 ///
 /// KEYS: the nodes set. ARGV: this node, its timeout in ms, prefix, grace period in ms.
-/// Returns `{known ('0'|'1'), then for each dead node: node, n, the n users who went
-/// offline with it; then '|' and, for each user who lost a device or went offline, what
-/// touch returns; then '|' and the users whose grace period ran out}`:
+/// Returns `{known ('0'|'1'), the number of dead nodes, then for each its id and a section
+/// (count, items) of the users who went offline with it; then a section of what touch
+/// returned for each user who lost a device or went offline, and one of the users whose
+/// grace period ran out}`:
 /// `known` is 0 when Redis did not know this node (it lost its data, or took this node for
 /// dead).
 pub(crate) static BEAT: LazyLock<Script> = LazyLock::new(|| {
@@ -377,7 +401,7 @@ local known = 1
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   known = 0
 end
-local result = {tostring(known)}
+local gone = {}
 local touched = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   if node ~= ARGV[1] then
@@ -397,11 +421,7 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
       end
     end
     redis.call('DEL', hash)
-    result[#result + 1] = node
-    result[#result + 1] = tostring(#offline)
-    for _, user in ipairs(offline) do
-      result[#result + 1] = user
-    end
+    gone[#gone + 1] = {node, offline}
   end
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -417,16 +437,19 @@ for _, user in ipairs(redis.call('ZRANGEBYSCORE', grace, '-inf', now)) do
     swept[#swept + 1] = user
   end
 end
-result[#result + 1] = '|'
+local result = {tostring(known), tostring(#gone)}
+for _, node in ipairs(gone) do
+  result[#result + 1] = node[1]
+  section(result, node[2])
+end
+local changes = {}
 for user, _ in pairs(touched) do
   for _, item in ipairs(touch(ARGV[3], user)) do
-    result[#result + 1] = item
+    changes[#changes + 1] = item
   end
 end
-result[#result + 1] = '|'
-for _, user in ipairs(swept) do
-  result[#result + 1] = user
-end
+section(result, changes)
+section(result, swept)
 return result
 ",
     )
@@ -452,3 +475,56 @@ return 1
 ",
     )
 });
+
+/// A script's reply read in order: single items, and sections (a count, then that many
+/// items), so that no item, whatever text a user chose, is taken for a separator.
+pub(crate) struct Reply<'a> {
+    rest: &'a [String],
+}
+
+impl<'a> Reply<'a> {
+    pub(crate) fn new(items: &'a [String]) -> Self {
+        Self { rest: items }
+    }
+
+    /// The next item.
+    pub(crate) fn item(&mut self) -> Option<&'a str> {
+        let (first, rest) = self.rest.split_first()?;
+        self.rest = rest;
+        Some(first)
+    }
+
+    /// The next section's items.
+    pub(crate) fn section(&mut self) -> Option<&'a [String]> {
+        let count: usize = self.item()?.parse().ok()?;
+        if count > self.rest.len() {
+            return None;
+        }
+        let (items, rest) = self.rest.split_at(count);
+        self.rest = rest;
+        Some(items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|item| (*item).to_owned()).collect()
+    }
+
+    #[test]
+    fn sections_hold_any_text_and_a_short_reply_is_none() {
+        let items = strings(&["1", "2", "|", "0", "0", "1", "|"]);
+        let mut reply = Reply::new(&items);
+        assert_eq!(reply.item(), Some("1"));
+        assert_eq!(reply.section(), Some(&items[2..4]));
+        assert_eq!(reply.section(), Some(&[][..]));
+        assert_eq!(reply.section(), Some(&items[6..7]));
+        assert_eq!(reply.item(), None);
+        assert_eq!(reply.section(), None);
+        let lying = strings(&["5", "a"]);
+        assert_eq!(Reply::new(&lying).section(), None);
+    }
+}

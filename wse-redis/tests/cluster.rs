@@ -815,3 +815,47 @@ async fn what_is_lost_while_redis_is_down_is_counted() {
     .await;
     assert_eq!(counted("wse_redis_connected", None), 0);
 }
+
+#[tokio::test]
+async fn text_users_choose_is_never_taken_for_structure() {
+    let redis = RedisProcess::start();
+    let prefix = unique_prefix("text");
+    let offline = Offline::default();
+    let a = Node::start_with(&redis, &prefix, 1, offline.hook()).await;
+    let (doomed, kill) = support::doomed_node(redis.url(), prefix.clone());
+    let _bob = Device::connect(&a.url(), "bob").await;
+    // A user whose alias and rooms are the text a script's reply could use as a separator.
+    let _odd = Device::connect(&format!("ws://{doomed}"), "|").await;
+    let odd_id = a.server.devices("|").await.unwrap()[0];
+    let alias = wse_server::ProfileUpdate {
+        alias: Some("|".into()),
+        available: None,
+    };
+    a.server.update_profile("|", &alias).await.unwrap();
+    assert!(a.server.join_user("|", "|").await.unwrap());
+    assert!(a.server.join(odd_id, "2").await.unwrap());
+
+    kill();
+    eventually("the dead node's user goes offline", async || {
+        !offline.users().is_empty()
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(offline.users(), ["|"]);
+    assert_eq!(a.server.users().await.unwrap(), users(&["bob"]));
+    assert!(a.server.room_members("2").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_evicted_device_leaves_its_rooms_at_once() {
+    let redis = RedisProcess::start();
+    let [a, b, _c] = three_nodes(&redis, "evicted-rooms", 1).await;
+    let _old = Device::connect(&a.url(), "ann").await;
+    let old_id = b.server.devices("ann").await.unwrap()[0];
+    assert!(b.server.join(old_id, "lobby").await.unwrap());
+    let _new = Device::connect(&b.url(), "ann").await;
+    let new_id = b.server.devices("ann").await.unwrap()[0];
+    assert_ne!(new_id, old_id);
+    // Out of the room with the admission that evicted it, whatever its node does next.
+    assert!(b.server.room_members("lobby").await.unwrap().is_empty());
+}
