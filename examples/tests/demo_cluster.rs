@@ -10,21 +10,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use wse_client::{CallError, Client, ClientEvent, Status};
 
-/// How long any single wait in a test may take.
-const PATIENCE: Duration = Duration::from_secs(20);
+mod support;
+
+use support::{run_demo, within};
 
 /// A short wait for "nothing more arrives".
 const QUIET: Duration = Duration::from_millis(300);
@@ -35,14 +34,7 @@ const REDIS_STARTUP: Duration = Duration::from_secs(10);
 /// A node timeout short enough that a process killed by a test leaves the cluster soon.
 const NODE_TIMEOUT_MS: &str = "600";
 
-/// Fails the test if `future` takes longer than [`PATIENCE`].
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// Waits until `check` holds, polling, at most [`PATIENCE`].
+/// Waits until `check` holds, polling, at most [`support::PATIENCE`].
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     within(what, async {
         while !check() {
@@ -135,36 +127,13 @@ struct Demo {
     hmac: SocketAddr,
 }
 
-/// Starts the demo binary with `args` and reads its plain and HMAC addresses from the first
-/// line it prints.
+/// Starts the demo binary with `args` (see [`support::demo`]).
 async fn demo(args: &[&str]) -> Demo {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the demo binary");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = within("the demo to say where it listens", lines.next_line())
-        .await
-        .expect("read stdout")
-        .expect("a first line: the demo exited before it listened");
-    let addresses: Vec<SocketAddr> = line
-        .split_whitespace()
-        .filter_map(|word| {
-            word.trim_start_matches("ws://")
-                .trim_end_matches(')')
-                .parse()
-                .ok()
-        })
-        .collect();
-    assert_eq!(addresses.len(), 2, "{line}");
+    let (child, plain, hmac) = support::demo(args).await;
     Demo {
         _child: child,
-        plain: addresses[0],
-        hmac: addresses[1],
+        plain,
+        hmac,
     }
 }
 
@@ -188,21 +157,6 @@ async fn node(redis: &RedisProcess, prefix: &str) -> Demo {
 async fn two_nodes(redis: &RedisProcess, test: &str) -> (Demo, Demo) {
     let prefix = format!("wse-demo-test-{test}-{}", std::process::id());
     (node(redis, &prefix).await, node(redis, &prefix).await)
-}
-
-/// Runs the demo binary with `args` to its end (it must end by itself).
-async fn run_demo(args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the demo binary");
-    within("the demo to exit", child.wait_with_output())
-        .await
-        .expect("the demo's output")
 }
 
 #[derive(Deserialize)]

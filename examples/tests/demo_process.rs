@@ -8,18 +8,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use wse_client::{CallError, Client, ClientEvent, Reconnect, Status};
 
-const PATIENCE: Duration = Duration::from_secs(20);
+mod support;
+
+use support::{PATIENCE, demo, run_demo, within};
 
 /// Every flag of the demo, as `--help` must list it.
 const FLAGS: [&str; 9] = [
@@ -33,57 +33,6 @@ const FLAGS: [&str; 9] = [
     "--trusted-proxy",
     "--help",
 ];
-
-/// Fails the test if `future` takes longer than [`PATIENCE`].
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// Starts the demo binary with `args`; returns the process and its plain and HMAC addresses.
-async fn demo(args: &[&str]) -> (Child, SocketAddr, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the demo binary");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("the demo prints where it listens")
-        .expect("read stdout")
-        .expect("a first line");
-    let addresses: Vec<SocketAddr> = line
-        .split_whitespace()
-        .filter_map(|word| {
-            word.trim_start_matches("ws://")
-                .trim_end_matches(')')
-                .parse()
-                .ok()
-        })
-        .collect();
-    assert_eq!(addresses.len(), 2, "{line}");
-    (child, addresses[0], addresses[1])
-}
-
-/// Runs the demo binary with `args` to its end (it must end by itself).
-async fn run_demo(args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the demo binary");
-    within("the demo to exit", child.wait_with_output())
-        .await
-        .expect("the demo's output")
-}
 
 /// A client of `url`, logged in as `user`.
 async fn logged_in(url: String, user: &str) -> Client {
