@@ -57,6 +57,7 @@ impl RedisProcess {
     /// # Panics
     /// With a message saying what to install when `redis-server` is not on the `PATH`.
     fn start() -> Self {
+        ensure_redis_server();
         let port = free_port();
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port"])
@@ -69,7 +70,7 @@ impl RedisProcess {
                 panic!(
                     "cannot start redis-server ({error}): the demo's cluster tests start a \
                      Redis of their own; install redis-server (Debian: `apt-get install \
-                     redis-server`; scripts/test installs it when it is missing)"
+                     redis-server`; scripts/ensure-redis could not)"
                 )
             });
         // Killed on drop from here on, also when it never answers.
@@ -92,6 +93,19 @@ impl Drop for RedisProcess {
 }
 
 /// A port of 127.0.0.1 that nothing listens on (right now).
+/// Runs `scripts/ensure-redis` once per test binary: it installs redis-server when it is
+/// missing (the project's tests need nothing installed by hand).
+fn ensure_redis_server() {
+    static ENSURED: std::sync::Once = std::sync::Once::new();
+    ENSURED.call_once(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/ensure-redis");
+        match std::process::Command::new(script).status() {
+            Ok(status) if status.success() => {}
+            other => eprintln!("{script} did not install redis-server: {other:?}"),
+        }
+    });
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())

@@ -23,6 +23,7 @@ impl RedisProcess {
     /// # Panics
     /// With a message saying what to install when `redis-server` is not on the `PATH`.
     pub fn start() -> Self {
+        ensure_redis_server();
         let port = free_port();
         let mut process = Self { port, child: None };
         process.restart();
@@ -62,7 +63,7 @@ impl RedisProcess {
             .unwrap_or_else(|error| {
                 panic!(
                     "cannot start redis-server ({error}): the cluster tests start their own \
-                     Redis; install it (Debian: `apt-get install redis-server`; .ci/run does)"
+                     Redis; scripts/ensure-redis could not install it: install Redis 7"
                 )
             });
         self.child = Some(child);
@@ -74,6 +75,19 @@ impl Drop for RedisProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs `scripts/ensure-redis` once per test binary: it installs redis-server when it is
+/// missing (the project's tests need nothing installed by hand).
+fn ensure_redis_server() {
+    static ENSURED: std::sync::Once = std::sync::Once::new();
+    ENSURED.call_once(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/ensure-redis");
+        match std::process::Command::new(script).status() {
+            Ok(status) if status.success() => {}
+            other => eprintln!("{script} did not install redis-server: {other:?}"),
+        }
+    });
 }
 
 fn free_port() -> u16 {
