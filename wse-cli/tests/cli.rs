@@ -1,0 +1,169 @@
+//! The `wse` binary against the demo served in this test process: results on stdout, each
+//! kind of failure with its exit code and its code on stderr.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::SocketAddr;
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::process::Command;
+use wse_examples::{Auth, demo_server};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn serve(auth: Auth) -> SocketAddr {
+    let serving = demo_server(auth).bind("127.0.0.1:0").await.unwrap();
+    serving.local_addr()
+}
+
+/// Runs `wse` with `args` to its end.
+async fn wse(args: &[&str]) -> Output {
+    let running = Command::new(env!("CARGO_BIN_EXE_wse"))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(PATIENCE, running)
+        .await
+        .expect("wse ends by itself")
+        .expect("wse runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const ANN: [&str; 4] = ["--identity", "secret", "--meta", r#"{"user_id": "ann"}"#];
+
+#[tokio::test]
+async fn call_prints_the_result_as_json() {
+    let addr = serve(Auth::Plain).await;
+    let url = format!("ws://{addr}");
+    for codec in [&[][..], &["--msgpack"]] {
+        let mut args = vec!["call", &url, "add", r#"{"a": 40, "b": 2}"#];
+        args.extend(ANN);
+        args.extend(codec);
+        let output = wse(&args).await;
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(text(&output.stdout).trim(), "42");
+    }
+    let mut args = vec!["call", &url, "whoami"];
+    args.extend(ANN);
+    let output = wse(&args).await;
+    let whoami: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(whoami["user"], "ann");
+}
+
+#[tokio::test]
+async fn each_failure_has_its_exit_code() {
+    let addr = serve(Auth::Plain).await;
+    let url = format!("ws://{addr}");
+
+    // The procedure's own error: 5, with its code and details.
+    let mut args = vec!["call", &url, "fail_custom"];
+    args.extend(ANN);
+    let output = wse(&args).await;
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("app.custom-failure"), "{stderr}");
+    assert!(stderr.contains(r#""reason":"custom""#), "{stderr}");
+
+    // Refused: 3.
+    let output = wse(&["call", &url, "add", "--identity", "nope"]).await;
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert!(text(&output.stderr).contains("wse.not-authorized"));
+
+    // No answer in time: 4.
+    let mut args = vec![
+        "call",
+        &url,
+        "delay",
+        r#"{"ms": 5000, "value": 1}"#,
+        "--timeout",
+        "0.3",
+    ];
+    args.extend(ANN);
+    let output = wse(&args).await;
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    assert!(text(&output.stderr).contains("wse.client.rp.timeout"));
+
+    // Nobody there: 6.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let output = wse(&["call", &format!("ws://{closed}"), "add"]).await;
+    assert_eq!(output.status.code(), Some(6), "{output:?}");
+
+    // A usage error: 2.
+    let output = wse(&["call", &url, "add", "{not json"]).await;
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
+
+#[tokio::test]
+async fn the_challenge_is_answered_with_the_secret() {
+    let addr = serve(Auth::Hmac).await;
+    let url = format!("ws://{addr}");
+    let mut args = vec![
+        "call",
+        &url,
+        "add",
+        r#"{"a": 1, "b": 2}"#,
+        "--hmac-secret",
+        "s3cret",
+    ];
+    args.extend(ANN);
+    let output = wse(&args).await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(text(&output.stdout).trim(), "3");
+    let mut args = vec!["call", &url, "add", "--hmac-secret", "wrong"];
+    args.extend(ANN);
+    let output = wse(&args).await;
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+}
+
+#[tokio::test]
+async fn send_delivers_a_message() {
+    let addr = serve(Auth::Plain).await;
+    let url = format!("ws://{addr}");
+    // Another device of ann hears `both` when one of her devices sends `hey`.
+    let listener = wse_client::Client::builder(url.clone()).build();
+    let (heard, mut hearing) = tokio::sync::mpsc::unbounded_channel();
+    listener
+        .on("both", move |_, payload: Value| {
+            let _ = heard.send(payload);
+        })
+        .unwrap();
+    listener
+        .connect(json!("secret"), json!({"user_id": "ann"}))
+        .await
+        .unwrap();
+    let mut args = vec!["send", &url, "hey", r#""from the terminal""#];
+    args.extend(ANN);
+    let output = wse(&args).await;
+    assert!(output.status.success(), "{output:?}");
+    let payload = tokio::time::timeout(PATIENCE, hearing.recv())
+        .await
+        .unwrap();
+    assert!(payload.is_some());
+}
+
+#[tokio::test]
+async fn help_shows_an_example_for_each_subcommand() {
+    for command in ["call", "send"] {
+        let output = wse(&[command, "--help"]).await;
+        assert!(output.status.success());
+        let help = text(&output.stdout);
+        assert!(help.contains(&format!("wse {command} ws://")), "{help}");
+        for flag in [
+            "--identity",
+            "--meta",
+            "--hmac-secret",
+            "--msgpack",
+            "--timeout",
+        ] {
+            assert!(help.contains(flag), "{flag} in {help}");
+        }
+    }
+}
