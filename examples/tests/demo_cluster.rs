@@ -10,11 +10,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::Stdio;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -23,13 +22,12 @@ use wse_client::{CallError, Client, ClientEvent, Status};
 
 mod support;
 
+use wse_testkit::{RedisServer, free_port};
+
 use support::{run_demo, within};
 
 /// A short wait for "nothing more arrives".
 const QUIET: Duration = Duration::from_millis(300);
-
-/// How long a started `redis-server` may take to answer.
-const REDIS_STARTUP: Duration = Duration::from_secs(10);
 
 /// A node timeout short enough that a process killed by a test leaves the cluster soon.
 const NODE_TIMEOUT_MS: &str = "600";
@@ -42,96 +40,6 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         }
     })
     .await;
-}
-
-/// A `redis-server` of the test's own on a free port of 127.0.0.1, keeping nothing on disk;
-/// killed when dropped.
-struct RedisProcess {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl RedisProcess {
-    /// Starts it and waits until it answers `PING`.
-    ///
-    /// # Panics
-    /// With a message saying what to install when `redis-server` is not on the `PATH`.
-    fn start() -> Self {
-        ensure_redis_server();
-        let port = free_port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "cannot start redis-server ({error}): the demo's cluster tests start a \
-                     Redis of their own; install redis-server (Debian: `apt-get install \
-                     redis-server`; scripts/ensure-redis could not)"
-                )
-            });
-        // Killed on drop from here on, also when it never answers.
-        let redis = Self { port, child };
-        wait_until_answering(SocketAddr::from(([127, 0, 0, 1], port)));
-        redis
-    }
-
-    /// The URL the demo connects to.
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port of 127.0.0.1 that nothing listens on (right now).
-/// Runs `scripts/ensure-redis` once per test binary: it installs redis-server when it is
-/// missing (the project's tests need nothing installed by hand).
-fn ensure_redis_server() {
-    static ENSURED: std::sync::Once = std::sync::Once::new();
-    ENSURED.call_once(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/ensure-redis");
-        match std::process::Command::new(script).status() {
-            Ok(status) if status.success() => {}
-            other => eprintln!("{script} did not install redis-server: {other:?}"),
-        }
-    });
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port on 127.0.0.1")
-}
-
-/// Waits until `PING` gets `+PONG`, at most [`REDIS_STARTUP`].
-fn wait_until_answering(addr: SocketAddr) {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + REDIS_STARTUP;
-    while Instant::now() < deadline {
-        if let Ok(mut tcp) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-        {
-            let _ = tcp.set_read_timeout(Some(Duration::from_millis(500)));
-            let mut answer = [0u8; 7];
-            if tcp.write_all(b"PING\r\n").is_ok()
-                && tcp.read_exact(&mut answer).is_ok()
-                && &answer == b"+PONG\r\n"
-            {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("redis-server on {addr} did not answer within {REDIS_STARTUP:?}");
 }
 
 /// A demo process: killed when dropped.
@@ -152,7 +60,7 @@ async fn demo(args: &[&str]) -> Demo {
 }
 
 /// A demo process on free ports, a node of the clusters under `prefix` on `redis`.
-async fn node(redis: &RedisProcess, prefix: &str) -> Demo {
+async fn node(redis: &RedisServer, prefix: &str) -> Demo {
     let url = redis.url();
     demo(&[
         "--port",
@@ -168,7 +76,7 @@ async fn node(redis: &RedisProcess, prefix: &str) -> Demo {
 }
 
 /// Two demo processes in the clusters under a prefix of `test`'s own.
-async fn two_nodes(redis: &RedisProcess, test: &str) -> (Demo, Demo) {
+async fn two_nodes(redis: &RedisServer, test: &str) -> (Demo, Demo) {
     let prefix = format!("wse-demo-test-{test}-{}", std::process::id());
     (node(redis, &prefix).await, node(redis, &prefix).await)
 }
@@ -291,7 +199,7 @@ async fn closed(events: &mut tokio::sync::broadcast::Receiver<ClientEvent>) -> (
 
 #[tokio::test]
 async fn send_to_user_reaches_each_device_on_both_processes_once() {
-    let redis = RedisProcess::start();
+    let redis = RedisServer::start();
     let (one, two) = two_nodes(&redis, "send").await;
     let ann_one = Device::plain(one.plain, "ann").await;
     let ann_two = Device::plain(two.plain, "ann").await;
@@ -310,7 +218,7 @@ async fn send_to_user_reaches_each_device_on_both_processes_once() {
 
 #[tokio::test]
 async fn ask_user_calls_the_oldest_device_wherever_it_is_connected() {
-    let redis = RedisProcess::start();
+    let redis = RedisServer::start();
     let (one, two) = two_nodes(&redis, "ask").await;
     let ann_one = Device::plain(one.plain, "ann").await;
     let ann_two = Device::plain(two.plain, "ann").await;
@@ -347,7 +255,7 @@ async fn ask_user_calls_the_oldest_device_wherever_it_is_connected() {
 
 #[tokio::test]
 async fn ask_user_for_a_user_with_no_device_is_user_offline() {
-    let redis = RedisProcess::start();
+    let redis = RedisServer::start();
     let (one, two) = two_nodes(&redis, "offline").await;
     let bob = Device::plain(one.plain, "bob").await;
     let offline = bob.ask_user("zed", 20, 22).await.unwrap_err();
@@ -371,7 +279,7 @@ async fn ask_user_for_a_user_with_no_device_is_user_offline() {
 
 #[tokio::test]
 async fn a_device_past_the_limit_closes_the_oldest_on_whichever_process() {
-    let redis = RedisProcess::start();
+    let redis = RedisServer::start();
     let (one, two) = two_nodes(&redis, "limit").await;
     let first = Device::plain(one.plain, "ann").await;
     let mut first_events = first.client.events();
@@ -402,7 +310,7 @@ async fn a_device_past_the_limit_closes_the_oldest_on_whichever_process() {
 
 #[tokio::test]
 async fn the_hmac_port_is_a_cluster_of_its_own() {
-    let redis = RedisProcess::start();
+    let redis = RedisServer::start();
     let (one, two) = two_nodes(&redis, "hmac").await;
     let ann_plain = Device::plain(one.plain, "ann").await;
     let ann_one = Device::hmac(one.hmac, "ann").await;
