@@ -18,6 +18,7 @@
 //!   demo in an axum application on each of its two ports, with `/health` and `/metrics`;
 //!   with `--redis URL`, each port a node of a cluster over Redis that other demo processes
 //!   join.
+//! - [`page`]: the demo page at `/` (`web/`), with the browser client (`clients/js`).
 //! - [`tls`]: a self-signed certificate and the rustls configurations that use it.
 //! - `examples/`: a client, several devices of one user, a custom codec, `wss://`.
 //!
@@ -53,6 +54,7 @@
 
 use std::time::Duration;
 
+pub mod page;
 pub mod tls;
 
 use serde::Deserialize;

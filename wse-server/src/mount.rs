@@ -57,9 +57,32 @@ impl Server {
         })
     }
 
-    /// Answers an upgrade request with 101 and serves the connection once hyper hands over
-    /// the upgraded stream; or answers with the status that refuses it.
-    async fn upgrade(&self, mut request: Request) -> Response {
+    /// Answers one request at the endpoint as [`Server::route`] does: 101 and the connection
+    /// served once hyper hands over the upgraded stream, or the status that refuses it. For an
+    /// application that routes the request itself, to serve a page and the endpoint on one
+    /// path, say:
+    ///
+    /// ```
+    /// use axum::extract::Request;
+    /// use axum::http::header::UPGRADE;
+    /// use axum::response::{Html, IntoResponse, Response};
+    /// use axum::{Router, routing::get};
+    /// use serde_json::json;
+    /// use wse_server::{Decision, Server};
+    ///
+    /// let server = Server::builder(|_| async { Decision::accept("ann", json!({})) }).build();
+    /// let app: Router = Router::new().route("/", get(move |request: Request| {
+    ///     let server = server.clone();
+    ///     async move {
+    ///         if request.headers().contains_key(UPGRADE) {
+    ///             server.upgrade(request).await
+    ///         } else {
+    ///             Html("<h1>hello</h1>").into_response()
+    ///         }
+    ///     }
+    /// }));
+    /// ```
+    pub async fn upgrade(&self, mut request: Request) -> Response {
         let peer_addr = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()

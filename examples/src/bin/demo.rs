@@ -9,7 +9,9 @@
 //!
 //! | route | what |
 //! | --- | --- |
-//! | `GET /`, `GET /ws` | the WebSocket endpoint (clients of `ws://ADDR` use `/`) |
+//! | `GET /` | the demo page in a browser; the WebSocket endpoint for an upgrade (clients of `ws://ADDR` use it) |
+//! | `GET /ws` | the WebSocket endpoint |
+//! | `GET /app.js`, `/style.css`, `/wse.js` | the page's files; `/wse.js` is the browser client |
 //! | `GET /health` | 200 `ok` |
 //! | `GET /metrics` | Prometheus text: the process's metrics (both servers share the series) |
 //!
@@ -36,7 +38,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tracing_subscriber::EnvFilter;
-use wse_examples::{Auth, demo_server_with};
+use wse_examples::{Auth, demo_server_with, page};
 use wse_redis::{ClusterEvent, RedisConfig};
 use wse_server::{Builder, DeliveryError, Event, IpNet, RateLimit, Server};
 
@@ -310,10 +312,10 @@ fn demo(options: &Options, auth: Auth, name: &'static str) -> (Server, Option<St
     (server, Some(options.cluster_prefix(auth)))
 }
 
-/// One port's application: the endpoint at `/` and `/ws`, `/health` and `/metrics`.
+/// One port's application: the page and the endpoint at `/`, the endpoint at `/ws`, the
+/// page's files, `/health` and `/metrics`.
 fn app(server: &Server, metrics: PrometheusHandle) -> Router {
-    Router::new()
-        .route("/", server.route())
+    page::routes(server)
         .route("/ws", server.route())
         .route("/health", get(|| async { "ok" }))
         .route(

@@ -1,0 +1,430 @@
+// The connection: the handshake, calls both ways, messages, status, reconnection and jumps.
+// One WebSocket at a time; everything a socket owns (its pending calls, its handlers) ends
+// with it, so a late event of an old socket never touches the new one.
+
+import { Code, WseError } from './errors.js'
+import { Json, readFrame } from './protocol.js'
+import { DirectMessages, Presence, Rooms } from './extensions.js'
+
+const HI = '~wse:hi'
+const CHALLENGE = '~wse:challenge'
+const WELCOME = '~wse:welcome'
+const RESPONSE = '~wse:response'
+const RESPONSE_ERR = '~wse:response-err'
+const RESERVED = '~wse:'
+
+/** Where a client is in its life. */
+export const Status = Object.freeze({
+  /** Made, never connected. */
+  IDLE: 'idle',
+  /** Opening the socket and authenticating. */
+  CONNECTING: 'connecting',
+  /** Welcomed: calls and messages flow. */
+  READY: 'ready',
+  /** Lost the connection and waiting to try again. */
+  RECONNECTING: 'reconnecting',
+  /** Closed, and staying closed until `connect` is called again. */
+  OFFLINE: 'offline'
+})
+
+/** The close reasons of the protocol and this server. */
+export const Reason = Object.freeze({
+  NOT_AUTHORIZED: 'wse.not-authorized',
+  PROTOCOL_ERROR: 'wse.protocol-error',
+  CLIENTS_CONCURRENCY: 'wse.clients-concurrency',
+  BY_CLIENT: 'wse.by-client',
+  BY_SERVER: 'wse.by-server',
+  LOGOUT: 'wse.logout',
+  JUMP: 'jump'
+})
+
+/** Close codes after which a client with reconnection on tries again (PROTOCOL.md). */
+const RECONNECT_CODES = new Set([1005, 1006, 1011, 1012, 1013, 1014, 4000])
+const JUMP_CODE = 4000
+const STAMP_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
+
+/** A client of a WSE server. See the README's "In the browser" for a walk-through. */
+export class WseClient {
+  #url
+  #protocol
+  #timeout
+  #reconnect
+  #WebSocket
+  #status = Status.IDLE
+  #identity = null
+  #meta = {}
+  #solver = null
+  /** The current socket with what belongs to it: pending calls, the connect promise. */
+  #link = null
+  #retryTimer = null
+  #attempt = 0
+  #messageHandlers = new Map()
+  #procedures = new Map()
+  #listeners = { status: new Set(), ready: new Set(), close: new Set(), error: new Set(), ignored: new Set() }
+
+  /**
+   * @param {object} options see `WseClientOptions` in index.d.ts.
+   */
+  constructor (options) {
+    const { url, protocol = Json, timeout = 20_000, reconnect = true, WebSocket } = options ?? {}
+    if (typeof url !== 'string' && !(url instanceof URL)) throw new TypeError('options.url is required')
+    this.#url = String(url)
+    this.#protocol = protocol
+    this.#timeout = timeout
+    this.#reconnect = reconnect === false
+      ? null
+      : { base: 1000, max: 30_000, ...(reconnect === true ? {} : reconnect) }
+    this.#WebSocket = WebSocket ?? globalThis.WebSocket
+    if (typeof this.#WebSocket !== 'function') {
+      throw new TypeError('no WebSocket here: pass options.WebSocket (Node 20 needs --experimental-websocket)')
+    }
+    /** Rooms this client's connection is in; rejoined after a reconnection. */
+    this.rooms = new Rooms(this)
+    /** Who is online; resubscribed after a reconnection. */
+    this.presence = new Presence(this)
+    /** Private messages to and from other users. */
+    this.dm = new DirectMessages(this)
+  }
+
+  /** The endpoint this client connects to (changed by `jump`). */
+  get url () { return this.#url }
+
+  /** Where the client is: one of `Status`. */
+  get status () { return this.#status }
+
+  /** The codec in use. */
+  get protocol () { return this.#protocol }
+
+  /**
+   * Opens the connection and authenticates: resolves with the server's welcome; rejects with
+   * `wse.not-authorized` when refused, with the server's close reason when it closes first,
+   * or with `wse.client.ws-error` when the socket cannot open.
+   */
+  connect (identity, meta = {}) {
+    if (this.#link !== null || this.#retryTimer !== null) {
+      return Promise.reject(new WseError(Code.ALREADY_CONNECTED))
+    }
+    this.#identity = identity ?? null
+    this.#meta = meta ?? {}
+    this.#attempt = 0
+    return this.#open(Status.CONNECTING)
+  }
+
+  /**
+   * Sets the challenge solver: called with the server's quest, returns (or resolves to) the
+   * solution. `hmacSolver(secret)` solves the standard HMAC challenge.
+   */
+  challenge (solver) {
+    if (typeof solver !== 'function') throw new WseError(Code.INVALID_CRA_HANDLER)
+    this.#solver = solver
+  }
+
+  /**
+   * Calls the server's procedure `name`: resolves with its result, rejects with a `WseError`
+   * holding the server's code and details, `wse.client.rp.timeout` after `timeout` ms,
+   * `wse.client.rp.disconnect` when the connection closes first, `wse.client.not-ready`
+   * before the welcome; with `signal`, rejects with its reason when it aborts.
+   */
+  call (name, payload = null, { timeout = this.#timeout, signal } = {}) {
+    const link = this.#link
+    if (link === null || this.#status !== Status.READY) {
+      return Promise.reject(new WseError(Code.NOT_READY))
+    }
+    if (signal?.aborted) return Promise.reject(signal.reason)
+    let stamp
+    do stamp = randomStamp(); while (link.pending.has(stamp))
+    return new Promise((resolve, reject) => {
+      const settle = (outcome) => {
+        link.pending.delete(stamp)
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', abort)
+        outcome()
+      }
+      const timer = setTimeout(() => settle(() => reject(new WseError(Code.RP_TIMEOUT, { rpc: name }))), timeout)
+      const abort = () => settle(() => reject(signal.reason))
+      signal?.addEventListener('abort', abort, { once: true })
+      link.pending.set(stamp, {
+        resolve: (result) => settle(() => resolve(result)),
+        reject: (error) => settle(() => reject(error))
+      })
+      this.#write(link, [name, payload ?? null, stamp])
+    })
+  }
+
+  /** Sends a one-way message; throws `wse.client.not-ready` before the welcome. */
+  send (type, payload = null) {
+    if (typeof type !== 'string' || type === '' || type.startsWith(RESERVED)) {
+      throw new TypeError(`not a message type: ${JSON.stringify(type)}`)
+    }
+    const link = this.#link
+    if (link === null || this.#status !== Status.READY) throw new WseError(Code.NOT_READY)
+    this.#write(link, [type, payload ?? null, null])
+  }
+
+  /**
+   * Handles messages of `type` from the server: `handler(payload, type)`. Returns a function
+   * that removes the handler.
+   */
+  on (type, handler) {
+    let handlers = this.#messageHandlers.get(type)
+    if (handlers === undefined) this.#messageHandlers.set(type, handlers = new Set())
+    handlers.add(handler)
+    return () => {
+      handlers.delete(handler)
+      if (handlers.size === 0 && this.#messageHandlers.get(type) === handlers) this.#messageHandlers.delete(type)
+    }
+  }
+
+  /**
+   * Registers a procedure the server may call on this connection: `handler(payload)` returns
+   * (or resolves to) the result; a thrown `WseError` answers with its code and details, any
+   * other throw with `wse.server.rp.failed`. Throws `wse.server.rp.already-registered` for a
+   * name registered twice.
+   */
+  register (name, handler) {
+    if (this.#procedures.has(name)) throw new WseError(Code.RP_ALREADY_REGISTERED, { rpc: name })
+    this.#procedures.set(name, handler)
+  }
+
+  /** Removes a registered procedure; whether it was registered. */
+  unregister (name) {
+    return this.#procedures.delete(name)
+  }
+
+  /** `fn(status)` on every status change. Returns a function that removes it. */
+  onStatus (fn) { return this.#listen('status', fn) }
+  /** `fn(welcome, {reconnected})` on every welcome. Returns a function that removes it. */
+  onReady (fn) { return this.#listen('ready', fn) }
+  /** `fn(code, reason)` when a connection closes. Returns a function that removes it. */
+  onClose (fn) { return this.#listen('close', fn) }
+  /** `fn(error)` on a transport or protocol error. Returns a function that removes it. */
+  onError (fn) { return this.#listen('error', fn) }
+  /** `fn(type, payload)` for a message no handler took. Returns a function that removes it. */
+  onIgnored (fn) { return this.#listen('ignored', fn) }
+
+  /**
+   * Leaves for another server: closes with 4000 `jump` and connects to `url` with the same
+   * identity and meta unless new ones are given; resolves with the new server's welcome.
+   */
+  jump (url, identity = this.#identity, meta = this.#meta) {
+    this.#stop(JUMP_CODE, Reason.JUMP)
+    this.#url = String(url)
+    return this.connect(identity, meta)
+  }
+
+  /** Closes the connection for good (no reconnection), with `reason` (default `wse.by-client`). */
+  close (reason = Reason.BY_CLIENT) {
+    this.#stop(1000, reason)
+    this.#setStatus(Status.OFFLINE)
+  }
+
+  #listen (event, fn) {
+    this.#listeners[event].add(fn)
+    return () => this.#listeners[event].delete(fn)
+  }
+
+  #emit (event, ...args) {
+    for (const fn of [...this.#listeners[event]]) {
+      try {
+        fn(...args)
+      } catch (error) {
+        // One listener's bug must not stop the others nor the socket's handling.
+        queueMicrotask(() => { throw error })
+      }
+    }
+  }
+
+  #setStatus (status) {
+    if (this.#status === status) return
+    this.#status = status
+    this.#emit('status', status)
+  }
+
+  /** Ends the current socket and any pending retry, failing what waited on it. */
+  #stop (code, reason) {
+    clearTimeout(this.#retryTimer)
+    this.#retryTimer = null
+    const link = this.#link
+    if (link === null) return
+    this.#link = null
+    try {
+      link.ws.close(code, reason)
+    } catch {
+      // Already closing: nothing more to say to it.
+    }
+    this.#release(link, new WseError(reason === Reason.JUMP ? Code.RP_DISCONNECT : reason))
+    this.#emit('close', code, reason)
+  }
+
+  /** Fails a socket's pending calls and its connect promise. */
+  #release (link, connectError) {
+    for (const call of link.pending.values()) call.reject(new WseError(Code.RP_DISCONNECT))
+    link.pending.clear()
+    link.reject?.(connectError)
+    link.resolve = link.reject = null
+  }
+
+  #open (status) {
+    this.#setStatus(status)
+    return new Promise((resolve, reject) => {
+      let ws
+      try {
+        ws = new this.#WebSocket(this.#url, this.#protocol.name)
+      } catch (error) {
+        reject(new WseError(Code.WS_ERROR, String(error?.message ?? error)))
+        this.#setStatus(Status.OFFLINE)
+        return
+      }
+      if (this.#protocol.binary) ws.binaryType = 'arraybuffer'
+      const link = { ws, pending: new Map(), welcomed: false, resolve, reject }
+      this.#link = link
+      ws.onopen = () => {
+        if (this.#link !== link) return
+        this.#write(link, [HI, { identity: this.#identity, meta: this.#meta }, null])
+      }
+      ws.onmessage = (event) => {
+        if (this.#link === link) this.#receive(link, event.data)
+      }
+      ws.onerror = () => {
+        if (this.#link === link) this.#emit('error', new WseError(Code.WS_ERROR))
+      }
+      ws.onclose = (event) => {
+        if (this.#link === link) this.#closed(link, event.code, event.reason)
+      }
+    })
+  }
+
+  #closed (link, code, reason) {
+    this.#link = null
+    const wasWelcomed = link.welcomed
+    const connectError = reason === Reason.NOT_AUTHORIZED
+      ? new WseError(Code.NOT_AUTHORIZED)
+      : new WseError(reason || Code.WS_ERROR, { code })
+    this.#release(link, connectError)
+    this.#emit('close', code, reason)
+    // Retry only what was once welcomed (the first connect reports its failure instead),
+    // only on the codes that mean "come back", never after a refusal, a logout or a 1000.
+    const retrying = this.#reconnect !== null && RECONNECT_CODES.has(code) &&
+      (wasWelcomed || this.#status === Status.RECONNECTING)
+    if (!retrying) {
+      this.#setStatus(Status.OFFLINE)
+      return
+    }
+    this.#setStatus(Status.RECONNECTING)
+    const { base, max } = this.#reconnect
+    const ceiling = Math.min(max, base * 2 ** Math.min(this.#attempt, 16))
+    const delay = code === JUMP_CODE ? 0 : Math.min(max, ceiling * (1 + Math.random()))
+    this.#attempt += 1
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null
+      this.#open(Status.RECONNECTING).catch((error) => this.#emit('error', error))
+    }, delay)
+  }
+
+  #write (link, frame) {
+    link.ws.send(this.#protocol.encode(frame))
+  }
+
+  #receive (link, data) {
+    let frame
+    try {
+      frame = readFrame(this.#protocol.decode(data))
+    } catch {
+      frame = null
+    }
+    if (frame === null) {
+      this.#emit('error', new WseError(Code.PROTOCOL_VIOLATION, undefined, 'a message that is not a WSE frame'))
+      return
+    }
+    if (!link.welcomed) {
+      this.#handshake(link, frame)
+      return
+    }
+    const { type, payload, stamp } = frame
+    if (stamp !== null && (type === RESPONSE || type === RESPONSE_ERR)) {
+      // A response to no call of ours is dropped: answering it would let two peers bounce
+      // errors forever.
+      const call = link.pending.get(stamp)
+      if (call === undefined) return
+      if (type === RESPONSE) call.resolve(payload)
+      else call.reject(WseError.fromWire(payload))
+    } else if (stamp !== null) {
+      this.#serve(link, type, payload, stamp)
+    } else {
+      const handlers = this.#messageHandlers.get(type)
+      if (handlers === undefined) {
+        this.#emit('ignored', type, payload)
+        return
+      }
+      for (const handler of [...handlers]) {
+        try {
+          handler(payload, type)
+        } catch (error) {
+          queueMicrotask(() => { throw error })
+        }
+      }
+    }
+  }
+
+  #handshake (link, { type, payload }) {
+    if (type === CHALLENGE) {
+      this.#solve(link, payload)
+    } else if (type === WELCOME) {
+      link.welcomed = true
+      const reconnected = this.#status === Status.RECONNECTING
+      this.#attempt = 0
+      this.#setStatus(Status.READY)
+      link.resolve?.(payload)
+      link.resolve = link.reject = null
+      this.#emit('ready', payload, { reconnected })
+    }
+    // Anything else before the welcome is not for us yet; the server ignores the same.
+  }
+
+  async #solve (link, quest) {
+    if (this.#solver === null) {
+      this.#stop(1000, Code.INVALID_CRA_HANDLER)
+      this.#setStatus(Status.OFFLINE)
+      return
+    }
+    let solution
+    try {
+      solution = await this.#solver(quest)
+    } catch (error) {
+      this.#emit('error', error instanceof WseError ? error : new WseError(Code.INVALID_CRA_HANDLER))
+      if (this.#link === link) {
+        this.#stop(1000, Code.INVALID_CRA_HANDLER)
+        this.#setStatus(Status.OFFLINE)
+      }
+      return
+    }
+    if (this.#link === link) this.#write(link, [CHALLENGE, solution ?? null, null])
+  }
+
+  async #serve (link, name, payload, stamp) {
+    const procedure = this.#procedures.get(name)
+    let answer
+    if (procedure === undefined) {
+      answer = [RESPONSE_ERR, { code: Code.RP_NOT_REGISTERED, details: { rpc: name } }, stamp]
+    } else {
+      try {
+        answer = [RESPONSE, (await procedure(payload)) ?? null, stamp]
+      } catch (error) {
+        // Our own code and details only: never a stack trace or internal state.
+        const wire = error instanceof WseError ? error.toWire() : { code: Code.RP_FAILED }
+        if (wire.details !== null && typeof wire.details === 'object' && !Array.isArray(wire.details)) {
+          wire.details = { ...wire.details, rpc: name }
+        }
+        answer = [RESPONSE_ERR, wire, stamp]
+      }
+    }
+    if (this.#link === link) this.#write(link, answer)
+  }
+}
+
+function randomStamp () {
+  const bytes = crypto.getRandomValues(new Uint8Array(10))
+  let stamp = ''
+  for (const byte of bytes) stamp += STAMP_ALPHABET[byte % STAMP_ALPHABET.length]
+  return stamp
+}

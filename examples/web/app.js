@@ -1,0 +1,168 @@
+// The demo page: one device of one user. Everything it does goes through the client module
+// the server ships at /wse.js (clients/js/dist/wse.js), as a page of your own would.
+
+import { Json, MessagePack, WseClient } from '/wse.js'
+
+const $ = (id) => document.getElementById(id)
+const LOG_LINES = 200
+
+/** The endpoint beside this page, over wss:// when the page came over https://. */
+const endpoint = new URL('/ws', location.href)
+endpoint.protocol = endpoint.protocol === 'https:' ? 'wss:' : 'ws:'
+
+let client = null
+let user = null
+let room = null
+
+function log (list, text, kind = '') {
+  const item = document.createElement('li')
+  item.textContent = text
+  item.className = kind
+  list.append(item)
+  while (list.children.length > LOG_LINES) list.firstElementChild.remove()
+  item.scrollIntoView({ block: 'nearest' })
+}
+
+function describe (error) {
+  const details = error.details === undefined ? '' : ` ${JSON.stringify(error.details)}`
+  return `${error.code ?? error.name}${details}`
+}
+
+function showStatus (status) {
+  $('status').textContent = status
+  $('status').dataset.status = status
+}
+
+function showOnline (list) {
+  $('online').replaceChildren(...list.map((entry) => {
+    const item = document.createElement('li')
+    item.dataset.user = entry.user
+    const name = document.createElement('strong')
+    name.textContent = entry.alias
+    const devices = document.createElement('span')
+    devices.className = 'devices'
+    devices.textContent = entry.devices === 1 ? '1 device' : `${entry.devices} devices`
+    item.append(name, ' ', devices)
+    if (entry.user !== user) {
+      item.title = 'private message'
+      item.addEventListener('click', () => { $('dm-to').value = entry.user; $('dm-text').focus() })
+    }
+    return item
+  }))
+}
+
+function showSignIn (message = '') {
+  $('app').hidden = true
+  $('sign-in').hidden = false
+  $('sign-in-error').textContent = message
+}
+
+async function signIn (name, msgpack) {
+  client?.close()
+  user = name
+  room = null
+  const protocol = msgpack ? MessagePack : Json
+  client = new WseClient({ url: endpoint, protocol })
+  client.onStatus(showStatus)
+  client.onClose((code, reason) => {
+    // 1000 means "stay away": refused, logged out, or pushed out by a newer device.
+    if (code === 1000 && client.status !== 'reconnecting') showSignIn(reason ? `closed: ${reason}` : 'closed')
+  })
+  client.on('chat', ({ from, text }) => log($('chat'), `${from}: ${text}`))
+  client.dm.onMessage(({ from, payload }) => log($('dms'), `from ${from}: ${payload}`, 'in'))
+  client.onIgnored((type, payload) => log($('inbox'), `${type} ${JSON.stringify(payload)}`))
+  client.register('client_sum', ({ a, b }) => {
+    log($('inbox'), `the server called client_sum(${a}, ${b})`)
+    return a + b
+  })
+  client.presence.onChange(showOnline)
+
+  try {
+    await client.connect('secret', { user_id: name })
+  } catch (error) {
+    showSignIn(`refused: ${describe(error)}`)
+    return
+  }
+  $('me').textContent = name
+  $('codec').textContent = protocol.name
+  const second = new URL(location.href)
+  second.search = new URLSearchParams({ user: name, ...(msgpack ? { msgpack: '1' } : {}) })
+  $('second-device').href = second.href
+  $('sign-in').hidden = true
+  $('app').hidden = false
+  history.replaceState(null, '', second.href)
+  await client.presence.subscribe()
+}
+
+$('sign-in').addEventListener('submit', (event) => {
+  event.preventDefault()
+  signIn($('user').value.trim(), $('msgpack').checked)
+})
+
+$('sign-out').addEventListener('click', async () => {
+  history.replaceState(null, '', location.pathname)
+  await client.call('logout', { all: false }).catch(() => client.close())
+})
+
+$('join').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const wanted = $('room').value.trim()
+  try {
+    if (room !== null && room !== wanted) await client.rooms.leave(room)
+    await client.rooms.join(wanted)
+  } catch (error) {
+    log($('chat'), `cannot join ${wanted}: ${describe(error)}`, 'error')
+    return
+  }
+  room = wanted
+  $('room-name').textContent = room
+  for (const input of $('say').elements) input.disabled = false
+  log($('chat'), `you joined ${room}`, 'note')
+})
+
+$('say').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const text = $('line').value
+  $('line').value = ''
+  await client.call('room_send', { room, type: 'chat', payload: { from: user, text }, except: 'none' })
+    .catch((error) => log($('chat'), `not sent: ${describe(error)}`, 'error'))
+})
+
+$('dm').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const to = $('dm-to').value.trim()
+  const text = $('dm-text').value
+  try {
+    const delivered = await client.dm.send(to, text)
+    $('dm-result').textContent = delivered ? `delivered to ${to}` : `${to} is offline`
+    if (delivered) log($('dms'), `to ${to}: ${text}`, 'out')
+    $('dm-text').value = ''
+  } catch (error) {
+    $('dm-result').textContent = `refused: ${describe(error)}`
+  }
+})
+
+$('add').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  try {
+    $('sum').textContent = `= ${await client.call('add', { a: Number($('a').value), b: Number($('b').value) })}`
+  } catch (error) {
+    $('sum').textContent = describe(error)
+  }
+})
+
+$('fail').addEventListener('click', async () => {
+  try {
+    await client.call('fail_custom', {})
+    $('error').textContent = 'no error?'
+  } catch (error) {
+    $('error').textContent = describe(error)
+  }
+})
+
+const asked = new URLSearchParams(location.search)
+if (asked.get('user')) {
+  $('user').value = asked.get('user')
+  $('msgpack').checked = asked.get('msgpack') === '1'
+  signIn(asked.get('user'), asked.get('msgpack') === '1')
+}
