@@ -57,7 +57,7 @@ function showSignIn (message = '') {
   $('sign-in-error').textContent = message
 }
 
-async function signIn (name, msgpack) {
+async function signIn (name, password, msgpack) {
   client?.close()
   user = name
   room = null
@@ -78,7 +78,7 @@ async function signIn (name, msgpack) {
   client.presence.onChange(showOnline)
 
   try {
-    await client.connect('secret', { user_id: name })
+    await client.connect(password, { user_id: name })
   } catch (error) {
     showSignIn(`refused: ${describe(error)}`)
     return
@@ -96,7 +96,7 @@ async function signIn (name, msgpack) {
 
 $('sign-in').addEventListener('submit', (event) => {
   event.preventDefault()
-  signIn($('user').value.trim(), $('msgpack').checked)
+  signIn($('user').value.trim(), $('password').value, $('msgpack').checked)
 })
 
 $('sign-out').addEventListener('click', async () => {
@@ -108,8 +108,9 @@ $('join').addEventListener('submit', async (event) => {
   event.preventDefault()
   const wanted = $('room').value.trim()
   try {
-    if (room !== null && room !== wanted) await client.rooms.leave(room)
     await client.rooms.join(wanted)
+    // Into the new room first, so that a refused one leaves us where we were.
+    if (room !== null && room !== wanted) await client.rooms.leave(room)
   } catch (error) {
     log($('chat'), `cannot join ${wanted}: ${describe(error)}`, 'error')
     return
@@ -164,5 +165,5 @@ const asked = new URLSearchParams(location.search)
 if (asked.get('user')) {
   $('user').value = asked.get('user')
   $('msgpack').checked = asked.get('msgpack') === '1'
-  signIn(asked.get('user'), asked.get('msgpack') === '1')
+  signIn(asked.get('user'), $('password').value, asked.get('msgpack') === '1')
 }

@@ -1671,6 +1671,7 @@ var Reason = Object.freeze({
 });
 var RECONNECT_CODES = /* @__PURE__ */ new Set([1005, 1006, 1011, 1012, 1013, 1014, 4e3]);
 var JUMP_CODE = 4e3;
+var CONNECTING = 0;
 var STAMP_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 var WseClient = class {
   #url;
@@ -1907,7 +1908,15 @@ var WseClient = class {
         if (this.#link === link) this.#receive(link, event.data);
       };
       ws.onerror = () => {
-        if (this.#link === link) this.#emit("error", new WseError(Code.WS_ERROR));
+        if (this.#link !== link) return;
+        this.#emit("error", new WseError(Code.WS_ERROR));
+        if (ws.readyState === CONNECTING) {
+          this.#closed(link, 1006, "");
+          try {
+            ws.close();
+          } catch {
+          }
+        }
       };
       ws.onclose = (event) => {
         if (this.#link === link) this.#closed(link, event.code, event.reason);

@@ -41,6 +41,8 @@ export const Reason = Object.freeze({
 /** Close codes after which a client with reconnection on tries again (PROTOCOL.md). */
 const RECONNECT_CODES = new Set([1005, 1006, 1011, 1012, 1013, 1014, 4000])
 const JUMP_CODE = 4000
+/** `WebSocket.CONNECTING`, where the constructor may not carry the constants. */
+const CONNECTING = 0
 const STAMP_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
 
 /** A client of a WSE server. See the README's "In the browser" for a walk-through. */
@@ -286,7 +288,19 @@ export class WseClient {
         if (this.#link === link) this.#receive(link, event.data)
       }
       ws.onerror = () => {
-        if (this.#link === link) this.#emit('error', new WseError(Code.WS_ERROR))
+        if (this.#link !== link) return
+        this.#emit('error', new WseError(Code.WS_ERROR))
+        // A socket that never opened is done: browsers say so with a close event too, but
+        // Node 20's WebSocket never does, and would leave connect() waiting forever.
+        if (ws.readyState === CONNECTING) {
+          // Done with it first: closing a socket that never opened fires error again.
+          this.#closed(link, 1006, '')
+          try {
+            ws.close()
+          } catch {
+            // Nothing to close yet.
+          }
+        }
       }
       ws.onclose = (event) => {
         if (this.#link === link) this.#closed(link, event.code, event.reason)
