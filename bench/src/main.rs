@@ -15,16 +15,14 @@
 //! - `serve`: the servers under test (wse-rs bench application, alone or a node of a cluster
 //!   over Redis; raw echo, raw fan-out).
 //! - `redis`: the cluster mode's own `redis-server`, on a free port.
-//! - `load`: the load generator, the same code for wse-rs and the baselines, every reply
-//!   checked. Connections are made by tokio-tungstenite (upgrade, then the wse handshake);
-//!   the RPC callers, the fan-out receivers and the sends to a user then run on one thread of
-//!   their own and speak `lean`, so that the generator takes as little as it can of the cores it shares with the
-//!   server.
-//! - `lean`: WebSocket frames by hand on the raw socket: calls built once as wire bytes
-//!   (masked with a zero key), replies parsed and compared in place, nothing allocated per
-//!   message.
-//! - `cpu`: CPU time of a server and of the generator itself, from `/proc`, per call.
 //! - `report`: the table on stdout and the JSON file.
+//!
+//! The load generator is the `wse-load` crate, the same code for wse-rs and the baselines
+//! (and for `wse bench` against any server), every reply checked: connections made by
+//! tokio-tungstenite (upgrade, then the wse handshake), then the RPC callers, the fan-out
+//! receivers and the sends to a user on one thread of their own, speaking frames by hand
+//! so that the generator takes as little as it can of the cores it shares with the server;
+//! and the CPU time of a server and of the generator itself, from `/proc`.
 
 use std::net::SocketAddr;
 use std::process::{ExitCode, Stdio};
@@ -34,17 +32,14 @@ use clap::{Args, Parser, Subcommand};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-mod cpu;
-mod lean;
-mod load;
 mod redis;
 mod report;
 mod serve;
 
-use load::{Audience, Codec, Dial, Hello, Relay};
 use redis::RedisServer;
 use report::{Report, Row};
-use serve::{Cluster, Target};
+use serve::{Cluster, SECRET, Target};
+use wse_load::{self as load, Audience, Call, Codec, Dial, Fanout, Hello, Login, Relay, Rpc};
 
 #[derive(Debug, Parser)]
 #[command(about = "wse-rs benchmarks, as ratios to the raw tokio-tungstenite transport")]
@@ -299,6 +294,12 @@ fn dial(url: String, codec: Codec, hello: Hello) -> Dial {
     Dial { url, codec, hello }
 }
 
+/// How a connection to the wse-rs bench application gets ready: any string identity is that
+/// user.
+fn named() -> Hello {
+    Hello::Wse(Login::named())
+}
+
 async fn rpc(args: &RpcArgs, report: &mut Report) -> Result<(), String> {
     let rounds = args.rounds.max(1);
     let warmup = Duration::from_millis(500);
@@ -330,7 +331,7 @@ async fn rpc(args: &RpcArgs, report: &mut Report) -> Result<(), String> {
         if args.url.is_none() || codec == Codec::Json {
             subjects.push((
                 format!("{subject} ({codec:?})"),
-                dial(url.clone(), codec, Hello::Wse),
+                dial(url.clone(), codec, named()),
                 wse.as_ref().and_then(Spawned::pid),
             ));
         }
@@ -351,16 +352,23 @@ async fn rpc(args: &RpcArgs, report: &mut Report) -> Result<(), String> {
             let server = Spawned::start(target).await?;
             subjects.push((
                 name.to_owned(),
-                dial(server.url(), Codec::Json, Hello::Wse),
+                dial(server.url(), Codec::Json, named()),
                 server.pid(),
             ));
             counted.push(server);
         }
     }
+    let calls = Rpc {
+        connections: c,
+        in_flight: k,
+        warmup,
+        duration: slice,
+        call: Call::add(),
+    };
     let mut runs: Vec<Option<load::RpcRun>> = subjects.iter().map(|_| None).collect();
     for _ in 0..rounds {
         for ((_, dial, pid), total) in subjects.iter().zip(&mut runs) {
-            let run = load::rpc(dial, *pid, c, k, warmup, slice).await?;
+            let run = load::rpc(dial, &calls, *pid).await?;
             match total {
                 Some(total) => total.merge(run)?,
                 None => *total = Some(run),
@@ -394,12 +402,16 @@ async fn handshake(args: &HandshakeArgs, report: &mut Report) -> Result<(), Stri
             Hello::None,
             "raw echo (connect, a frame each way, close)",
         ),
-        (Target::Wse, Hello::Wse, "wse-rs"),
-        (Target::WseHmac, Hello::WseHmac, "wse-rs + HMAC challenge"),
+        (Target::Wse, named(), "wse-rs"),
+        (
+            Target::WseHmac,
+            Hello::Wse(Login::named().hmac_secret(SECRET)),
+            "wse-rs + HMAC challenge",
+        ),
     ];
     let mut servers = Vec::with_capacity(subjects.len());
-    for (target, _, _) in subjects {
-        servers.push(Spawned::start(target).await?);
+    for (target, _, _) in &subjects {
+        servers.push(Spawned::start(*target).await?);
     }
     // The servers take turns, each round a share of the cycles.
     let mut elapsed = vec![Duration::ZERO; subjects.len()];
@@ -407,8 +419,8 @@ async fn handshake(args: &HandshakeArgs, report: &mut Report) -> Result<(), Stri
     for round in 0..rounds {
         let cycles = n / rounds + usize::from(round < n % rounds);
         for (i, ((_, hello, _), server)) in subjects.iter().zip(&servers).enumerate() {
-            let d = dial(server.url(), Codec::Json, *hello);
-            elapsed[i] += load::handshakes(&d, cycles, k).await?;
+            let d = dial(server.url(), Codec::Json, hello.clone());
+            elapsed[i] += load::handshakes(&d, cycles, k, None).await?;
             done[i] += cycles;
         }
     }
@@ -430,7 +442,7 @@ async fn memory(args: &MemoryArgs, report: &mut Report) -> Result<(), String> {
     let mut baseline = None;
     for (target, hello, name) in [
         (Target::Echo, Hello::None, "raw echo (8 KiB read buffer)"),
-        (Target::Wse, Hello::Wse, "wse-rs (authenticated)"),
+        (Target::Wse, named(), "wse-rs (authenticated)"),
     ] {
         let server = Spawned::start(target).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -496,21 +508,26 @@ async fn fanout(args: &FanoutArgs, report: &mut Report) -> Result<(), String> {
     ];
     let subjects = [
         (Target::Fanout, Hello::None, "raw broadcast"),
-        (Target::Wse, Hello::Wse, "wse-rs"),
+        (Target::Wse, named(), "wse-rs"),
     ];
     for (shape, receivers, rounds, audience, summary) in figures {
         // Each subject's time for every repetition, and its server's CPU time in all.
-        let mut times = subjects.map(|_| Vec::<Duration>::new());
-        let mut server_cpu = subjects.map(|_| Duration::ZERO);
+        let mut times = subjects.each_ref().map(|_| Vec::<Duration>::new());
+        let mut server_cpu = subjects.each_ref().map(|_| Duration::ZERO);
         for _ in 0..args.repeat.max(1) {
             for (((target, hello, _), times), cpu) in
                 subjects.iter().zip(&mut times).zip(&mut server_cpu)
             {
                 // A fresh server each time: no run inherits another's connections.
                 let server = Spawned::start(*target).await?;
-                let d = dial(server.url(), Codec::Json, *hello);
-                let (time, spent) =
-                    load::fanout(&d, receivers, rounds, audience, server.pid()).await?;
+                let d = dial(server.url(), Codec::Json, hello.clone());
+                let shape = Fanout {
+                    receivers,
+                    rounds,
+                    audience,
+                    trigger: None,
+                };
+                let (time, spent) = load::fanout(&d, &shape, server.pid(), None).await?;
                 times.push(time);
                 *cpu += spent.server.unwrap_or_default();
             }
@@ -574,9 +591,14 @@ async fn rooms(args: &FanoutArgs, report: &mut Report) -> Result<(), String> {
     for _ in 0..args.repeat.max(1) {
         for (((_, audience), time), cpu) in subjects.iter().zip(&mut times).zip(&mut server_cpu) {
             let server = Spawned::start(Target::Wse).await?;
-            let d = dial(server.url(), Codec::Json, Hello::Wse);
-            let (took, spent) =
-                load::fanout(&d, members, args.room_rounds, *audience, server.pid()).await?;
+            let d = dial(server.url(), Codec::Json, named());
+            let shape = Fanout {
+                receivers: members,
+                rounds: args.room_rounds,
+                audience: *audience,
+                trigger: None,
+            };
+            let (took, spent) = load::fanout(&d, &shape, server.pid(), None).await?;
             *time += took;
             *cpu += spent.server.unwrap_or_default();
         }
@@ -641,7 +663,7 @@ async fn cluster_on(
     let a = Spawned::start_with_cluster(Target::Wse, Some(&cluster)).await?;
     let b = Spawned::start_with_cluster(Target::Wse, Some(&cluster)).await?;
     let alone = Spawned::start(Target::Wse).await?;
-    let wse = |server: &Spawned| dial(server.url(), Codec::Json, Hello::Wse);
+    let wse = |server: &Spawned| dial(server.url(), Codec::Json, named());
     // Both nodes hear every send to a user (it is published to every node), and Redis
     // passes it on: their CPU time is the cluster's.
     let in_cluster: Vec<u32> = [a.pid(), b.pid(), redis.pid()]
@@ -741,7 +763,7 @@ async fn cluster_on(
     for round in 0..rounds {
         let cycles = share(n, round);
         for (i, (_, server)) in servers.iter().enumerate() {
-            elapsed[i] += load::handshakes(&wse(server), cycles, k).await?;
+            elapsed[i] += load::handshakes(&wse(server), cycles, k, None).await?;
             done[i] += cycles;
         }
     }

@@ -10,7 +10,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use crate::load::Failure;
+/// A failure of the harness, in words.
+type Failure = String;
 
 /// How long a started `redis-server` may take to answer `PING`.
 const STARTUP: Duration = Duration::from_secs(10);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::load::{RelayRun, RpcRun};
+use wse_load::{RelayRun, RpcRun};
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]
@@ -150,17 +150,19 @@ impl Report {
                 })
                 .collect();
         }
-        rows.push(
-            Row::new(
-                "rpc",
-                subject,
-                shape,
-                "generator CPU us/call",
-                micros_per_call(run.cpu.generator, run),
-            )
-            .lower_is_better()
-            .alone(),
-        );
+        if let Some(generator) = run.cpu.generator {
+            rows.push(
+                Row::new(
+                    "rpc",
+                    subject,
+                    shape,
+                    "generator CPU us/call",
+                    micros_per_call(generator, run),
+                )
+                .lower_is_better()
+                .alone(),
+            );
+        }
         self.rows.extend(rows);
     }
 

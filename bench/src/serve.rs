@@ -18,8 +18,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wse_redis::RedisConfig;
 use wse_server::{Builder, Connection, Decision, HmacChallenge, MsgPack, RoomProcedures, Server};
 
-/// The read buffer of every baseline connection: what the anchors were measured with.
-pub(crate) const BASELINE_READ_BUFFER: usize = 8 << 10;
+/// The read buffer of every baseline connection: what the anchors were measured with, as
+/// the load's own connections.
+const BASELINE_READ_BUFFER: usize = wse_load::READ_BUFFER;
 
 /// The HMAC secret of every identity on the challenge variant.
 pub(crate) const SECRET: &[u8] = b"bench-secret";

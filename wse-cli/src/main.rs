@@ -1,23 +1,57 @@
-//! `wse`: call a procedure of, or send a message to, any server that speaks the WSE protocol.
+//! `wse`: talk to any server that speaks the WSE protocol from a terminal: call a procedure,
+//! send a message, listen to what the server sends (answering its calls), join rooms and
+//! send to them, watch presence, measure the server, and print shell completions.
 //!
 //! ```text
 //! wse call ws://127.0.0.1:4200 add '{"a": 1, "b": 2}' --identity secret --meta '{"user_id": "ann"}'
 //! wse send ws://127.0.0.1:4200 echo '"hello"' --identity secret --meta '{"user_id": "ann"}'
+//! wse listen ws://127.0.0.1:4200 --answer client_sum=42 --identity secret --meta '{"user_id": "bob"}'
+//! wse rooms join ws://127.0.0.1:4200 public-lobby --identity secret --meta '{"user_id": "bob"}'
+//! wse rooms send ws://127.0.0.1:4200 public-lobby chat '"hi"' --identity secret --meta '{"user_id": "ann"}'
+//! wse presence ws://127.0.0.1:4200 --once --identity secret --meta '{"user_id": "ann"}'
+//! wse bench ws://127.0.0.1:4200 --identity secret --meta '{"user_id": "bench-{conn}"}'
+//! wse completions bash
 //! ```
 //!
 //! A result is printed as one line of JSON on stdout; a failure as its code (and details) on
 //! stderr, with an exit code that says which kind of failure it was ([`Failure`]).
+//!
+//! # Layout
+//!
+//! - this file: the command line, the connection every subcommand shares ([`Server`]), the
+//!   exit codes, `call`, `send` and `completions`.
+//! - `listen`: `wse listen`, and the listening loop `wse rooms join` shares: one JSON line per
+//!   message, fixed answers to the server's calls, reconnect.
+//! - `rooms`: `wse rooms join` and `wse rooms send`.
+//! - `presence`: `wse presence`, a live list of who is online, by version.
+//! - `bench`: `wse bench`, the loads of the `wse-load` crate with a progress bar and a summary.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::Value;
-use wse_client::{CallError, Client, ConnectError, MsgPack};
+use wse_client::{Builder, CallError, Client, ConnectError, MsgPack};
+
+mod bench;
+mod listen;
+mod presence;
+mod rooms;
 
 /// Talk to a WSE server from a terminal.
+///
+/// Exit codes: 0 done (or stopped with Ctrl-C), 2 usage, 3 refused (or closed before the
+/// welcome), 4 timeout, 5 the call failed (or an answer was wrong), 6 the connection could
+/// not be made or closed, 1 anything else.
 #[derive(Debug, Parser)]
-#[command(name = "wse", version)]
+#[command(
+    name = "wse",
+    version,
+    after_help = "Example:\n  wse call ws://127.0.0.1:4200 add '{\"a\": 1, \"b\": 2}' \
+                  --identity secret --meta '{\"user_id\": \"ann\"}'\n\n\
+                  `wse help SUBCOMMAND` or `wse SUBCOMMAND --help` shows each one's flags \
+                  and an example."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,6 +87,95 @@ enum Command {
         #[arg(value_parser = json)]
         payload: Option<Value>,
     },
+    /// Print every message the server sends, one JSON line each, until the connection closes.
+    #[command(
+        long_about = "Print every message the server sends, one JSON line each on stdout: \
+                      {\"type\": T, \"payload\": P, \"time\": MS}, where MS is when it \
+                      arrived, in milliseconds since the Unix epoch. The server's calls to the \
+                      procedures given with --answer are answered with their fixed result and \
+                      printed too, with \"call\": true; calls to any other procedure are \
+                      refused (wse.server.rp.not-registered).\n\n\
+                      Without --reconnect it exits when the connection closes (6, the close \
+                      code and reason on stderr); with it, it reconnects and goes on, and \
+                      exits only when the server closes for good (a close that does not \
+                      retry, such as 1000). Ctrl-C closes and exits with 0. Notes on the \
+                      connection (# ready, # closed) go to stderr.",
+        after_help = "Example:\n  wse listen ws://127.0.0.1:4200 --answer client_sum=42 --reconnect \
+                      --identity secret --meta '{\"user_id\": \"bob\"}'"
+    )]
+    Listen {
+        #[command(flatten)]
+        server: Server,
+        #[command(flatten)]
+        listening: listen::Listening,
+    },
+    /// Join rooms and listen to them, or send to a room.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wse rooms join ws://127.0.0.1:4200 public-lobby \
+                      --identity secret --meta '{\"user_id\": \"bob\"}'\n  \
+                      wse rooms send ws://127.0.0.1:4200 public-lobby chat '\"hi\"' \
+                      --identity secret --meta '{\"user_id\": \"ann\"}'"
+    )]
+    Rooms(rooms::Rooms),
+    /// Print who is online, and again on every change, until Ctrl-C.
+    #[command(
+        long_about = "Subscribe to presence (the built-in presence.subscribe {}, which \
+                      answers the online list) and print who is online as a table; then \
+                      apply each presence message (the same entries: user, online, devices, \
+                      alias, version) only when its version is newer than the one held for \
+                      that user, and print the table again on each change. With --json, one \
+                      JSON line per entry of the list and then per change instead. With \
+                      --once, print the list and exit. Otherwise it runs until Ctrl-C (0) or \
+                      until the connection closes (6).",
+        after_help = "Examples:\n  wse presence ws://127.0.0.1:4200 --identity secret \
+                      --meta '{\"user_id\": \"ann\"}'\n  wse presence ws://127.0.0.1:4200 \
+                      --once --json --identity secret --meta '{\"user_id\": \"ann\"}'"
+    )]
+    Presence {
+        #[command(flatten)]
+        server: Server,
+        #[command(flatten)]
+        watch: presence::Watch,
+    },
+    /// Measure a server: calls/s and latency, handshakes/s, fan-out.
+    #[command(
+        long_about = "Measure any server that speaks the protocol with the loads of wse-bench \
+                      (the wse-load crate): rpc (connections × calls in flight of one \
+                      procedure, closed loop, for --duration after --warmup; every answer \
+                      must equal the first answers byte for byte), handshake (--cycles \
+                      connect → hi → welcome → close, --concurrency at a time) and fanout \
+                      (--receivers connections, --rounds calls of the fan-out procedure, \
+                      each of which must reach every receiver once). Every connection says hi \
+                      with --identity and --meta, in whose strings {conn} is replaced by a \
+                      number of the connection's own (so each can be another user) and \
+                      {user} by the load's name for it (load3, cycler, idle7, control).\n\n\
+                      A progress bar runs on stderr while it measures (not when stderr is \
+                      not a terminal, nor with --json); then a summary table on stdout, or \
+                      with --json one JSON object. The whole run is bounded by --max-time. \
+                      ws:// only: the callers write frames on the raw socket.",
+        after_help = "Examples:\n  wse bench ws://127.0.0.1:4200 --identity secret \
+                      --meta '{\"user_id\": \"bench-{conn}\"}'\n  wse bench ws://127.0.0.1:4200 \
+                      --loads rpc --connections 20 --in-flight 16 --duration 10 --json \
+                      --identity secret --meta '{\"user_id\": \"bench-{conn}\"}'"
+    )]
+    Bench {
+        #[command(flatten)]
+        server: Server,
+        #[command(flatten)]
+        shape: bench::Shape,
+    },
+    /// Print the shell completion script of `wse`.
+    #[command(
+        after_help = "Examples:\n  wse completions bash > ~/.local/share/bash-completion/completions/wse\n  \
+                      wse completions zsh > \"${fpath[1]}/_wse\"\n  \
+                      wse completions fish > ~/.config/fish/completions/wse.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Where and as whom to connect.
@@ -73,7 +196,7 @@ struct Server {
     #[arg(long)]
     msgpack: bool,
     /// Seconds to wait for the welcome, and for a call's answer.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = seconds)]
     timeout: f64,
 }
 
@@ -85,16 +208,40 @@ fn json_or_string(text: &str) -> Result<Value, String> {
     Ok(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())))
 }
 
+/// A number of seconds: finite and not negative.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(seconds),
+        _ => Err(format!("{text:?} is not a number of seconds")),
+    }
+}
+
+/// A duration from a number of seconds that [`seconds`] checked.
+fn duration(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
+}
+
+/// Milliseconds since the Unix epoch, now: the `time` of a printed message.
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// How a command failed, as its exit code says it (2 is a usage error, from the parser).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
+    /// Anything else (this machine, not the server): 1.
+    Other = 1,
+    /// A usage error found after parsing (an `--answer` given twice): 2, as the parser's.
+    Usage = 2,
     /// The server refused the identity or closed before the welcome: 3.
     Refused = 3,
     /// No welcome or no answer in time: 4.
     Timeout = 4,
-    /// The procedure answered with an error: 5.
+    /// The procedure answered with an error (or, under load, not as expected): 5.
     CallError = 5,
-    /// The connection could not be made or broke: 6.
+    /// The connection could not be made, broke, or was closed: 6.
     Transport = 6,
 }
 
@@ -109,11 +256,11 @@ fn fail(failure: Failure, code: &str, details: Option<&Value>) -> ExitCode {
 
 impl Server {
     fn timeout(&self) -> Duration {
-        Duration::try_from_secs_f64(self.timeout).unwrap_or(Duration::from_secs(10))
+        duration(self.timeout)
     }
 
-    /// A client of the server, connected: or the exit code of why not.
-    async fn connect(&self) -> Result<Client, ExitCode> {
+    /// A builder of a client of the server, with every setting the flags give.
+    fn builder(&self) -> Builder {
         let mut builder = Client::builder(&self.url)
             .handshake_timeout(self.timeout())
             .call_timeout(self.timeout());
@@ -123,14 +270,22 @@ impl Server {
         if let Some(secret) = &self.hmac_secret {
             builder = builder.hmac_secret(secret.as_bytes().to_vec());
         }
-        let client = builder.build();
-        match client
+        builder
+    }
+
+    /// Connects `client` as the flags say: its welcome, or the exit code of why not.
+    async fn connect_client(&self, client: &Client) -> Result<Value, ExitCode> {
+        client
             .connect(self.identity.clone(), self.meta.clone())
             .await
-        {
-            Ok(_) => Ok(client),
-            Err(error) => Err(connect_failed(&error)),
-        }
+            .map_err(|error| connect_failed(&error))
+    }
+
+    /// A client of the server, connected: or the exit code of why not.
+    async fn connect(&self) -> Result<Client, ExitCode> {
+        let client = self.builder().build();
+        self.connect_client(&client).await?;
+        Ok(client)
     }
 }
 
@@ -198,16 +353,28 @@ async fn run(command: Command) -> ExitCode {
                 Err(error) => fail(Failure::CallError, &error.to_string(), None),
             }
         }
+        Command::Listen { server, listening } => listen::run(&server, &listening, None).await,
+        Command::Rooms(rooms) => rooms::run(rooms).await,
+        Command::Presence { server, watch } => presence::run(&server, &watch).await,
+        Command::Bench { server, shape } => bench::run(&server, &shape).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "wse", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(run(cli.command)),
-        Err(error) => fail(Failure::Transport, &format!("no runtime: {error}"), None),
-    }
+        Ok(runtime) => runtime,
+        Err(error) => return fail(Failure::Other, &format!("no runtime: {error}"), None),
+    };
+    let code = runtime.block_on(run(cli.command));
+    // A load's thread may still be winding down after a failure: it must not hold the exit.
+    runtime.shutdown_background();
+    code
 }

@@ -151,8 +151,18 @@ async fn send_delivers_a_message() {
 
 #[tokio::test]
 async fn help_shows_an_example_for_each_subcommand() {
-    for command in ["call", "send"] {
-        let output = wse(&[command, "--help"]).await;
+    for command in [
+        "call",
+        "send",
+        "listen",
+        "rooms join",
+        "rooms send",
+        "presence",
+        "bench",
+    ] {
+        let mut args: Vec<&str> = command.split(' ').collect();
+        args.push("--help");
+        let output = wse(&args).await;
         assert!(output.status.success());
         let help = text(&output.stdout);
         assert!(help.contains(&format!("wse {command} ws://")), "{help}");
@@ -165,5 +175,69 @@ async fn help_shows_an_example_for_each_subcommand() {
         ] {
             assert!(help.contains(flag), "{flag} in {help}");
         }
+    }
+}
+
+#[tokio::test]
+async fn help_says_what_each_new_subcommand_does() {
+    let cases: [(&[&str], &[&str]); 7] = [
+        (
+            &["listen"],
+            &["--answer", "--reconnect", "\"time\"", "milliseconds"],
+        ),
+        (
+            &["rooms", "join"],
+            &["--join-procedure", "rooms.join", "--reconnect"],
+        ),
+        (
+            &["rooms", "send"],
+            &["--send-procedure", "room_send", "--join", "--except"],
+        ),
+        (
+            &["presence"],
+            &["--once", "--json", "version", "presence.subscribe"],
+        ),
+        (
+            &["bench"],
+            &[
+                "--loads",
+                "--duration",
+                "--connections",
+                "--rpc-procedure",
+                "--fanout-procedure",
+                "--max-time",
+                "--json",
+                "{conn}",
+            ],
+        ),
+        (
+            &["completions"],
+            &["bash", "zsh", "fish", "powershell", "elvish"],
+        ),
+        (&["rooms"], &["join", "send"]),
+    ];
+    for (command, words) in cases {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let output = wse(&args).await;
+        assert!(output.status.success(), "{command:?}");
+        let help = text(&output.stdout);
+        for word in words {
+            assert!(help.contains(word), "{word} in {command:?}: {help}");
+        }
+    }
+    let output = wse(&["completions", "--help"]).await;
+    assert!(text(&output.stdout).contains("wse completions bash"));
+    let output = wse(&["--help"]).await;
+    let help = text(&output.stdout);
+    for command in [
+        "listen",
+        "rooms",
+        "presence",
+        "bench",
+        "completions",
+        "Exit codes",
+    ] {
+        assert!(help.contains(command), "{command} in {help}");
     }
 }

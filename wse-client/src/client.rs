@@ -110,7 +110,8 @@ pub enum ClientEvent {
         /// The close reason.
         reason: String,
     },
-    /// A one-way message of a type with no handler.
+    /// A one-way message of a type with no handler, when no fallback ([`Client::on_any`])
+    /// is set either.
     Ignored {
         /// Its type.
         kind: String,
@@ -474,6 +475,39 @@ impl Client {
     /// Removes the handler of `kind`; returns whether there was one.
     pub fn off(&self, kind: &str) -> bool {
         self.0.registry.off(kind)
+    }
+
+    /// Sets the fallback handler of the server's one-way messages (replacing any): it gets
+    /// every message whose type has no handler of its own ([`Client::on`]), with that type.
+    /// Such messages are then no longer reported as [`ClientEvent::Ignored`], which carries
+    /// no payload. A type's own handler always comes first.
+    ///
+    /// The fallback runs as the other handlers do: on the read loop, in arrival order, and
+    /// must not block. A payload that does not fit `T` is reported as
+    /// [`ClientEvent::Report`] (`InvalidPayload`) and skipped: take [`Value`] to see them all.
+    /// Calls from the server are not messages: they go to [`Client::register`]ed procedures.
+    ///
+    /// ```
+    /// use serde_json::Value;
+    /// use wse_client::Client;
+    ///
+    /// let client = Client::builder("ws://127.0.0.1:4200").build();
+    /// client.on("chat", |_, text: String| println!("chat: {text}"))?;
+    /// // Everything else the server sends, e.g. to log it.
+    /// client.on_any(|_, kind: &str, payload: Value| println!("{kind}: {payload}"));
+    /// # Ok::<_, wse_client::RegisterError>(())
+    /// ```
+    pub fn on_any<T, F>(&self, handler: F)
+    where
+        F: Fn(Client, &str, T) + Send + Sync + 'static,
+        T: DeserializeOwned + 'static,
+    {
+        self.0.registry.on_any(handler);
+    }
+
+    /// Removes the fallback handler ([`Client::on_any`]); returns whether there was one.
+    pub fn off_any(&self) -> bool {
+        self.0.registry.off_any()
     }
 
     pub(crate) fn settle_waiters(&self, result: &Result<Value, ConnectError>) {

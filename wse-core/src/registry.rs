@@ -52,6 +52,17 @@ pub(crate) trait Handler<C>: Send + Sync {
     fn handle(&self, ctx: C, protocol: &dyn Protocol, payload: &[u8]) -> Result<(), PayloadError>;
 }
 
+/// The fallback message handler ([`Registry::on_any`]) with its payload type erased.
+pub(crate) trait Fallback<C>: Send + Sync {
+    fn handle(
+        &self,
+        ctx: C,
+        kind: &str,
+        protocol: &dyn Protocol,
+        payload: &[u8],
+    ) -> Result<(), PayloadError>;
+}
+
 struct TypedProcedure<F, A>(F, PhantomData<fn(A)>);
 
 impl<C, F, A, R, Fut> Procedure<C> for TypedProcedure<F, A>
@@ -104,6 +115,25 @@ where
 {
     fn handle(&self, ctx: C, protocol: &dyn Protocol, payload: &[u8]) -> Result<(), PayloadError> {
         (self.0)(ctx, protocol.decode::<T>(payload)?);
+        Ok(())
+    }
+}
+
+struct TypedFallback<F, T>(F, PhantomData<fn(T)>);
+
+impl<C, F, T> Fallback<C> for TypedFallback<F, T>
+where
+    F: Fn(C, &str, T) + Send + Sync,
+    T: DeserializeOwned,
+{
+    fn handle(
+        &self,
+        ctx: C,
+        kind: &str,
+        protocol: &dyn Protocol,
+        payload: &[u8],
+    ) -> Result<(), PayloadError> {
+        (self.0)(ctx, kind, protocol.decode::<T>(payload)?);
         Ok(())
     }
 }
@@ -199,6 +229,8 @@ pub(crate) struct Entries<C> {
     // against).
     procedures: FxHashMap<String, Arc<dyn Procedure<C>>>,
     handlers: FxHashMap<String, Arc<dyn Handler<C>>>,
+    /// The handler of messages whose type has no handler of its own.
+    fallback: Option<Arc<dyn Fallback<C>>>,
 }
 
 impl<C> Clone for Entries<C> {
@@ -206,6 +238,7 @@ impl<C> Clone for Entries<C> {
         Self {
             procedures: self.procedures.clone(),
             handlers: self.handlers.clone(),
+            fallback: self.fallback.clone(),
         }
     }
 }
@@ -218,6 +251,10 @@ impl<C> Entries<C> {
     pub(crate) fn handler(&self, kind: &str) -> Option<&dyn Handler<C>> {
         self.handlers.get(kind).map(|handler| &**handler)
     }
+
+    pub(crate) fn fallback(&self) -> Option<&dyn Fallback<C>> {
+        self.fallback.as_deref()
+    }
 }
 
 impl<C> Default for Registry<C> {
@@ -226,6 +263,7 @@ impl<C> Default for Registry<C> {
             current: ArcSwap::from_pointee(Entries {
                 procedures: FxHashMap::default(),
                 handlers: FxHashMap::default(),
+                fallback: None,
             }),
             changing: Mutex::new(()),
         }
@@ -242,6 +280,7 @@ impl<C> fmt::Debug for Registry<C> {
         f.debug_struct("Registry")
             .field("procedures", &procedures)
             .field("handlers", &handlers)
+            .field("fallback", &entries.fallback.is_some())
             .finish()
     }
 }
@@ -328,6 +367,33 @@ impl<C: Send + 'static> Registry<C> {
     /// Removes the handler of `kind`; returns whether there was one.
     pub fn off(&self, kind: &str) -> bool {
         self.change(|entries| Ok::<_, ()>(entries.handlers.remove(kind).is_some()))
+            .unwrap_or(false)
+    }
+
+    /// Sets the fallback handler of one-way messages: it gets every message whose type has
+    /// no handler of its own ([`Registry::on`]), with that type, instead of the message being
+    /// reported as ignored. Replaces any previous fallback.
+    ///
+    /// It runs as [`Registry::on`]'s handlers do: synchronously, in the connection's read
+    /// loop, in arrival order. A payload that does not fit `T` is reported as
+    /// [`Report::InvalidPayload`](crate::Report::InvalidPayload) and skipped: take
+    /// `serde_json::Value` to see every payload.
+    pub fn on_any<T, F>(&self, handler: F)
+    where
+        F: Fn(C, &str, T) + Send + Sync + 'static,
+        T: DeserializeOwned + 'static,
+    {
+        let set = self.change(|entries| {
+            entries.fallback = Some(Arc::new(TypedFallback(handler, PhantomData)));
+            Ok::<_, ()>(())
+        });
+        debug_assert!(set.is_ok(), "setting the fallback cannot fail");
+    }
+
+    /// Removes the fallback handler; returns whether there was one. Messages without a
+    /// handler of their own are reported as ignored again.
+    pub fn off_any(&self) -> bool {
+        self.change(|entries| Ok::<_, ()>(entries.fallback.take().is_some()))
             .unwrap_or(false)
     }
 

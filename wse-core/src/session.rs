@@ -154,7 +154,8 @@ impl CallClock {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Report<'a> {
-    /// A one-way message of a type that has no handler.
+    /// A one-way message of a type that has no handler, when no fallback
+    /// ([`Registry::on_any`]) is set either.
     Ignored {
         /// The message's type.
         kind: Cow<'a, str>,
@@ -704,13 +705,20 @@ impl<C: Context> Session<C> {
 
     fn deliver(&self, ctx: &C, kind: &str, payload: &[u8]) {
         let entries = self.0.registry.entries();
-        let Some(handler) = entries.handler(kind) else {
-            ctx.report(Report::Ignored { kind: kind.into() });
-            return;
+        let protocol = &*self.0.protocol;
+        // A type's own handler first; the fallback only for types that have none.
+        let handled = match (entries.handler(kind), entries.fallback()) {
+            (Some(handler), _) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                handler.handle(ctx.clone(), protocol, payload)
+            })),
+            (None, Some(fallback)) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                fallback.handle(ctx.clone(), kind, protocol, payload)
+            })),
+            (None, None) => {
+                ctx.report(Report::Ignored { kind: kind.into() });
+                return;
+            }
         };
-        let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            handler.handle(ctx.clone(), &*self.0.protocol, payload)
-        }));
         match handled {
             Ok(Ok(())) => {}
             Ok(Err(error)) => ctx.report(Report::InvalidPayload {

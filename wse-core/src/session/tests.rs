@@ -216,6 +216,55 @@ async fn messages_reach_handlers_and_unknown_types_are_ignored() {
     );
 }
 
+#[tokio::test]
+async fn the_fallback_gets_what_no_handler_takes_and_can_be_removed() {
+    let registry = registry();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    registry
+        .on("note", move |_: Peer, text: String| {
+            sink.lock().unwrap().push(format!("note {text}"))
+        })
+        .unwrap();
+    let sink = Arc::clone(&seen);
+    registry.on_any(move |_: Peer, kind: &str, payload: Value| {
+        sink.lock().unwrap().push(format!("any {kind} {payload}"))
+    });
+    let registry = Arc::new(registry);
+    let (tx, _rx) = outbox(4);
+    let session = Session::new(
+        Arc::new(Json),
+        tx,
+        Arc::clone(&registry),
+        SessionConfig::default(),
+    );
+    let peer = Peer::default();
+    for frame in [
+        &br#"["note", "own handler", null]"#[..],
+        br#"["other", {"x": 1}, null]"#,
+        br#"["bare"]"#,
+    ] {
+        session.dispatch(&peer, frame, MessageKind::Text).unwrap();
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["note own handler", r#"any other {"x":1}"#, "any bare null"]
+    );
+    assert!(peer.reports().is_empty(), "{:?}", peer.reports());
+
+    assert!(registry.off_any());
+    assert!(!registry.off_any());
+    session
+        .dispatch(&peer, br#"["other", 1, null]"#, MessageKind::Text)
+        .unwrap();
+    assert_eq!(
+        peer.reports(),
+        [Report::Ignored {
+            kind: "other".into()
+        }]
+    );
+}
+
 #[test]
 fn unmatched_responses_are_reported_never_answered() {
     let (tx, mut rx) = outbox(4);

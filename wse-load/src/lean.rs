@@ -110,7 +110,8 @@ impl Conn {
             return Err(format!(
                 "the server sent {early:?} before being called: the lean client would lose \
                  the bytes tungstenite buffered"
-            ));
+            )
+            .into());
         }
         match ws.into_inner() {
             MaybeTlsStream::Plain(tcp) => Ok(Self {
@@ -131,7 +132,7 @@ impl Conn {
         self.tcp
             .write_all(bytes)
             .await
-            .map_err(|e| format!("write: {e}"))
+            .map_err(|e| format!("write: {e}").into())
     }
 
     /// Reads what the socket has into the free end of the buffer, first moving a partial
@@ -174,7 +175,8 @@ impl Conn {
             return Err(format!(
                 "not a frame the lean client reads (header {first:#04x} {second:#04x}: \
                  extension bits or a mask)"
-            ));
+            )
+            .into());
         }
         if first & FIN == 0 {
             return Err("a fragmented message: the lean client reads whole messages only".into());
@@ -201,7 +203,8 @@ impl Conn {
             return Err(format!(
                 "a frame of {total} bytes, larger than the read buffer ({} bytes)",
                 self.buffer.len()
-            ));
+            )
+            .into());
         }
         if bytes.len() < total {
             return Ok(None);
@@ -233,9 +236,10 @@ impl Conn {
                     return Err(format!(
                         "the server closed under load: {}",
                         describe_close(&self.buffer[payload])
-                    ));
+                    )
+                    .into());
                 }
-                other => return Err(format!("unexpected opcode {other:#x}")),
+                other => return Err(format!("unexpected opcode {other:#x}").into()),
             }
         }
     }
@@ -399,7 +403,9 @@ mod tests {
         let close = server_frame(CLOSE, &[0x03, 0xe8, b'b', b'y', b'e']);
         let mut closed = preloaded(&close, 64).await?;
         let error = closed.next_message(&mut out);
-        assert!(error.is_err_and(|e| e.contains("code 1000") && e.contains("bye")));
+        assert!(
+            error.is_err_and(|e| e.message().contains("code 1000") && e.message().contains("bye"))
+        );
         let mut fragment = server_frame(TEXT, b"half");
         fragment[0] &= !FIN;
         assert!(

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::error::LoadError;
 use crate::load::Failure;
 
 /// Which process a CPU time is read for.
@@ -38,8 +39,10 @@ pub(crate) fn used(process: Process) -> Result<Duration, Failure> {
         Process::Generator => "/proc/self/stat".to_owned(),
         Process::Other(pid) => format!("/proc/{pid}/stat"),
     };
-    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-    let ticks = ticks_in(&stat).ok_or_else(|| format!("{path}: no utime and stime"))?;
+    let stat =
+        std::fs::read_to_string(&path).map_err(|e| LoadError::local(format!("{path}: {e}")))?;
+    let ticks =
+        ticks_in(&stat).ok_or_else(|| LoadError::local(format!("{path}: no utime and stime")))?;
     Ok(Duration::from_secs_f64(
         ticks as f64 / ticks_per_second() as f64,
     ))
@@ -91,8 +94,8 @@ fn ticks_per_second() -> u64 {
 pub(crate) struct Sample {
     /// The server's, when it is a process of ours (not a server at `--url`).
     server: Option<Duration>,
-    /// The generator's.
-    generator: Duration,
+    /// The generator's, where `/proc` tells it (Linux).
+    generator: Option<Duration>,
 }
 
 impl Sample {
@@ -116,7 +119,8 @@ impl Sample {
         }
         Ok(Self {
             server,
-            generator: used(Process::Generator)?,
+            // Only a figure beside the load's own: a machine without `/proc` still runs it.
+            generator: used(Process::Generator).ok(),
         })
     }
 
@@ -127,25 +131,28 @@ impl Sample {
                 .server
                 .zip(earlier.server)
                 .map(|(now, then)| now.saturating_sub(then)),
-            generator: self.generator.saturating_sub(earlier.generator),
+            generator: self
+                .generator
+                .zip(earlier.generator)
+                .map(|(now, then)| now.saturating_sub(then)),
         }
     }
 }
 
 /// CPU time used over a measured window, by the server and by the generator.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Spent {
-    /// The server's, when it is a process of ours.
-    pub(crate) server: Option<Duration>,
-    /// The generator's.
-    pub(crate) generator: Duration,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spent {
+    /// The server's, when it is a process of this machine whose id the load was given.
+    pub server: Option<Duration>,
+    /// The generator's (this whole process), where `/proc` tells it (Linux).
+    pub generator: Option<Duration>,
 }
 
 impl Spent {
     /// Adds another window's (another round of the same load).
-    pub(crate) fn add(&mut self, other: Self) {
+    pub fn add(&mut self, other: Self) {
         self.server = self.server.zip(other.server).map(|(a, b)| a + b);
-        self.generator += other.generator;
+        self.generator = self.generator.zip(other.generator).map(|(a, b)| a + b);
     }
 }
 

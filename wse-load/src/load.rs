@@ -1,21 +1,23 @@
-//! The load generator: the same client code drives wse-rs and the raw baselines, and every
+//! The loads: the same client code drives a WSE server and the raw baselines, and every
 //! reply is checked.
 //!
 //! The connections are made by tokio-tungstenite and [`open`] (the upgrade, then the wse
 //! handshake). The RPC callers, the fan-out receivers and the senders and receivers of sends
-//! to a user ([`relay`]) then speak frames by hand on the socket ([`lean`]), so that the generator's own CPU per call stays as low as the raw echo
-//! allows; the handshake and memory modes, which measure the connections themselves, stay on
-//! tokio-tungstenite.
+//! to a user ([`relay`]) then speak frames by hand on the socket (`lean`), so that the
+//! generator's own CPU per call stays as low as the raw echo allows; the handshake and memory
+//! loads, which measure the connections themselves, stay on tokio-tungstenite.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::LocalSet;
@@ -24,18 +26,29 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use wse_core::{HmacQuest, Json, MessageKind, MsgPack, Protocol, frame};
+use wse_core::{CloseReason, HmacQuest, Json, MessageKind, MsgPack, Protocol, frame};
 
 use crate::cpu;
+use crate::error::{ErrorKind, LoadError};
 use crate::lean::{self, Conn};
-use crate::serve::{BASELINE_READ_BUFFER, SECRET};
 
-/// A tokio-tungstenite client connection.
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// What every function of a load returns on failure.
+pub(crate) type Failure = LoadError;
 
-/// The codec the load speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-pub(crate) enum Codec {
+/// A tokio-tungstenite client connection, as [`open`] makes it.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The read buffer of every connection tokio-tungstenite reads: what the baselines of
+/// `wse-bench` were measured with.
+pub const READ_BUFFER: usize = 8 << 10;
+
+/// How long opening one connection may take, upgrade and handshake: past it the server is
+/// taken as stalled.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The codec a load speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
     /// `wse-default-json`.
     Json,
     /// `wse-msgpack`.
@@ -72,66 +85,226 @@ impl Codec {
 
 /// Who is dialled and how a connection gets ready.
 #[derive(Debug, Clone)]
-pub(crate) struct Dial {
-    /// `ws://host:port`.
-    pub(crate) url: String,
-    /// The codec offered (for the baselines, only the framing of the bytes).
-    pub(crate) codec: Codec,
+pub struct Dial {
+    /// `ws://host:port/path` (the lean client speaks plain TCP: no `wss://`).
+    pub url: String,
+    /// The codec offered (for the raw baselines, only the framing of the bytes).
+    pub codec: Codec,
     /// How a connection becomes ready.
-    pub(crate) hello: Hello,
+    pub hello: Hello,
 }
 
 /// How a connection becomes ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Hello {
-    /// At once (the raw baselines).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hello {
+    /// At once: a raw WebSocket server (the baselines of `wse-bench`).
     None,
-    /// `~wse:hi` → `~wse:welcome`.
-    Wse,
-    /// `~wse:hi` → quest → HMAC answer → `~wse:welcome`.
-    WseHmac,
+    /// `~wse:hi` (with what [`Login`] says) → [`~wse:challenge` → answer] → `~wse:welcome`.
+    Wse(Login),
 }
 
-/// A failure of the load: the run stops and reports it.
-pub(crate) type Failure = String;
+impl Hello {
+    /// Whether connections speak WSE (rather than raw frames).
+    fn is_wse(&self) -> bool {
+        matches!(self, Self::Wse(_))
+    }
+}
 
-/// Opens a connection and makes it ready.
-pub(crate) async fn open(dial: &Dial, identity: &str) -> Result<Ws, Failure> {
+/// What each connection of a load says hi with: an identity and a meta in which two
+/// placeholders are replaced, in every string wherever they occur:
+///
+/// - `{user}`: the user the load means the connection to be: `load3` (a caller of the RPC
+///   load), `idle7` (a fan-out receiver), `control` (who triggers a fan-out), `cycler` (every
+///   connection of the handshake load), `devices-of-one-user` (each device of a send to one
+///   user), and so on;
+/// - `{conn}`: a number that no other connection opened by this process has, for servers that
+///   allow few connections per user.
+///
+/// ```
+/// use serde_json::json;
+/// use wse_load::Login;
+///
+/// // The wse-rs demo: identity "secret", the user in meta.user_id, one user per connection.
+/// let demo = Login::new(json!("secret"), json!({"user_id": "bench-{conn}"}));
+/// // The wse-bench application: any string identity is accepted as that user.
+/// let bench = Login::named();
+/// # let _ = (demo, bench);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Login {
+    identity: Value,
+    meta: Value,
+    /// The secret that answers the standard HMAC challenge, if the server sends one.
+    secret: Option<Arc<[u8]>>,
+}
+
+/// The number `{conn}` stands for in the next connection's hi.
+static NEXT_CONNECTION: AtomicUsize = AtomicUsize::new(0);
+
+impl Login {
+    /// Says hi with `identity` and `meta`, their placeholders replaced.
+    pub fn new(identity: Value, meta: Value) -> Self {
+        Self {
+            identity,
+            meta,
+            secret: None,
+        }
+    }
+
+    /// The identity is the user's name (`"{user}"`), the meta `{}`: what the `wse-bench`
+    /// application accepts.
+    pub fn named() -> Self {
+        Self::new(
+            Value::String("{user}".into()),
+            Value::Object(Default::default()),
+        )
+    }
+
+    /// Answers the standard HMAC challenge with `secret` (the same for every connection).
+    /// Default: no answer (a challenge fails the connection).
+    #[must_use]
+    pub fn hmac_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.secret = Some(Arc::from(secret.into()));
+        self
+    }
+
+    /// The payload of the `~wse:hi` of a connection meant to be `user`.
+    fn hi(&self, user: &str) -> Value {
+        let n = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed).to_string();
+        let fill = |text: &str| text.replace("{user}", user).replace("{conn}", &n);
+        serde_json::json!({
+            "identity": replace_strings(&self.identity, &fill),
+            "meta": replace_strings(&self.meta, &fill),
+        })
+    }
+}
+
+/// `value` with `fill` applied to every string in it (object keys stay as they are).
+fn replace_strings(value: &Value, fill: &impl Fn(&str) -> String) -> Value {
+    match value {
+        Value::String(text) => Value::String(fill(text)),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| replace_strings(v, fill)).collect())
+        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, v)| (key.clone(), replace_strings(v, fill)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Counts what a load has done so far (cycles of the handshake load, messages a fan-out
+/// delivered), for a progress bar on another thread. A cheap handle: clones count together.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<AtomicU64>);
+
+impl Progress {
+    /// A count at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What has been counted so far.
+    pub fn done(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Opens a connection to `dial` meant to be the user `user` (see [`Login`]) and makes it
+/// ready, within 30 s.
+///
+/// # Errors
+/// [`ErrorKind::Connect`] when it cannot be opened or the handshake breaks,
+/// [`ErrorKind::Refused`] when the server refuses the identity or closes before its welcome,
+/// [`ErrorKind::Timeout`] past 30 s.
+///
+/// # Cancel safety
+/// Dropping the future drops the connection.
+pub async fn open(dial: &Dial, user: &str) -> Result<Ws, Failure> {
+    tokio::time::timeout(OPEN_TIMEOUT, open_now(dial, user))
+        .await
+        .map_err(|_| LoadError::timeout(format!("no connection ready within {OPEN_TIMEOUT:?}")))?
+}
+
+/// [`open`], however long it takes.
+async fn open_now(dial: &Dial, user: &str) -> Result<Ws, Failure> {
     let mut request = dial
         .url
         .as_str()
         .into_client_request()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| LoadError::connect(e.to_string()))?;
     let name = dial
         .codec
         .protocol()
         .name()
         .parse()
-        .map_err(|_| "bad protocol name")?;
+        .map_err(|_| LoadError::connect("bad protocol name"))?;
     request.headers_mut().insert("sec-websocket-protocol", name);
-    let config = WebSocketConfig::default().read_buffer_size(BASELINE_READ_BUFFER);
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
-    if dial.hello == Hello::None {
+        .map_err(|e| LoadError::connect(format!("connect: {e}")))?;
+    let Hello::Wse(login) = &dial.hello else {
         return Ok(ws);
-    }
+    };
     let codec = dial.codec;
-    let hi = serde_json::json!({"identity": identity, "meta": {}});
-    send_frame(&mut ws, codec, frame::HI, &hi, None).await?;
+    send_frame(&mut ws, codec, frame::HI, &login.hi(user), None)
+        .await
+        .map_err(|e| LoadError::connect(e.message()))?;
     loop {
-        let data = next_data(&mut ws, "the handshake").await?;
-        let frame = codec.protocol().unpack(&data).map_err(|e| e.to_string())?;
+        let message = ws
+            .next()
+            .await
+            .ok_or_else(|| LoadError::connect("closed during the handshake"))?
+            .map_err(|e| LoadError::connect(e.to_string()))?;
+        let data = match message {
+            Message::Text(_) | Message::Binary(_) => message.into_data(),
+            Message::Close(close) => {
+                let (code, reason) = close
+                    .map(|close| (u16::from(close.code), close.reason.to_string()))
+                    .unwrap_or((1005, String::new()));
+                let reason = if reason.is_empty() {
+                    CloseReason::NotAuthorized.as_str().to_owned()
+                } else {
+                    reason
+                };
+                return Err(LoadError::new(
+                    ErrorKind::Refused,
+                    format!("closed before the welcome: {code} {reason}"),
+                ));
+            }
+            _ => continue,
+        };
+        let frame = codec
+            .protocol()
+            .unpack(&data)
+            .map_err(|e| LoadError::connect(e.to_string()))?;
         match frame.kind.as_ref() {
             frame::WELCOME => return Ok(ws),
-            frame::CHALLENGE if dial.hello == Hello::WseHmac => {
+            frame::CHALLENGE => {
+                let secret = login.secret.as_deref().ok_or_else(|| {
+                    LoadError::new(
+                        ErrorKind::Refused,
+                        "the server sent a challenge and no secret is set",
+                    )
+                })?;
                 let quest: HmacQuest = codec
                     .protocol()
                     .decode(frame.payload)
-                    .map_err(|e| e.to_string())?;
-                send_frame(&mut ws, codec, frame::CHALLENGE, &quest.solve(SECRET), None).await?;
+                    .map_err(|e| LoadError::connect(e.to_string()))?;
+                send_frame(&mut ws, codec, frame::CHALLENGE, &quest.solve(secret), None).await?;
             }
-            other => return Err(format!("unexpected {other} during the handshake")),
+            other => {
+                return Err(LoadError::connect(format!(
+                    "unexpected {other} during the handshake"
+                )));
+            }
         }
     }
 }
@@ -150,7 +323,7 @@ async fn send_frame<T: serde::Serialize + ?Sized>(
         .map_err(|e| e.to_string())?;
     ws.send(codec.message(frame))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string().into())
 }
 
 /// The next text or binary message, read `during` what.
@@ -168,53 +341,113 @@ async fn next_data(ws: &mut Ws, during: &str) -> Result<bytes::Bytes, Failure> {
 }
 
 /// Closes with a close frame and waits for the answer.
-pub(crate) async fn close(mut ws: Ws) {
+pub async fn close(mut ws: Ws) {
     let _ = ws.close(None).await;
     while let Some(Ok(_)) = ws.next().await {}
 }
 
 /// The outcome of an RPC run.
 #[derive(Debug)]
-pub(crate) struct RpcRun {
+pub struct RpcRun {
     /// Calls answered within the measured window.
-    pub(crate) calls: u64,
+    pub calls: u64,
     /// The measured window.
-    pub(crate) window: Duration,
+    pub window: Duration,
     /// Latency of each of those calls, in microseconds.
-    pub(crate) latency: Histogram<u64>,
+    pub latency: Histogram<u64>,
     /// CPU time the server and the generator used within the measured window.
-    pub(crate) cpu: cpu::Spent,
+    pub cpu: cpu::Spent,
 }
 
 impl RpcRun {
     /// Adds another round of the same load.
-    pub(crate) fn merge(&mut self, other: Self) -> Result<(), Failure> {
+    ///
+    /// # Errors
+    /// When the latency histograms cannot be added (they have the same bounds, so they can).
+    pub fn merge(&mut self, other: Self) -> Result<(), LoadError> {
         self.calls += other.calls;
         self.window += other.window;
         self.cpu.add(other.cpu);
-        self.latency.add(other.latency).map_err(|e| e.to_string())
+        self.latency
+            .add(other.latency)
+            .map_err(|e| LoadError::local(e.to_string()))
+    }
+
+    /// Calls answered per second of the measured window.
+    pub fn rate(&self) -> f64 {
+        self.calls as f64 / self.window.as_secs_f64()
     }
 }
 
-/// `connections` × `in_flight` calls of `add {a: 1, b: 2}`, closed loop: each answer is
-/// checked and replaced by a new call at once. Measures for `duration` after `warmup`, and
-/// the CPU time used meanwhile by the generator and by `server` (a process id) when given.
+/// The call an RPC load makes, again and again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// The procedure.
+    pub procedure: String,
+    /// Its arguments, the same for every call.
+    pub args: Value,
+    /// The result every call must answer. `None`: the load first makes one call per slot on
+    /// its first connection and takes those answers as the ones to expect, so the procedure
+    /// must answer every call alike (as `add` does). Either way each reply is checked byte
+    /// for byte.
+    pub expect: Option<Value>,
+}
+
+impl Call {
+    /// `procedure` with `args`, whose answers are learned from the first ones.
+    pub fn new(procedure: impl Into<String>, args: Value) -> Self {
+        Self {
+            procedure: procedure.into(),
+            args,
+            expect: None,
+        }
+    }
+
+    /// `add {a: 1, b: 2}`, which must answer 3: the call of the `wse-bench` application and
+    /// of the wse-rs demo.
+    pub fn add() -> Self {
+        Self {
+            procedure: "add".into(),
+            args: serde_json::json!({"a": 1, "b": 2}),
+            expect: Some(Value::from(3)),
+        }
+    }
+}
+
+/// The shape of an RPC load: `connections` × `in_flight` calls of `call`, closed loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rpc {
+    /// Connections (C).
+    pub connections: usize,
+    /// Calls in flight per connection (K).
+    pub in_flight: usize,
+    /// How long the calls run before the measurement starts.
+    pub warmup: Duration,
+    /// How long they are measured.
+    pub duration: Duration,
+    /// The call.
+    pub call: Call,
+}
+
+/// `load.connections` × `load.in_flight` calls of `load.call`, closed loop: each answer is
+/// checked and replaced by a new call at once. Measures for `load.duration` after
+/// `load.warmup`, and the CPU time used meanwhile by the generator and by `server` (a
+/// process id) when given. Bounded: the callers get 10 s after the window to collect their
+/// last answers.
 ///
-/// The calls go through the lean client ([`lean`]): frames built once, replies compared byte
-/// for byte in the read buffer, one write per batch of calls.
-pub(crate) async fn rpc(
-    dial: &Dial,
-    server: Option<u32>,
-    connections: usize,
-    in_flight: usize,
-    warmup: Duration,
-    duration: Duration,
-) -> Result<RpcRun, Failure> {
-    let dial = dial.clone();
-    on_one_thread(move || async move {
-        calls_on_this_thread(&dial, server, connections, in_flight, warmup, duration).await
-    })
-    .await
+/// The calls go through the lean client: frames built once, replies compared byte for byte
+/// in the read buffer, one write per batch of calls.
+///
+/// # Errors
+/// At the first failure: a connection that cannot be made ready ([`open`]), a reply that is
+/// not the one expected or an error answer ([`ErrorKind::Answer`]), replies still missing
+/// 10 s after the window ([`ErrorKind::Timeout`]).
+///
+/// # Cancel safety
+/// The load runs on a thread of its own: dropping the future stops waiting for it, not it.
+pub async fn rpc(dial: &Dial, load: &Rpc, server: Option<u32>) -> Result<RpcRun, LoadError> {
+    let (dial, load) = (dial.clone(), load.clone());
+    on_one_thread(move || async move { calls_on_this_thread(&dial, &load, server).await }).await
 }
 
 /// Runs the future `load` makes to its end on a current-thread runtime of its own (in a
@@ -238,24 +471,33 @@ where
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the load's runtime: {e}"))?;
+            .map_err(|e| LoadError::local(format!("cannot start the load's runtime: {e}")))?;
         LocalSet::new().block_on(&runtime, load())
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| LoadError::local(e.to_string()))?
 }
 
 /// [`rpc`], on a current-thread runtime and its [`LocalSet`] (see [`on_one_thread`]).
 async fn calls_on_this_thread(
     dial: &Dial,
+    load: &Rpc,
     server: Option<u32>,
-    connections: usize,
-    in_flight: usize,
-    warmup: Duration,
-    duration: Duration,
 ) -> Result<RpcRun, Failure> {
+    let Rpc {
+        connections,
+        in_flight,
+        warmup,
+        duration,
+        ref call,
+    } = *load;
+    let mut first = open(dial, "load0").await?;
+    let slots = match Slots::new(dial, call, in_flight)? {
+        Some(slots) => slots,
+        None => Slots::learn(dial, call, in_flight, &mut first).await?,
+    };
     let run = Rc::new(Run {
-        slots: Slots::new(dial, in_flight)?,
+        slots,
         measuring: Cell::new(false),
         stopping: Cell::new(false),
         latency: RefCell::new(
@@ -263,8 +505,13 @@ async fn calls_on_this_thread(
         ),
     });
     let mut tasks = Vec::with_capacity(connections);
-    for c in 0..connections {
-        let conn = Conn::from_ws(open(dial, &format!("load{c}")).await?, RPC_READ_BUFFER)?;
+    let mut first = Some(first);
+    for c in 0..connections.max(1) {
+        let ws = match first.take() {
+            Some(ws) => ws,
+            None => open(dial, &format!("load{c}")).await?,
+        };
+        let conn = Conn::from_ws(ws, RPC_READ_BUFFER)?;
         let run = Rc::clone(&run);
         tasks.push(tokio::task::spawn_local(
             async move { caller(conn, &run).await },
@@ -284,7 +531,9 @@ async fn calls_on_this_thread(
     // the callers' reads carry no timer of their own (one per read would cost CPU per batch).
     let finished = tokio::time::timeout(FINISH_TIMEOUT, futures_util::future::join_all(tasks))
         .await
-        .map_err(|_| "calls still unanswered 10 s after the run: replies were lost")?;
+        .map_err(|_| {
+            LoadError::timeout("calls still unanswered 10 s after the run: replies were lost")
+        })?;
     let mut calls = 0;
     for task in finished {
         calls += task.map_err(|e| e.to_string())??;
@@ -332,29 +581,109 @@ struct Slots {
     replies: Expected,
 }
 
+/// How long the first answers of an RPC load may take, where they are learned.
+const LEARN_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Slots {
-    /// The `in_flight` calls of `add {a: 1, b: 2}` in the codec of `dial`, and their replies
-    /// from the server `dial` names (wse, or the echo when it says no hello).
-    fn new(dial: &Dial, in_flight: usize) -> Result<Self, Failure> {
+    /// The `in_flight` calls of `call` in the codec of `dial`, each as its frame (unmasked).
+    fn frames(dial: &Dial, call: &Call, in_flight: usize) -> Result<Vec<Vec<u8>>, Failure> {
         let protocol = dial.codec.protocol();
-        let args = serde_json::json!({"a": 1, "b": 2});
-        let (mut calls, mut replies) = (Vec::new(), Vec::new());
-        for slot in 0..in_flight.max(1) {
-            let stamp = slot.to_string();
-            let call = protocol
-                .encode("add", &args, Some(&stamp))
+        (0..in_flight.max(1))
+            .map(|slot| {
+                protocol
+                    .encode(&call.procedure, &call.args, Some(&slot.to_string()))
+                    .map_err(|e| LoadError::local(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// The calls and their replies, built from what is known: the echo's replies are the
+    /// calls themselves, a wse server's the response of `call.expect`. `None` when the
+    /// replies must be learned ([`Slots::learn`]).
+    fn new(dial: &Dial, call: &Call, in_flight: usize) -> Result<Option<Self>, Failure> {
+        let protocol = dial.codec.protocol();
+        let frames = Self::frames(dial, call, in_flight)?;
+        let replies = match (&dial.hello, &call.expect) {
+            (Hello::None, _) => frames.clone(),
+            (Hello::Wse(_), Some(result)) => (0..frames.len())
+                .map(|slot| {
+                    protocol
+                        .encode(frame::RESPONSE, result, Some(&slot.to_string()))
+                        .map_err(|e| LoadError::local(e.to_string()))
+                })
+                .collect::<Result<_, _>>()?,
+            (Hello::Wse(_), None) => return Ok(None),
+        };
+        Ok(Some(Self::with_replies(dial, &frames, replies)?))
+    }
+
+    /// The calls and the replies a wse server gives them: one call per slot on `ws`, whose
+    /// answers are the replies every later call of the slot must get byte for byte. Messages
+    /// on the way are skipped.
+    async fn learn(
+        dial: &Dial,
+        call: &Call,
+        in_flight: usize,
+        ws: &mut Ws,
+    ) -> Result<Self, Failure> {
+        let frames = Self::frames(dial, call, in_flight)?;
+        for frame in &frames {
+            ws.feed(dial.codec.message(frame.clone()))
+                .await
                 .map_err(|e| e.to_string())?;
-            let reply = match dial.hello {
-                Hello::None => call.clone(),
-                Hello::Wse | Hello::WseHmac => protocol
-                    .encode(frame::RESPONSE, &3, Some(&stamp))
-                    .map_err(|e| e.to_string())?,
-            };
-            calls.push(lean::masked_frame(dial.codec.opcode(), &call));
-            replies.push(reply);
         }
+        ws.flush().await.map_err(|e| e.to_string())?;
+        let protocol = dial.codec.protocol();
+        let mut replies: HashMap<usize, Vec<u8>> = HashMap::with_capacity(frames.len());
+        let learning = async {
+            while replies.len() < frames.len() {
+                let data = next_data(ws, "the first calls").await?;
+                let reply = protocol.unpack(&data).map_err(|e| e.to_string())?;
+                let Some(slot) = reply.stamp().and_then(|stamp| stamp.parse::<usize>().ok()) else {
+                    continue;
+                };
+                match reply.kind.as_ref() {
+                    frame::RESPONSE
+                        if slot < frames.len() && replies.insert(slot, data.to_vec()).is_some() =>
+                    {
+                        return Err(format!("a second reply for slot {slot}").into());
+                    }
+                    frame::RESPONSE_ERR => {
+                        let error: Value = protocol.decode(reply.payload).unwrap_or(Value::Null);
+                        return Err(LoadError::from(format!(
+                            "{} answered with an error: {error}",
+                            call.procedure
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            Ok::<_, Failure>(())
+        };
+        tokio::time::timeout(LEARN_TIMEOUT, learning)
+            .await
+            .map_err(|_| {
+                LoadError::timeout(format!(
+                    "no answer to {} within {LEARN_TIMEOUT:?}",
+                    call.procedure
+                ))
+            })??;
+        let replies = (0..frames.len())
+            .map(|slot| replies.remove(&slot).ok_or("a slot without its reply"))
+            .collect::<Result<_, _>>()?;
+        Self::with_replies(dial, &frames, replies)
+    }
+
+    fn with_replies(
+        dial: &Dial,
+        frames: &[Vec<u8>],
+        replies: Vec<Vec<u8>>,
+    ) -> Result<Self, Failure> {
         Ok(Self {
-            calls,
+            calls: frames
+                .iter()
+                .map(|frame| lean::masked_frame(dial.codec.opcode(), frame))
+                .collect(),
             replies: Expected::new(dial.codec, replies)?,
         })
     }
@@ -405,9 +734,9 @@ impl Expected {
         // The digits are found by their place alone: make sure every right message is.
         for (slot, message) in expected.messages.iter().enumerate() {
             if expected.slot_of(expected.opcode, message) != Ok(slot) {
-                return Err(format!(
-                    "the number of slot {slot} is not where it is looked for"
-                ));
+                return Err(
+                    format!("the number of slot {slot} is not where it is looked for").into(),
+                );
             }
         }
         Ok(expected)
@@ -437,10 +766,10 @@ impl Expected {
                 opcode == self.opcode && self.messages.get(slot).is_some_and(|m| m == message)
             });
         slot.ok_or_else(|| {
-            format!(
+            LoadError::from(format!(
                 "wrong message (opcode {opcode:#x}): {:?}",
                 String::from_utf8_lossy(message)
-            )
+            ))
         })
     }
 }
@@ -471,7 +800,7 @@ async fn caller(mut conn: Conn, run: &Run) -> Result<u64, Failure> {
         while let Some((opcode, reply)) = conn.next_message(&mut out)? {
             let slot = slots.replies.slot_of(opcode, reply)?;
             if !std::mem::replace(&mut waiting[slot], false) {
-                return Err(format!("a second reply for slot {slot}"));
+                return Err(format!("a second reply for slot {slot}").into());
             }
             if measuring {
                 latency.record(sent_at[slot]);
@@ -552,46 +881,53 @@ impl<'run> Latencies<'run> {
 /// Sends to one user, within one node or from one node of a cluster to another: who sends,
 /// who receives, and whose CPU time is measured.
 #[derive(Debug, Clone)]
-pub(crate) struct Relay {
+pub struct Relay {
     /// The sender's server.
-    pub(crate) sender: Dial,
+    pub sender: Dial,
     /// The receiver's server: the sender's (within one node), or another node of its cluster.
     /// Every dial of a relay speaks one codec.
-    pub(crate) receiver: Dial,
+    pub receiver: Dial,
     /// In a cluster, a node other than the sender's, which tells when the sender's node has
-    /// published what it was sent (see [`Barrier`]).
-    pub(crate) barrier: Option<Dial>,
+    /// published what it was sent: a node publishes in order, so a send from the sender's
+    /// node to a device on this one arrives after everything published before it (the
+    /// barrier).
+    pub barrier: Option<Dial>,
     /// The processes whose CPU time is measured: every server (also a node that only hears
     /// the sends), and the cluster's Redis.
-    pub(crate) servers: Vec<u32>,
+    pub servers: Vec<u32>,
 }
 
 /// The outcome of a relay run.
 #[derive(Debug)]
-pub(crate) struct RelayRun {
+pub struct RelayRun {
     /// Sends measured.
-    pub(crate) messages: u64,
+    pub messages: u64,
     /// From the first measured send until the receiver had them all.
-    pub(crate) delivered: Duration,
+    pub delivered: Duration,
     /// From the first measured send until the sender's node had also published them all to
-    /// the cluster (the [`Barrier`] passed); `None` outside a cluster.
-    pub(crate) published: Option<Duration>,
+    /// the cluster (the barrier passed, see [`Relay::barrier`]); `None` outside a cluster.
+    pub published: Option<Duration>,
     /// The latency of each measured send, from the write of its call to the read of its
     /// delivery, in microseconds.
-    pub(crate) latency: Histogram<u64>,
+    pub latency: Histogram<u64>,
     /// CPU time used from the first measured send until they were all delivered and
     /// published.
-    pub(crate) cpu: cpu::Spent,
+    pub cpu: cpu::Spent,
 }
 
 impl RelayRun {
     /// Adds another round of the same load.
-    pub(crate) fn merge(&mut self, other: Self) -> Result<(), Failure> {
+    ///
+    /// # Errors
+    /// When the latency histograms cannot be added (they have the same bounds, so they can).
+    pub fn merge(&mut self, other: Self) -> Result<(), LoadError> {
         self.messages += other.messages;
         self.delivered += other.delivered;
         self.published = self.published.zip(other.published).map(|(a, b)| a + b);
         self.cpu.add(other.cpu);
-        self.latency.add(other.latency).map_err(|e| e.to_string())
+        self.latency
+            .add(other.latency)
+            .map_err(|e| LoadError::local(e.to_string()))
     }
 }
 
@@ -617,15 +953,22 @@ const RELAY_TIMEOUT: Duration = Duration::from_secs(60);
 /// are both in, each checked byte for byte.
 ///
 /// The latency of a send is from the write of its call to the read of its delivery: with one
-/// in flight, the time a message takes to reach its user. In a cluster, the [`Barrier`] is
-/// passed after the warm-up (nothing of it is still to publish when the measurement starts)
+/// in flight, the time a message takes to reach its user. In a cluster, the barrier (see
+/// [`Relay::barrier`]) is passed after the warm-up (nothing of it is still to publish when the measurement starts)
 /// and after the measured sends.
-pub(crate) async fn relay(
+///
+/// # Errors
+/// At the first failure: a connection that cannot be made ready, a reply or delivery that is
+/// not the one expected, messages lost (60 s for the whole run).
+///
+/// # Cancel safety
+/// The load runs on a thread of its own: dropping the future stops waiting for it, not it.
+pub async fn relay(
     relay: &Relay,
     in_flight: usize,
     warmup: usize,
     messages: usize,
-) -> Result<RelayRun, Failure> {
+) -> Result<RelayRun, LoadError> {
     let relay = relay.clone();
     on_one_thread(
         move || async move { relay_on_this_thread(&relay, in_flight, warmup, messages).await },
@@ -808,7 +1151,7 @@ impl Sends {
                     while let Some((opcode, message)) = self.receiver.next_message(&mut pongs)? {
                         let slot = self.deliveries.slot_of(opcode, message)?;
                         if !std::mem::replace(&mut self.delivering[slot], false) {
-                            return Err(format!("a second delivery for slot {slot}"));
+                            return Err(format!("a second delivery for slot {slot}").into());
                         }
                         delivered += 1;
                         if record {
@@ -830,7 +1173,7 @@ impl Sends {
                     while let Some((opcode, reply)) = self.sender.next_message(&mut out)? {
                         let slot = self.replies.slot_of(opcode, reply)?;
                         if !std::mem::replace(&mut self.replying[slot], false) {
-                            return Err(format!("a second reply for slot {slot}"));
+                            return Err(format!("a second reply for slot {slot}").into());
                         }
                         replied += 1;
                         if !self.delivering[slot] {
@@ -842,7 +1185,7 @@ impl Sends {
                     return Err(format!(
                         "{delivered} of {count} sends to a user delivered and {replied} \
                          answered within {RELAY_TIMEOUT:?}: messages were lost"
-                    ));
+                    ).into());
                 }
             }
         }
@@ -932,21 +1275,29 @@ async fn one_message(conn: &mut Conn, expected: &Expected) -> Result<(), Failure
 }
 
 /// Completes `cycles` connect → ready → close cycles, `concurrency` at a time; returns the
-/// time taken.
-pub(crate) async fn handshakes(
+/// time taken. Each cycle done is counted into `progress` when given.
+///
+/// # Errors
+/// At the first cycle that fails (see [`open`]).
+///
+/// # Cancel safety
+/// The cycles run in tasks of their own: dropping the future stops waiting for them, and
+/// each stops after its cycle.
+pub async fn handshakes(
     dial: &Dial,
     cycles: usize,
     concurrency: usize,
-) -> Result<Duration, Failure> {
+    progress: Option<&Progress>,
+) -> Result<Duration, LoadError> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
+    let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            let (dial, next) = (dial.clone(), Arc::clone(&next));
+            let (dial, next, progress) = (dial.clone(), Arc::clone(&next), progress.cloned());
             tokio::spawn(async move {
                 while next.fetch_add(1, Ordering::Relaxed) < cycles {
                     let mut ws = open(&dial, "cycler").await?;
-                    if dial.hello == Hello::None {
+                    if !dial.hello.is_wse() {
                         // The baseline's "handshake": one frame each way.
                         ws.send(dial.codec.message(b"[\"hi\",null,null]".to_vec()))
                             .await
@@ -957,23 +1308,30 @@ pub(crate) async fn handshakes(
                             .map_err(|e| e.to_string())?;
                     }
                     close(ws).await;
+                    if let Some(progress) = &progress {
+                        progress.add(1);
+                    }
                 }
                 Ok::<_, Failure>(())
             })
         })
         .collect();
     for worker in workers {
-        worker.await.map_err(|e| e.to_string())??;
+        worker
+            .await
+            .map_err(|e| LoadError::local(e.to_string()))??;
     }
     Ok(started.elapsed())
 }
 
 /// Opens `count` ready connections, `concurrency` at a time, and holds them.
-pub(crate) async fn hold(
-    dial: &Dial,
-    count: usize,
-    concurrency: usize,
-) -> Result<Vec<Ws>, Failure> {
+///
+/// # Errors
+/// At the first connection that fails (see [`open`]).
+///
+/// # Cancel safety
+/// Dropping the future drops the connections opened so far.
+pub async fn hold(dial: &Dial, count: usize, concurrency: usize) -> Result<Vec<Ws>, LoadError> {
     open_many(count, concurrency, |i| async move {
         open(dial, &format!("idle{i}")).await
     })
@@ -1002,7 +1360,7 @@ where
 
 /// Who a fan-out reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Audience {
+pub enum Audience {
     /// Every connection, each its own user: `broadcast`.
     Everyone,
     /// Every device of one user: `send_to_user`.
@@ -1015,11 +1373,67 @@ pub(crate) enum Audience {
     },
 }
 
+/// The call that makes the server send one message to every receiver of a fan-out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    /// The procedure.
+    pub procedure: String,
+    /// Its arguments; a string that is exactly `{round}`, anywhere in them, is replaced by
+    /// the round's number.
+    pub args: Value,
+}
+
+impl Trigger {
+    /// `broadcast {type: "tick", payload: <round>}`: the call of the `wse-bench`
+    /// application and of the wse-rs demo that reaches every connection.
+    pub fn broadcast() -> Self {
+        Self {
+            procedure: "broadcast".into(),
+            args: serde_json::json!({"type": TICK, "payload": ROUND}),
+        }
+    }
+
+    /// The arguments of round `round`.
+    fn args(&self, round: usize) -> Value {
+        fn fill(value: &Value, round: usize) -> Value {
+            match value {
+                Value::String(text) if text == ROUND => Value::from(round),
+                Value::Array(items) => Value::Array(items.iter().map(|v| fill(v, round)).collect()),
+                Value::Object(map) => Value::Object(
+                    map.iter()
+                        .map(|(key, v)| (key.clone(), fill(v, round)))
+                        .collect(),
+                ),
+                other => other.clone(),
+            }
+        }
+        fill(&self.args, round)
+    }
+}
+
+/// The placeholder of a [`Trigger`]'s round.
+const ROUND: &str = "{round}";
+
+/// The shape of a fan-out load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fanout {
+    /// Connections that receive every round.
+    pub receivers: usize,
+    /// Messages each receiver must get: one trigger each.
+    pub rounds: usize,
+    /// Who the receivers are.
+    pub audience: Audience,
+    /// The call that triggers a round. `None`: the `wse-bench` application's for the
+    /// audience (`broadcast`, `send_to_user` or `room_send`), [`Trigger::broadcast`] for
+    /// [`Audience::Everyone`]. A trigger given here is used whatever the audience.
+    pub trigger: Option<Trigger>,
+}
+
 /// The user whose devices receive in [`Audience::OneUser`].
 const DEVICES_OF: &str = "devices-of-one-user";
 
 /// The room whose members receive in [`Audience::Room`].
-pub(crate) const ROOM: &str = "bench-room";
+const ROOM: &str = "bench-room";
 
 /// Joins [`ROOM`] with the built-in `rooms.join`, over the connection before it turns lean.
 async fn join_room(ws: &mut Ws, codec: Codec) -> Result<(), Failure> {
@@ -1029,30 +1443,43 @@ async fn join_room(ws: &mut Ws, codec: Codec) -> Result<(), Failure> {
     let frame = codec.protocol().unpack(&data).map_err(|e| e.to_string())?;
     match frame.kind.as_ref() {
         frame::RESPONSE => Ok(()),
-        other => Err(format!("rooms.join answered {other}")),
+        other => Err(format!("rooms.join answered {other}").into()),
     }
 }
+
+/// How long the rounds of a fan-out may take to reach every receiver.
+const FANOUT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The read buffer of a fan-out receiver: the largest message it can take (they are about 20
 /// bytes); small, since 10,000 receivers each hold one.
 const RECEIVER_READ_BUFFER: usize = 4 << 10;
 
-/// Fan-out: `receivers` connections wait for messages; `rounds` triggers sent back to back on
-/// a control connection each make the server send one message to all of them. Returns the time
-/// from the first trigger until every receiver has every round.
+/// Fan-out: `load.receivers` connections wait for messages; `load.rounds` triggers sent back
+/// to back on a control connection each make the server send one message to all of them.
+/// Returns the time from the first trigger until every receiver has every round, and the CPU
+/// time the generator and `server` (a process id) used meanwhile. Each message received is
+/// counted into `progress` when given. Bounded: the rounds must reach everyone within 60 s.
 ///
-/// The receivers are lean clients ([`lean`]) that count whole messages in place; the control
-/// connection stays on tokio-tungstenite (it sends `rounds` frames, and never reads).
-pub(crate) async fn fanout(
+/// The receivers are lean clients that count whole messages in place (any message counts:
+/// the server must send the receivers nothing else meanwhile); the control connection stays
+/// on tokio-tungstenite (it sends `rounds` frames, and never reads).
+///
+/// # Errors
+/// At the first failure: a connection that cannot be made ready, a receiver that gets more
+/// messages than rounds or is closed under load ([`ErrorKind::Answer`]), rounds that do not
+/// reach everyone within 60 s ([`ErrorKind::Timeout`]).
+///
+/// # Cancel safety
+/// The load runs on a thread of its own: dropping the future stops waiting for it, not it.
+pub async fn fanout(
     dial: &Dial,
-    receivers: usize,
-    rounds: usize,
-    audience: Audience,
+    load: &Fanout,
     server: Option<u32>,
-) -> Result<(Duration, cpu::Spent), Failure> {
-    let dial = dial.clone();
+    progress: Option<&Progress>,
+) -> Result<(Duration, cpu::Spent), LoadError> {
+    let (dial, load, progress) = (dial.clone(), load.clone(), progress.cloned());
     on_one_thread(move || async move {
-        fanout_on_this_thread(&dial, receivers, rounds, audience, server).await
+        fanout_on_this_thread(&dial, &load, server, progress.as_ref()).await
     })
     .await
 }
@@ -1062,11 +1489,16 @@ pub(crate) async fn fanout(
 /// runtime or a little less, 37–54 ms of CPU for one broadcast to all against 45–57 ms).
 async fn fanout_on_this_thread(
     dial: &Dial,
-    receivers: usize,
-    rounds: usize,
-    audience: Audience,
+    load: &Fanout,
     server: Option<u32>,
+    progress: Option<&Progress>,
 ) -> Result<(Duration, cpu::Spent), Failure> {
+    let Fanout {
+        receivers,
+        rounds,
+        audience,
+        ref trigger,
+    } = *load;
     let user = (audience == Audience::OneUser).then_some(DEVICES_OF);
     let in_room = matches!(audience, Audience::Room { .. });
     let held = open_many(receivers, 64, |i| async move {
@@ -1094,33 +1526,35 @@ async fn fanout_on_this_thread(
     let mut tasks = Vec::with_capacity(receivers);
     for conn in held {
         let delivery = Rc::clone(&delivery);
+        let progress = progress.cloned();
         tasks.push(tokio::task::spawn_local(async move {
-            receive(conn, rounds, &delivery).await
+            receive(conn, rounds, &delivery, progress.as_ref()).await
         }));
     }
     let mut control = open(dial, "control").await?;
     let protocol = dial.codec.protocol();
+    let trigger = trigger.clone().unwrap_or_else(|| match audience {
+        Audience::Everyone => Trigger::broadcast(),
+        Audience::OneUser => Trigger {
+            procedure: "send_to_user".into(),
+            args: serde_json::json!({"user": DEVICES_OF, "type": TICK, "payload": ROUND}),
+        },
+        Audience::Room { .. } => Trigger {
+            procedure: "room_send".into(),
+            args: serde_json::json!({"room": ROOM, "type": TICK, "payload": ROUND}),
+        },
+    });
     let triggers = (0..rounds)
         .map(|round| {
-            match dial.hello {
-                Hello::None => protocol.encode("tick", &round, None),
-                Hello::Wse | Hello::WseHmac => match audience {
-                    Audience::Everyone => protocol.encode(
-                        "broadcast",
-                        &serde_json::json!({"type": "tick", "payload": round}),
-                        Some(&round.to_string()),
-                    ),
-                    Audience::OneUser => protocol.encode(
-                        "send_to_user",
-                        &serde_json::json!({"user": DEVICES_OF, "type": "tick", "payload": round}),
-                        Some(&round.to_string()),
-                    ),
-                    Audience::Room { .. } => protocol.encode(
-                        "room_send",
-                        &serde_json::json!({"room": ROOM, "type": "tick", "payload": round}),
-                        Some(&round.to_string()),
-                    ),
-                },
+            if dial.hello.is_wse() {
+                protocol.encode(
+                    &trigger.procedure,
+                    &trigger.args(round),
+                    Some(&round.to_string()),
+                )
+            } else {
+                // The raw fan-out server sends every message it gets to everyone.
+                protocol.encode(TICK, &round, None)
             }
             .map(|frame| dial.codec.message(frame))
             .map_err(|e| e.to_string())
@@ -1133,9 +1567,16 @@ async fn fanout_on_this_thread(
         control.feed(trigger).await.map_err(|e| e.to_string())?;
     }
     control.flush().await.map_err(|e| e.to_string())?;
-    tokio::time::timeout(Duration::from_secs(60), reached)
+    tokio::time::timeout(FANOUT_TIMEOUT, reached)
         .await
-        .map_err(|_| "the rounds never reached everyone")?;
+        .map_err(|_| {
+            LoadError::timeout(format!(
+                "{} of {} messages delivered within {FANOUT_TIMEOUT:?}: the rounds never \
+                 reached everyone",
+                delivery.delivered.get(),
+                delivery.expected
+            ))
+        })?;
     let elapsed = started.elapsed();
     let cpu = cpu::Sample::now(server)?.since(cpu_before);
     let mut received = Vec::with_capacity(receivers);
@@ -1164,7 +1605,12 @@ struct Delivery {
 /// and wakes whoever waits for everyone with the last one. The connection is handed back
 /// open: closing handshakes of the first receivers would compete with the delivery to the
 /// last, so they close after the measurement.
-async fn receive(mut conn: Conn, rounds: usize, delivery: &Delivery) -> Result<Conn, Failure> {
+async fn receive(
+    mut conn: Conn,
+    rounds: usize,
+    delivery: &Delivery,
+    progress: Option<&Progress>,
+) -> Result<Conn, Failure> {
     let mut pongs = Vec::new();
     let mut received = 0;
     while received < rounds {
@@ -1179,18 +1625,23 @@ async fn receive(mut conn: Conn, rounds: usize, delivery: &Delivery) -> Result<C
         }
         let delivered = delivery.delivered.get() + (received - before);
         delivery.delivered.set(delivered);
+        if let Some(progress) = progress {
+            progress.add(received - before);
+        }
         if received > before && delivered == delivery.expected {
             delivery.everyone.notify_one();
         }
     }
     if received > rounds {
-        return Err(format!("{received} messages for {rounds} rounds"));
+        return Err(format!("{received} messages for {rounds} rounds").into());
     }
     Ok(conn)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn slots(codec: Codec, hello: Hello) -> Result<Slots, Failure> {
@@ -1199,18 +1650,58 @@ mod tests {
             codec,
             hello,
         };
-        Slots::new(&dial, 16)
+        Ok(Slots::new(&dial, &Call::add(), 16)?.ok_or("replies unknown")?)
+    }
+
+    fn wse() -> Hello {
+        Hello::Wse(Login::named())
+    }
+
+    #[test]
+    fn a_hi_fills_in_the_user_and_a_number_of_its_own() {
+        let login = Login::new(
+            json!("secret"),
+            json!({"user_id": "bench-{conn}", "role": "{user}", "tags": ["{user}-{conn}", 7]}),
+        );
+        let (a, b) = (login.hi("load3"), login.hi("load3"));
+        assert_eq!(a["identity"], "secret");
+        assert_eq!(a["meta"]["role"], "load3");
+        let n = a["meta"]["user_id"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("bench-");
+        assert!(n.parse::<usize>().is_ok(), "{a}");
+        assert_eq!(a["meta"]["tags"], json!([format!("load3-{n}"), 7]));
+        assert_ne!(a["meta"]["user_id"], b["meta"]["user_id"]);
+        assert_eq!(
+            Login::named().hi("idle7"),
+            json!({"identity": "idle7", "meta": {}})
+        );
+    }
+
+    #[test]
+    fn a_trigger_numbers_its_rounds_where_asked() {
+        let broadcast = Trigger::broadcast();
+        assert_eq!(broadcast.args(4), json!({"type": "tick", "payload": 4}));
+        let custom = Trigger {
+            procedure: "room_send".into(),
+            args: json!({"room": "r", "payload": ["{round}", "x{round}"]}),
+        };
+        assert_eq!(
+            custom.args(2),
+            json!({"room": "r", "payload": [2, "x{round}"]})
+        );
     }
 
     #[test]
     fn calls_and_replies_are_built_once() -> Result<(), Failure> {
-        let json = slots(Codec::Json, Hello::Wse)?;
+        let json = slots(Codec::Json, wse())?;
         assert_eq!(json.calls[7][..6], [0x81, 0x80 | 25, 0, 0, 0, 0]);
         assert_eq!(json.calls[7][6..], *br#"["add",{"a":1,"b":2},"7"]"#);
         assert_eq!(json.replies.messages[7], br#"["~wse:response",3,"7"]"#);
         let echo = slots(Codec::Json, Hello::None)?;
         assert_eq!(echo.replies.messages[12], br#"["add",{"a":1,"b":2},"12"]"#);
-        let msgpack = slots(Codec::Msgpack, Hello::Wse)?;
+        let msgpack = slots(Codec::Msgpack, wse())?;
         let twelfth = &msgpack.replies.messages[12];
         assert_eq!(twelfth[twelfth.len() - 3..], [0xa2, b'1', b'2']);
         Ok(())
@@ -1253,8 +1744,8 @@ mod tests {
     #[test]
     fn a_reply_gives_its_slot_only_when_it_is_right_byte_for_byte() -> Result<(), Failure> {
         for codec in [Codec::Json, Codec::Msgpack] {
-            for hello in [Hello::None, Hello::Wse] {
-                let slots = slots(codec, hello)?.replies;
+            for hello in [Hello::None, wse()] {
+                let slots = slots(codec, hello.clone())?.replies;
                 for (slot, reply) in slots.messages.iter().enumerate() {
                     assert_eq!(slots.slot_of(codec.opcode(), reply), Ok(slot));
                 }
@@ -1268,8 +1759,10 @@ mod tests {
                         codec,
                         hello,
                     },
+                    &Call::add(),
                     17,
-                )?;
+                )?
+                .ok_or("replies unknown")?;
                 let beyond = &beyond.replies.messages[16];
                 assert!(slots.slot_of(codec.opcode(), beyond).is_err());
                 let other = if codec.opcode() == lean::TEXT {
