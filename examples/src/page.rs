@@ -4,7 +4,8 @@
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, UPGRADE};
+use axum::http::HeaderValue;
+use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE, UPGRADE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use wse_server::Server;
@@ -16,13 +17,24 @@ const STYLE: &str = include_str!("../web/style.css");
 const CLIENT: &str = include_str!("../../clients/js/dist/wse.js");
 
 /// The page's routes: `/` (the page, or the endpoint for an upgrade), and its files
-/// `/app.js`, `/style.css` and `/wse.js` (the browser client).
+/// `/app.js`, `/style.css` and `/wse.js` (the browser client, importable from any origin).
 pub fn routes<S: Clone + Send + Sync + 'static>(server: &Server) -> Router<S> {
     Router::new()
         .route("/", page_or_endpoint(server))
         .route("/app.js", asset("text/javascript; charset=utf-8", APP))
         .route("/style.css", asset("text/css; charset=utf-8", STYLE))
-        .route("/wse.js", asset("text/javascript; charset=utf-8", CLIENT))
+        .route(
+            "/wse.js",
+            get(|| async {
+                // Any page may import the client from here: a module script from another
+                // origin (or a file:// page) needs CORS.
+                let mut response = file("text/javascript; charset=utf-8", CLIENT);
+                response
+                    .headers_mut()
+                    .insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+                response
+            }),
+        )
 }
 
 /// The page for a plain `GET`, the endpoint for a WebSocket upgrade.

@@ -4,7 +4,10 @@
 
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { fileURLToPath } from 'node:url'
 import { chromium } from 'playwright-core'
 import { WseClient } from '../../src/index.js'
@@ -62,6 +65,18 @@ async function signIn (name, user, password = 'secret') {
 
 const ready = (page) => page.waitForSelector('#status[data-status="ready"]')
 const seen = (page, selector, text) => page.locator(selector, { hasText: text }).first().waitFor()
+
+test("the README's ten-line page imports the client from the demo and calls add", async () => {
+  const hello = await readFile(new URL('../../examples/hello.html', import.meta.url), 'utf8')
+  const readme = await readFile(new URL('../../../../README.md', import.meta.url), 'utf8')
+  assert.ok(readme.includes(hello.trim()), 'README.md shows clients/js/examples/hello.html as it is')
+  // Opened as a file, as a reader would: Chromium lets a file:// page load from loopback.
+  const file = join(await mkdtemp(join(tmpdir(), 'wse-hello-')), 'hello.html')
+  await writeFile(file, hello.replaceAll('127.0.0.1:4200', new URL(demo.page).host))
+  const page = await open('hello', pathToFileURL(file).href)
+  await seen(page, '#out', '1 + 2 = 3')
+  await page.context().close()
+})
 
 test('a refused sign-in shows the typed error and stays offline', async () => {
   const page = await signIn('refused', 'mallory', 'not-the-password')
