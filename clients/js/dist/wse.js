@@ -2023,7 +2023,7 @@ var WseClient = class {
     const procedure = this.#procedures.get(name);
     let answer;
     if (procedure === void 0) {
-      answer = [RESPONSE_ERR, { code: Code.RP_NOT_REGISTERED, details: { rpc: name } }, stamp];
+      answer = [RESPONSE_ERR, { code: Code.RP_NOT_REGISTERED }, stamp];
     } else {
       try {
         answer = [RESPONSE, await procedure(payload) ?? null, stamp];

@@ -419,7 +419,7 @@ export class WseClient {
     const procedure = this.#procedures.get(name)
     let answer
     if (procedure === undefined) {
-      answer = [RESPONSE_ERR, { code: Code.RP_NOT_REGISTERED, details: { rpc: name } }, stamp]
+      answer = [RESPONSE_ERR, { code: Code.RP_NOT_REGISTERED }, stamp]
     } else {
       try {
         answer = [RESPONSE, (await procedure(payload)) ?? null, stamp]

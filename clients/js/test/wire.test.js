@@ -1,0 +1,136 @@
+// The client's wire, pinned with raw frames against PROTOCOL.md: what it sends byte for byte,
+// and how it reads what a server may send (shorter arrays, stamps, unknown responses).
+
+import { afterEach, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { decode } from '@msgpack/msgpack'
+import { Code, MessagePack, WseClient } from '../src/index.js'
+import { RawServer } from './support/raw-server.js'
+
+let server
+afterEach(async () => { await server?.stop() })
+
+/** A client welcomed by the raw server, with the hi it sent. */
+async function welcomed (options = {}) {
+  server = await RawServer.start()
+  const client = new WseClient({ url: server.url, reconnect: false, ...options })
+  const connecting = client.connect('token', { device: 'phone' })
+  const hi = await server.next()
+  server.sendText('["~wse:welcome",{"cid":"ann"}]')
+  assert.deepEqual(await connecting, { cid: 'ann' })
+  return { client, hi }
+}
+
+test('hi is the first frame, exactly as the JS library writes it, on wse-default-json', async () => {
+  const { client, hi } = await welcomed()
+  assert.equal(server.offered, 'wse-default-json')
+  assert.equal(hi.opcode, 0x1)
+  assert.equal(hi.data, '["~wse:hi",{"identity":"token","meta":{"device":"phone"}},null]')
+  client.close()
+})
+
+test('a call carries ten alphanumerics as its stamp and settles on the matching response only', async () => {
+  const { client } = await welcomed()
+  const calling = client.call('sum', { a: 1 })
+  const frame = await server.next()
+  const [type, payload, stamp] = JSON.parse(frame.data)
+  assert.equal(frame.data, `["sum",{"a":1},"${stamp}"]`)
+  assert.deepEqual([type, payload], ['sum', { a: 1 }])
+  assert.match(stamp, /^[A-Za-z0-9]{10}$/)
+  // A response to no pending call is dropped, never answered.
+  server.sendText('["~wse:response",99,"not-a-call"]')
+  assert.ok(await server.quietFor(50))
+  server.sendText(`["~wse:response",3,"${stamp}"]`)
+  assert.equal(await calling, 3)
+
+  const failing = client.call('sum', null)
+  const [, nullPayload, second] = JSON.parse((await server.next()).data)
+  assert.equal(nullPayload, null)
+  server.sendText(`["~wse:response-err",{"code":"app.nope","details":{"x":1}},"${second}"]`)
+  await assert.rejects(failing, { code: 'app.nope', details: { x: 1 } })
+  client.close()
+})
+
+test("the server's calls are answered under their stamp; unknown procedures with not-registered", async () => {
+  const { client } = await welcomed()
+  client.register('double', (n) => n * 2)
+  client.register('broken', () => { throw new Error('internal detail') })
+  server.sendText('["double",21,"s1"]')
+  assert.equal((await server.next()).data, '["~wse:response",42,"s1"]')
+  server.sendText('["nope",null,"s2"]')
+  assert.equal((await server.next()).data, '["~wse:response-err",{"code":"wse.server.rp.not-registered"},"s2"]')
+  server.sendText('["broken",null,"s3"]')
+  assert.equal((await server.next()).data, '["~wse:response-err",{"code":"wse.server.rp.failed"},"s3"]')
+  client.close()
+})
+
+test('messages: a shorter array and an empty stamp are one-way; send writes nulls', async () => {
+  const { client } = await welcomed()
+  const got = []
+  client.on('tick', (payload) => got.push(payload))
+  server.sendText('["tick",7]')
+  server.sendText('["tick"]')
+  server.sendText('["tick",8,""]')
+  client.send('ping')
+  assert.equal((await server.next()).data, '["ping",null,null]')
+  assert.deepEqual(got, [7, null, 8])
+  client.close()
+})
+
+test('a frame that is not a frame is reported, and the connection goes on', async () => {
+  const { client } = await welcomed()
+  const errors = []
+  client.onError((error) => errors.push(error.code))
+  server.sendText('{"not":"an array"}')
+  server.sendText('not json')
+  server.sendText('[42, null, null]')
+  client.send('still')
+  assert.equal((await server.next()).data, '["still",null,null]')
+  assert.deepEqual(errors, [Code.PROTOCOL_VIOLATION, Code.PROTOCOL_VIOLATION, Code.PROTOCOL_VIOLATION])
+  client.close()
+})
+
+test('close sends 1000 wse.by-client; a refusal rejects connect with wse.not-authorized', async () => {
+  const { client } = await welcomed()
+  client.close()
+  assert.deepEqual((await server.next()).close, { code: 1000, reason: 'wse.by-client' })
+  await server.stop()
+
+  server = await RawServer.start()
+  const refused = new WseClient({ url: server.url })
+  const connecting = refused.connect('bad', {})
+  await server.next()
+  server.sendClose(1000, 'wse.not-authorized')
+  await assert.rejects(connecting, { code: Code.NOT_AUTHORIZED })
+})
+
+test('the challenge: the solver gets the quest and its answer goes back as ~wse:challenge', async () => {
+  server = await RawServer.start()
+  const client = new WseClient({ url: server.url, reconnect: false })
+  client.challenge((quest) => `solved:${quest.nonce}`)
+  const connecting = client.connect('token', {})
+  await server.next()
+  server.sendText('["~wse:challenge",{"timestamp":1,"nonce":"n1"},null]')
+  assert.equal((await server.next()).data, '["~wse:challenge","solved:n1",null]')
+  server.sendText('["~wse:welcome",null,null]')
+  assert.equal(await connecting, null)
+  client.close()
+})
+
+test('MessagePack: offered as wse-msgpack, binary frames of the same arrays', async () => {
+  server = await RawServer.start('wse-msgpack')
+  const client = new WseClient({ url: server.url, protocol: MessagePack, reconnect: false })
+  const connecting = client.connect('token', { n: 1 })
+  const hi = await server.next()
+  assert.equal(server.offered, 'wse-msgpack')
+  assert.equal(hi.opcode, 0x2)
+  assert.deepEqual(decode(hi.data), ['~wse:hi', { identity: 'token', meta: { n: 1 } }, null])
+  server.sendBinary(MessagePack.encode(['~wse:welcome', { cid: 'ann' }, null]))
+  assert.deepEqual(await connecting, { cid: 'ann' })
+  client.send('bin', new Uint8Array([1, 2]))
+  const sent = decode((await server.next()).data)
+  assert.equal(sent.length, 3)
+  assert.deepEqual([sent[0], Array.from(sent[1]), sent[2]], ['bin', [1, 2], null])
+  assert.ok(sent[1] instanceof Uint8Array, 'bytes travel as MessagePack bin')
+  client.close()
+})
