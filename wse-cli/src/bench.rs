@@ -285,7 +285,9 @@ pub(crate) async fn run(server: &Server, shape: &Shape) -> ExitCode {
             None,
         );
     }
-    let mut login = Login::new(server.identity.clone(), server.meta.clone());
+    // --timeout means here what it means for every subcommand: the welcome, and the answer.
+    let mut login = Login::new(server.identity.clone(), server.meta.clone())
+        .handshake_timeout(server.timeout());
     if let Some(secret) = &server.hmac_secret {
         login = login.hmac_secret(secret.as_bytes().to_vec());
     }
@@ -305,7 +307,11 @@ pub(crate) async fn run(server: &Server, shape: &Shape) -> ExitCode {
         ..Summary::default()
     };
     let max_time = duration(shape.max_time);
-    let measured = tokio::time::timeout(max_time, measure(&dial, shape, &mut summary)).await;
+    let measured = tokio::time::timeout(
+        max_time,
+        measure(&dial, shape, server.timeout(), &mut summary),
+    )
+    .await;
     match measured {
         Ok(Ok(())) => {}
         Ok(Err(code)) => return code,
@@ -325,8 +331,14 @@ pub(crate) async fn run(server: &Server, shape: &Shape) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs each load of `shape` in turn into `summary`: the exit code of the first that fails.
-async fn measure(dial: &Dial, shape: &Shape, summary: &mut Summary) -> Result<(), ExitCode> {
+/// Runs each load of `shape` in turn into `summary`, each rpc call answered within
+/// `answer_timeout`: the exit code of the first that fails.
+async fn measure(
+    dial: &Dial,
+    shape: &Shape,
+    answer_timeout: Duration,
+    summary: &mut Summary,
+) -> Result<(), ExitCode> {
     for &load in &shape.loads {
         match load {
             Load::Rpc => {
@@ -335,7 +347,10 @@ async fn measure(dial: &Dial, shape: &Shape, summary: &mut Summary) -> Result<()
                     in_flight: shape.in_flight as usize,
                     warmup: duration(shape.warmup),
                     duration: duration(shape.duration),
-                    call: Call::new(&shape.rpc_procedure, shape.rpc_args.clone()),
+                    call: Call {
+                        timeout: answer_timeout,
+                        ..Call::new(&shape.rpc_procedure, shape.rpc_args.clone())
+                    },
                 };
                 let total = rpc.warmup.saturating_add(rpc.duration);
                 let bar = bar(shape.json, total.as_millis() as u64, "rpc");

@@ -152,7 +152,10 @@ enum Command {
                       {user} by the load's name for it (load3, cycler, idle7, control).\n\n\
                       A progress bar runs on stderr while it measures (not when stderr is \
                       not a terminal, nor with --json); then a summary table on stdout, or \
-                      with --json one JSON object. The whole run is bounded by --max-time. \
+                      with --json one JSON object. --timeout bounds each connection's \
+                      welcome and the answers of the rpc calls (the first ones, and those \
+                      still in flight when the measured window ends); the fan-out's rounds \
+                      have 60 s to reach every receiver, and the whole run --max-time. \
                       ws:// only: the callers write frames on the raw socket.",
         after_help = "Examples:\n  wse bench ws://127.0.0.1:4200 --identity secret \
                       --meta '{\"user_id\": \"bench-{conn}\"}'\n  wse bench ws://127.0.0.1:4200 \

@@ -14,17 +14,39 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use wse_client::Client;
 use wse_examples::{Auth, demo_server_with};
+use wse_server::{Server, Serving};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The demo on a free port, without the per-connection rate limit (the bench calls flat out).
+/// The demo without the per-connection rate limit (the bench calls flat out).
+fn demo() -> Server {
+    demo_server_with(Auth::Plain, |builder| builder.rate_limit(None))
+}
+
+/// The demo on a free port.
 async fn serve() -> String {
-    let serving = demo_server_with(Auth::Plain, |builder| builder.rate_limit(None))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    let serving = demo().bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = serving.local_addr();
     format!("ws://{addr}")
+}
+
+/// Serves `server` on `addr` again, retrying while the port is still held (by a socket of
+/// the last server that is not yet fully released).
+async fn bind_again(server: &Server, addr: SocketAddr) -> Serving {
+    let binding = async {
+        loop {
+            match server.bind(addr).await {
+                Ok(serving) => return serving,
+                Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("cannot bind {addr} again: {error}"),
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, binding)
+        .await
+        .unwrap_or_else(|_| panic!("{addr} still held after {PATIENCE:?}"))
 }
 
 /// The flags that say hi as `user` of the demo.
@@ -122,6 +144,12 @@ impl Running {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
     }
 
+    /// Asserts that it has not exited.
+    fn assert_running(&mut self) {
+        let exited = self.child.try_wait().unwrap();
+        assert!(exited.is_none(), "exited with {exited:?}: {}", self.said);
+    }
+
     /// Waits for the end: the status, and the rest of stderr with what it said before.
     async fn end(mut self) -> (ExitStatus, String) {
         let status = tokio::time::timeout(PATIENCE, self.child.wait())
@@ -200,6 +228,47 @@ async fn listen_exits_with_the_transport_code_when_the_server_closes() {
         assert!(said.contains("# closed: 1000 wse.logout"), "{said}");
         assert!(said.contains("error: wse.logout"), "{said}");
     }
+}
+
+#[tokio::test]
+async fn listen_with_reconnect_survives_a_server_restart() {
+    let server = demo();
+    let addr = server.bind("127.0.0.1:0").await.unwrap().local_addr();
+    let url = format!("ws://{addr}");
+    let mut listen = args(&["listen", &url, "--reconnect"]);
+    listen.extend(as_user("erin"));
+    let mut listener = Running::start(&listen);
+    listener.stderr_until("# ready").await;
+
+    // A graceful shutdown closes with 1012, which the client retries; its first retry comes
+    // after a second or more, by when the demo is back on the same address.
+    tokio::time::timeout(PATIENCE, server.shutdown())
+        .await
+        .expect("the shutdown ends in time");
+    let restarted = demo();
+    let _serving = bind_again(&restarted, addr).await;
+    listener.stderr_until("# closed: 1012").await;
+    listener.assert_running();
+    listener.stderr_until("# ready").await;
+    listener.assert_running();
+
+    // The new server knows the listener as erin: a message to erin reaches it.
+    let fay = client(&url, "fay").await;
+    let sent: bool = fay
+        .call(
+            "send_to_user",
+            &json!({"user": "erin", "type": "note", "payload": "after the restart"}),
+        )
+        .await
+        .unwrap();
+    assert!(sent);
+    let line = listener.line().await;
+    assert_eq!(
+        line,
+        json!({"type": "note", "payload": "after the restart", "time": line["time"]})
+    );
+    listener.assert_running();
+    drop(listener);
 }
 
 #[tokio::test]
@@ -437,6 +506,64 @@ async fn bench_with_tiny_bounded_loads_prints_json() {
     ]))
     .await;
     assert_eq!(output.status.code(), Some(3), "{output:?}");
+}
+
+#[tokio::test]
+async fn bench_honours_the_timeout() {
+    // A first answer slower than --timeout: 4, long before the procedure would answer.
+    let url = serve().await;
+    let output = wse(&args(&[
+        "bench",
+        &url,
+        "--loads",
+        "rpc",
+        "--rpc-procedure",
+        "delay",
+        "--rpc-args",
+        r#"{"ms": 5000, "value": 1}"#,
+        "--identity",
+        "secret",
+        "--meta",
+        r#"{"user_id": "bench-{conn}"}"#,
+        "--connections",
+        "1",
+        "--warmup",
+        "0",
+        "--duration",
+        "0.2",
+        "--timeout",
+        "0.3",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("no answer to delay within 300ms"),
+        "{stderr}"
+    );
+
+    // A server that never upgrades: no welcome within --timeout, rather than within the
+    // load's own 30 s.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("ws://{}", silent.local_addr().unwrap());
+    let output = wse(&args(&[
+        "bench",
+        &silent_url,
+        "--loads",
+        "handshake",
+        "--cycles",
+        "1",
+        "--timeout",
+        "0.3",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("no connection ready within 300ms"),
+        "{stderr}"
+    );
+    drop(silent);
 }
 
 #[tokio::test]

@@ -42,9 +42,12 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// `wse-bench` were measured with.
 pub const READ_BUFFER: usize = 8 << 10;
 
-/// How long opening one connection may take, upgrade and handshake: past it the server is
-/// taken as stalled.
+/// How long opening one connection may take, upgrade and handshake, unless its [`Login`] says
+/// otherwise: past it the server is taken as stalled.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a call of an RPC load may wait for its answer, unless its [`Call`] says otherwise.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The codec a load speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -136,6 +139,8 @@ pub struct Login {
     meta: Value,
     /// The secret that answers the standard HMAC challenge, if the server sends one.
     secret: Option<Arc<[u8]>>,
+    /// How long a connection may take from connect to welcome.
+    handshake_timeout: Duration,
 }
 
 /// The number `{conn}` stands for in the next connection's hi.
@@ -148,6 +153,7 @@ impl Login {
             identity,
             meta,
             secret: None,
+            handshake_timeout: OPEN_TIMEOUT,
         }
     }
 
@@ -165,6 +171,15 @@ impl Login {
     #[must_use]
     pub fn hmac_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         self.secret = Some(Arc::from(secret.into()));
+        self
+    }
+
+    /// How long connect → welcome may take for each connection, the upgrade and a challenge
+    /// included; past it the server is taken as stalled and the load fails with
+    /// [`ErrorKind::Timeout`]. Default: 30 s.
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
         self
     }
 
@@ -217,19 +232,24 @@ impl Progress {
 }
 
 /// Opens a connection to `dial` meant to be the user `user` (see [`Login`]) and makes it
-/// ready, within 30 s.
+/// ready, within the login's [handshake timeout](Login::handshake_timeout) (30 s by default,
+/// and for [`Hello::None`]).
 ///
 /// # Errors
 /// [`ErrorKind::Connect`] when it cannot be opened or the handshake breaks,
 /// [`ErrorKind::Refused`] when the server refuses the identity or closes before its welcome,
-/// [`ErrorKind::Timeout`] past 30 s.
+/// [`ErrorKind::Timeout`] past the handshake timeout.
 ///
 /// # Cancel safety
 /// Dropping the future drops the connection.
 pub async fn open(dial: &Dial, user: &str) -> Result<Ws, Failure> {
-    tokio::time::timeout(OPEN_TIMEOUT, open_now(dial, user))
+    let timeout = match &dial.hello {
+        Hello::Wse(login) => login.handshake_timeout,
+        Hello::None => OPEN_TIMEOUT,
+    };
+    tokio::time::timeout(timeout, open_now(dial, user))
         .await
-        .map_err(|_| LoadError::timeout(format!("no connection ready within {OPEN_TIMEOUT:?}")))?
+        .map_err(|_| LoadError::timeout(format!("no connection ready within {timeout:?}")))?
 }
 
 /// [`open`], however long it takes.
@@ -391,6 +411,11 @@ pub struct Call {
     /// must answer every call alike (as `add` does). Either way each reply is checked byte
     /// for byte.
     pub expect: Option<Value>,
+    /// How long a call may wait for its answer: the first calls, whose answers are learned,
+    /// and the calls still in flight when the measured window ends. The calls in between
+    /// have no timer each, which would cost CPU per call: one left unanswered is still in
+    /// flight at the end, and fails there. Default: 10 s.
+    pub timeout: Duration,
 }
 
 impl Call {
@@ -400,6 +425,7 @@ impl Call {
             procedure: procedure.into(),
             args,
             expect: None,
+            timeout: ANSWER_TIMEOUT,
         }
     }
 
@@ -410,6 +436,7 @@ impl Call {
             procedure: "add".into(),
             args: serde_json::json!({"a": 1, "b": 2}),
             expect: Some(Value::from(3)),
+            timeout: ANSWER_TIMEOUT,
         }
     }
 }
@@ -432,16 +459,16 @@ pub struct Rpc {
 /// `load.connections` × `load.in_flight` calls of `load.call`, closed loop: each answer is
 /// checked and replaced by a new call at once. Measures for `load.duration` after
 /// `load.warmup`, and the CPU time used meanwhile by the generator and by `server` (a
-/// process id) when given. Bounded: the callers get 10 s after the window to collect their
-/// last answers.
+/// process id) when given. Bounded: the callers get `load.call.timeout` after the window to
+/// collect their last answers.
 ///
 /// The calls go through the lean client: frames built once, replies compared byte for byte
 /// in the read buffer, one write per batch of calls.
 ///
 /// # Errors
 /// At the first failure: a connection that cannot be made ready ([`open`]), a reply that is
-/// not the one expected or an error answer ([`ErrorKind::Answer`]), replies still missing
-/// 10 s after the window ([`ErrorKind::Timeout`]).
+/// not the one expected or an error answer ([`ErrorKind::Answer`]), a first answer or one of
+/// the last still missing past `load.call.timeout` ([`ErrorKind::Timeout`]).
 ///
 /// # Cancel safety
 /// The load runs on a thread of its own: dropping the future stops waiting for it, not it.
@@ -491,6 +518,7 @@ async fn calls_on_this_thread(
         duration,
         ref call,
     } = *load;
+    let answer_timeout = call.timeout;
     let mut first = open(dial, "load0").await?;
     let slots = match Slots::new(dial, call, in_flight)? {
         Some(slots) => slots,
@@ -529,15 +557,23 @@ async fn calls_on_this_thread(
 
     // A call never answered would leave its connection waiting forever: bounded here, since
     // the callers' reads carry no timer of their own (one per read would cost CPU per batch).
-    let finished = tokio::time::timeout(FINISH_TIMEOUT, futures_util::future::join_all(tasks))
+    // The call's timeout bounds the answers alone: each close after them has its own bound.
+    let finished = tokio::time::timeout(answer_timeout, futures_util::future::join_all(tasks))
         .await
         .map_err(|_| {
-            LoadError::timeout("calls still unanswered 10 s after the run: replies were lost")
+            LoadError::timeout(format!(
+                "calls still unanswered {answer_timeout:?} after the run: replies were lost"
+            ))
         })?;
     let mut calls = 0;
+    let mut answered = Vec::with_capacity(finished.len());
     for task in finished {
-        calls += task.map_err(|e| e.to_string())??;
+        let (done, conn) = task.map_err(|e| e.to_string())??;
+        calls += done;
+        answered.push(conn);
     }
+    let closed = futures_util::future::join_all(answered.into_iter().map(Conn::close)).await;
+    closed.into_iter().collect::<Result<(), _>>()?;
     let latency = run.latency.borrow().clone();
     Ok(RpcRun {
         calls,
@@ -566,9 +602,6 @@ struct Run {
 /// about 500 bytes), so that a read takes all that has arrived.
 const RPC_READ_BUFFER: usize = 64 << 10;
 
-/// How long the callers may take to collect their last replies and close, after a run.
-const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The calls of an RPC connection and the reply each must get, built once per run.
 ///
 /// Slot `i` has one call in flight, stamped `i` in decimal: the calls are byte for byte those
@@ -580,9 +613,6 @@ struct Slots {
     /// Each slot's reply: the response `3` for wse, the call itself for the echo.
     replies: Expected,
 }
-
-/// How long the first answers of an RPC load may take, where they are learned.
-const LEARN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Slots {
     /// The `in_flight` calls of `call` in the codec of `dial`, each as its frame (unmasked).
@@ -660,12 +690,12 @@ impl Slots {
             }
             Ok::<_, Failure>(())
         };
-        tokio::time::timeout(LEARN_TIMEOUT, learning)
+        tokio::time::timeout(call.timeout, learning)
             .await
             .map_err(|_| {
                 LoadError::timeout(format!(
-                    "no answer to {} within {LEARN_TIMEOUT:?}",
-                    call.procedure
+                    "no answer to {} within {:?}",
+                    call.procedure, call.timeout
                 ))
             })??;
         let replies = (0..frames.len())
@@ -776,8 +806,9 @@ impl Expected {
 
 /// One connection's closed loop: each slot has one call in flight; every reply read is
 /// checked, timed, and answered by the slot's next call, all of a read's calls in one write.
-/// Returns the calls answered in the measured window.
-async fn caller(mut conn: Conn, run: &Run) -> Result<u64, Failure> {
+/// Returns the calls answered in the measured window, and the connection, open: its close is
+/// not bounded by the wait for the last answers.
+async fn caller(mut conn: Conn, run: &Run) -> Result<(u64, Conn), Failure> {
     let slots = &run.slots;
     let in_flight = slots.calls.len();
     let mut latency = Latencies::new(&run.latency);
@@ -822,8 +853,7 @@ async fn caller(mut conn: Conn, run: &Run) -> Result<u64, Failure> {
             conn.write_all(&out).await?;
         }
     }
-    conn.close().await?;
-    Ok(done)
+    Ok((done, conn))
 }
 
 /// The latencies of a connection's calls, recorded a group at a time: the replies of one read
