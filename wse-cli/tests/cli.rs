@@ -4,34 +4,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::SocketAddr;
-use std::process::Output;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::process::Command;
 use wse_examples::{Auth, demo_server};
 
-const PATIENCE: Duration = Duration::from_secs(20);
+mod support;
+
+use support::{PATIENCE, text, wse};
 
 async fn serve(auth: Auth) -> SocketAddr {
     let serving = demo_server(auth).bind("127.0.0.1:0").await.unwrap();
     serving.local_addr()
-}
-
-/// Runs `wse` with `args` to its end.
-async fn wse(args: &[&str]) -> Output {
-    let running = Command::new(env!("CARGO_BIN_EXE_wse"))
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(PATIENCE, running)
-        .await
-        .expect("wse ends by itself")
-        .expect("wse runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 const ANN: [&str; 4] = ["--identity", "secret", "--meta", r#"{"user_id": "ann"}"#];

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::SocketAddr;
-use std::process::{ExitStatus, Output, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -16,7 +16,9 @@ use wse_client::Client;
 use wse_examples::{Auth, demo_server_with};
 use wse_server::{Server, Serving};
 
-const PATIENCE: Duration = Duration::from_secs(20);
+mod support;
+
+use support::{PATIENCE, text, wse};
 
 /// The demo without the per-connection rate limit (the bench calls flat out).
 fn demo() -> Server {
@@ -69,24 +71,8 @@ async fn client(url: &str, user: &str) -> Client {
     client
 }
 
-/// Runs `wse` with `args` to its end.
-async fn wse(args: &[String]) -> Output {
-    let running = Command::new(env!("CARGO_BIN_EXE_wse"))
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(PATIENCE, running)
-        .await
-        .expect("wse ends by itself")
-        .expect("wse runs")
-}
-
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|arg| (*arg).to_owned()).collect()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A `wse` that stays connected, read as it goes.
