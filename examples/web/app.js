@@ -20,7 +20,12 @@ function log (list, text, kind = '') {
   item.className = kind
   list.append(item)
   while (list.children.length > LOG_LINES) list.firstElementChild.remove()
-  item.scrollIntoView({ block: 'nearest' })
+  list.scrollTop = list.scrollHeight
+}
+
+/** A payload as a line of the page: a string as it is, anything else as JSON. */
+function shown (payload) {
+  return typeof payload === 'string' ? payload : JSON.stringify(payload)
 }
 
 function describe (error) {
@@ -57,31 +62,44 @@ function showSignIn (message = '') {
   $('sign-in-error').textContent = message
 }
 
+/** The app as a new sign-in finds it: nothing of the previous user's left. */
+function resetApp () {
+  for (const id of ['chat', 'dms', 'inbox', 'online']) $(id).replaceChildren()
+  for (const id of ['room-name', 'dm-result', 'sum', 'error']) $(id).textContent = ''
+  for (const input of $('say').elements) input.disabled = true
+}
+
 async function signIn (name, password, msgpack) {
   client?.close()
+  resetApp()
   user = name
   room = null
   const protocol = msgpack ? MessagePack : Json
-  client = new WseClient({ url: endpoint, protocol })
-  client.onStatus(showStatus)
-  client.onClose((code, reason) => {
-    // 1000 means "stay away": refused, logged out, or pushed out by a newer device.
-    if (code === 1000 && client.status !== 'reconnecting') showSignIn(reason ? `closed: ${reason}` : 'closed')
+  const own = client = new WseClient({ url: endpoint, protocol })
+  own.onStatus(showStatus)
+  own.onClose((code, reason) => {
+    // Offline means "stay away": refused (also while reconnecting), logged out, or pushed
+    // out by a newer device. A client replaced by a new sign-in says nothing.
+    if (own === client && own.status === 'offline') showSignIn(reason ? `closed: ${reason}` : 'closed')
   })
-  client.on('chat', ({ from, text }) => log($('chat'), `${from}: ${text}`))
-  client.dm.onMessage(({ from, payload }) => log($('dms'), `from ${from}: ${payload}`, 'in'))
-  client.onIgnored((type, payload) => log($('inbox'), `${type} ${JSON.stringify(payload)}`))
-  client.register('client_sum', ({ a, b }) => {
-    log($('inbox'), `the server called client_sum(${a}, ${b})`)
-    return a + b
+  own.on('chat', (line) => log($('chat'), `${shown(line?.from)}: ${shown(line?.text)}`))
+  own.dm.onMessage(({ from, payload }) => log($('dms'), `from ${from}: ${shown(payload)}`, 'in'))
+  own.onIgnored((type, payload) => log($('inbox'), `${type} ${JSON.stringify(payload)}`))
+  own.register('client_sum', (args) => {
+    log($('inbox'), `the server called client_sum(${args?.a}, ${args?.b})`)
+    return args?.a + args?.b
   })
-  client.presence.onChange(showOnline)
+  own.presence.onChange(showOnline)
 
+  const button = $('sign-in').querySelector('button')
+  button.disabled = true
   try {
-    await client.connect(password, { user_id: name })
+    await own.connect(password, { user_id: name })
   } catch (error) {
-    showSignIn(`refused: ${describe(error)}`)
+    if (own === client) showSignIn(`refused: ${describe(error)}`)
     return
+  } finally {
+    button.disabled = false
   }
   $('me').textContent = name
   $('codec').textContent = protocol.name
@@ -91,7 +109,7 @@ async function signIn (name, password, msgpack) {
   $('sign-in').hidden = true
   $('app').hidden = false
   history.replaceState(null, '', second.href)
-  await client.presence.subscribe()
+  await own.presence.subscribe().catch((error) => log($('inbox'), `no presence: ${describe(error)}`))
 }
 
 $('sign-in').addEventListener('submit', (event) => {

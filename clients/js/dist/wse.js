@@ -1533,8 +1533,10 @@ var Rooms = class {
         this.#joined.clear();
         return;
       }
-      for (const room of this.#joined) {
-        client.call("rooms.join", { room }).catch(() => this.#joined.delete(room));
+      for (const room of [...this.#joined]) {
+        client.call("rooms.join", { room }).catch((error) => {
+          if (!isClientSide(error)) this.#joined.delete(room);
+        });
       }
     });
   }
@@ -1559,14 +1561,17 @@ var Presence = class {
   #subscribed = false;
   /** user → the newest entry seen, online or not (an offline one keeps its version). */
   #entries = /* @__PURE__ */ new Map();
+  /** The entries of a subscription whose snapshot is on its way, else null. */
+  #building = null;
   #listeners = /* @__PURE__ */ new Set();
   constructor(client) {
     this.#client = client;
     client.on(PRESENCE_MESSAGE, (entry) => {
-      if (this.#subscribed && this.#apply(entry)) this.#changed(entry);
+      if (this.#building !== null) apply(this.#building, entry);
+      else if (this.#subscribed && apply(this.#entries, entry)) this.#changed(entry);
     });
-    client.onReady((_welcome, { reconnected }) => {
-      if (reconnected && this.#subscribed) this.subscribe().catch(() => {
+    client.onReady(() => {
+      if (this.#subscribed) this.subscribe().catch(() => {
       });
     });
   }
@@ -1575,22 +1580,30 @@ var Presence = class {
    * added with `onChange` hear every change from then on.
    */
   async subscribe() {
-    this.#entries = /* @__PURE__ */ new Map();
+    const building = /* @__PURE__ */ new Map();
+    this.#building = building;
     this.#subscribed = true;
     let snapshot;
     try {
       snapshot = await this.#client.call("presence.subscribe", {});
     } catch (error) {
-      this.#subscribed = false;
+      if (this.#building === building) {
+        this.#building = null;
+        if (!isClientSide(error)) this.#end();
+      }
       throw error;
     }
-    for (const entry of Array.isArray(snapshot) ? snapshot : []) this.#apply(entry);
+    if (this.#building !== building) return this.list();
+    for (const entry of Array.isArray(snapshot) ? snapshot : []) apply(building, entry);
+    this.#building = null;
+    this.#entries = building;
     this.#changed(null);
     return this.list();
   }
-  /** Ends the subscription; resolves whether there was one. */
-  async unsubscribe() {
-    this.#subscribed = false;
+  /** Ends the subscription and empties the list; resolves whether there was one. */
+  unsubscribe() {
+    this.#building = null;
+    this.#end();
     return this.#client.call("presence.unsubscribe", {});
   }
   /** The online list asked of the server now, without subscribing. */
@@ -1602,27 +1615,35 @@ var Presence = class {
     return [...this.#entries.values()].filter((entry) => entry.online).sort((a, b) => a.user < b.user ? -1 : a.user > b.user ? 1 : 0);
   }
   /**
-   * `fn(list, change)` after each applied change (`change` null for a new snapshot).
-   * Returns a function that removes it.
+   * `fn(list, change)` after each applied change (`change` null for a new snapshot, or the
+   * list emptied when the subscription ends). Returns a function that removes it.
    */
   onChange(fn) {
     this.#listeners.add(fn);
     return () => this.#listeners.delete(fn);
   }
-  /** Applies one entry when it is newer than what is held; whether it was. */
-  #apply(entry) {
-    if (entry === null || typeof entry !== "object" || typeof entry.user !== "string") return false;
-    const version = Number(entry.version);
-    const held = this.#entries.get(entry.user);
-    if (held !== void 0 && !(version > Number(held.version))) return false;
-    this.#entries.set(entry.user, entry);
-    return true;
+  #end() {
+    this.#subscribed = false;
+    this.#entries = /* @__PURE__ */ new Map();
+    this.#changed(null);
   }
   #changed(change) {
     const list = this.list();
     for (const fn of [...this.#listeners]) fn(list, change);
   }
 };
+function apply(entries, entry) {
+  if (entry === null || typeof entry !== "object" || typeof entry.user !== "string") return false;
+  const version = Number(entry.version);
+  if (!Number.isFinite(version)) return false;
+  const held = entries.get(entry.user);
+  if (held !== void 0 && !(version > Number(held.version))) return false;
+  entries.set(entry.user, entry);
+  return true;
+}
+function isClientSide(error) {
+  return typeof error?.code === "string" && error.code.startsWith("wse.client.");
+}
 var DirectMessages = class {
   #client;
   constructor(client) {
@@ -1698,8 +1719,12 @@ var WseClient = class {
     if (typeof url !== "string" && !(url instanceof URL)) throw new TypeError("options.url is required");
     this.#url = String(url);
     this.#protocol = protocol;
-    this.#timeout = timeout;
+    this.#timeout = checkedTimeout(timeout);
     this.#reconnect = reconnect === false ? null : { base: 1e3, max: 3e4, ...reconnect === true ? {} : reconnect };
+    if (this.#reconnect !== null) {
+      const { base, max } = this.#reconnect;
+      if (!(base >= 1) || !(max >= base)) throw new TypeError("reconnect needs 1 <= base <= max (ms)");
+    }
     this.#WebSocket = WebSocket ?? globalThis.WebSocket;
     if (typeof this.#WebSocket !== "function") {
       throw new TypeError("no WebSocket here: pass options.WebSocket (Node 20 needs --experimental-websocket)");
@@ -1749,6 +1774,13 @@ var WseClient = class {
    * before the welcome; with `signal`, rejects with its reason when it aborts.
    */
   call(name, payload = null, { timeout = this.#timeout, signal } = {}) {
+    if (!isApplicationType(name)) return Promise.reject(new TypeError(`not a procedure name: ${JSON.stringify(name)}`));
+    let limit;
+    try {
+      limit = checkedTimeout(timeout);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const link = this.#link;
     if (link === null || this.#status !== Status.READY) {
       return Promise.reject(new WseError(Code.NOT_READY));
@@ -1765,21 +1797,23 @@ var WseClient = class {
         signal?.removeEventListener("abort", abort);
         outcome();
       };
-      const timer = setTimeout(() => settle(() => reject(new WseError(Code.RP_TIMEOUT, { rpc: name }))), timeout);
+      const timer = limit === Infinity ? void 0 : setTimeout(() => settle(() => reject(new WseError(Code.RP_TIMEOUT, { rpc: name }))), limit);
       const abort = () => settle(() => reject(signal.reason));
       signal?.addEventListener("abort", abort, { once: true });
       link.pending.set(stamp, {
         resolve: (result) => settle(() => resolve(result)),
         reject: (error) => settle(() => reject(error))
       });
-      this.#write(link, [name, payload ?? null, stamp]);
+      try {
+        this.#write(link, [name, payload ?? null, stamp]);
+      } catch (error) {
+        settle(() => reject(error));
+      }
     });
   }
   /** Sends a one-way message; throws `wse.client.not-ready` before the welcome. */
   send(type, payload = null) {
-    if (typeof type !== "string" || type === "" || type.startsWith(RESERVED)) {
-      throw new TypeError(`not a message type: ${JSON.stringify(type)}`);
-    }
+    if (!isApplicationType(type)) throw new TypeError(`not a message type: ${JSON.stringify(type)}`);
     const link = this.#link;
     if (link === null || this.#status !== Status.READY) throw new WseError(Code.NOT_READY);
     this.#write(link, [type, payload ?? null, null]);
@@ -1842,8 +1876,10 @@ var WseClient = class {
   }
   /** Closes the connection for good (no reconnection), with `reason` (default `wse.by-client`). */
   close(reason = Reason.BY_CLIENT) {
-    this.#stop(1e3, reason);
-    this.#setStatus(Status.OFFLINE);
+    if (typeof reason !== "string" || new TextEncoder().encode(reason).length > 123) {
+      throw new TypeError("a close reason is a string of at most 123 UTF-8 bytes");
+    }
+    this.#stop(1e3, reason, Status.OFFLINE);
   }
   #listen(event, fn) {
     this.#listeners[event].add(fn);
@@ -1865,19 +1901,24 @@ var WseClient = class {
     this.#status = status;
     this.#emit("status", status);
   }
-  /** Ends the current socket and any pending retry, failing what waited on it. */
-  #stop(code, reason) {
+  /**
+   * Ends the current socket and any pending retry, failing what waited on it; then takes
+   * `status` (when given) before the close listeners run.
+   */
+  #stop(code, reason, status = void 0) {
     clearTimeout(this.#retryTimer);
     this.#retryTimer = null;
     const link = this.#link;
-    if (link === null) return;
     this.#link = null;
-    try {
-      link.ws.close(code, reason);
-    } catch {
+    if (link !== null) {
+      try {
+        link.ws.close(code, reason);
+      } catch {
+      }
+      this.#release(link, new WseError(reason === Reason.JUMP ? Code.RP_DISCONNECT : reason));
     }
-    this.#release(link, new WseError(reason === Reason.JUMP ? Code.RP_DISCONNECT : reason));
-    this.#emit("close", code, reason);
+    if (status !== void 0) this.#setStatus(status);
+    if (link !== null) this.#emit("close", code, reason);
   }
   /** Fails a socket's pending calls and its connect promise. */
   #release(link, connectError) {
@@ -1925,24 +1966,23 @@ var WseClient = class {
   }
   #closed(link, code, reason) {
     this.#link = null;
-    const wasWelcomed = link.welcomed;
     const connectError = reason === Reason.NOT_AUTHORIZED ? new WseError(Code.NOT_AUTHORIZED) : new WseError(reason || Code.WS_ERROR, { code });
-    this.#release(link, connectError);
-    this.#emit("close", code, reason);
-    const retrying = this.#reconnect !== null && RECONNECT_CODES.has(code) && (wasWelcomed || this.#status === Status.RECONNECTING);
-    if (!retrying) {
-      this.#setStatus(Status.OFFLINE);
-      return;
+    const retrying = this.#reconnect !== null && RECONNECT_CODES.has(code) && (link.welcomed || this.#status === Status.RECONNECTING);
+    if (retrying) {
+      const { base, max } = this.#reconnect;
+      const ceiling = Math.min(max, base * 2 ** Math.min(this.#attempt, 16));
+      const delay = code === JUMP_CODE ? 0 : Math.min(max, ceiling * (1 + Math.random()));
+      this.#attempt += 1;
+      this.#retryTimer = setTimeout(() => {
+        this.#retryTimer = null;
+        if (this.#link !== null) return;
+        this.#open(Status.RECONNECTING).catch(() => {
+        });
+      }, delay);
     }
-    this.#setStatus(Status.RECONNECTING);
-    const { base, max } = this.#reconnect;
-    const ceiling = Math.min(max, base * 2 ** Math.min(this.#attempt, 16));
-    const delay = code === JUMP_CODE ? 0 : Math.min(max, ceiling * (1 + Math.random()));
-    this.#attempt += 1;
-    this.#retryTimer = setTimeout(() => {
-      this.#retryTimer = null;
-      this.#open(Status.RECONNECTING).catch((error) => this.#emit("error", error));
-    }, delay);
+    this.#release(link, connectError);
+    this.#setStatus(retrying ? Status.RECONNECTING : Status.OFFLINE);
+    this.#emit("close", code, reason);
   }
   #write(link, frame) {
     link.ws.send(this.#protocol.encode(frame));
@@ -1965,7 +2005,10 @@ var WseClient = class {
     const { type, payload, stamp } = frame;
     if (stamp !== null && (type === RESPONSE || type === RESPONSE_ERR)) {
       const call = link.pending.get(stamp);
-      if (call === void 0) return;
+      if (call === void 0) {
+        this.#emit("ignored", type, payload);
+        return;
+      }
       if (type === RESPONSE) call.resolve(payload);
       else call.reject(WseError.fromWire(payload));
     } else if (stamp !== null) {
@@ -2002,8 +2045,7 @@ var WseClient = class {
   }
   async #solve(link, quest) {
     if (this.#solver === null) {
-      this.#stop(1e3, Code.INVALID_CRA_HANDLER);
-      this.#setStatus(Status.OFFLINE);
+      this.#stop(1e3, Code.INVALID_CRA_HANDLER, Status.OFFLINE);
       return;
     }
     let solution;
@@ -2012,12 +2054,17 @@ var WseClient = class {
     } catch (error) {
       this.#emit("error", error instanceof WseError ? error : new WseError(Code.INVALID_CRA_HANDLER));
       if (this.#link === link) {
-        this.#stop(1e3, Code.INVALID_CRA_HANDLER);
-        this.#setStatus(Status.OFFLINE);
+        this.#stop(1e3, Code.INVALID_CRA_HANDLER, Status.OFFLINE);
       }
       return;
     }
-    if (this.#link === link) this.#write(link, [CHALLENGE, solution ?? null, null]);
+    if (this.#link !== link) return;
+    try {
+      this.#write(link, [CHALLENGE, solution ?? null, null]);
+    } catch {
+      this.#emit("error", new WseError(Code.INVALID_CRA_HANDLER, void 0, "the solution cannot be encoded"));
+      this.#stop(1e3, Code.INVALID_CRA_HANDLER, Status.OFFLINE);
+    }
   }
   async #serve(link, name, payload, stamp) {
     const procedure = this.#procedures.get(name);
@@ -2035,9 +2082,24 @@ var WseClient = class {
         answer = [RESPONSE_ERR, wire, stamp];
       }
     }
-    if (this.#link === link) this.#write(link, answer);
+    if (this.#link !== link) return;
+    try {
+      this.#write(link, answer);
+    } catch {
+      this.#write(link, [RESPONSE_ERR, { code: Code.RP_FAILED }, stamp]);
+    }
   }
 };
+function isApplicationType(name) {
+  return typeof name === "string" && name !== "" && !name.startsWith(RESERVED);
+}
+function checkedTimeout(ms) {
+  if (ms === Infinity) return ms;
+  if (typeof ms !== "number" || !(ms >= 1) || ms > 2 ** 31 - 1) {
+    throw new TypeError("a timeout is a number of ms from 1 to 2^31 - 1, or Infinity");
+  }
+  return ms;
+}
 function randomStamp() {
   const bytes = crypto.getRandomValues(new Uint8Array(10));
   let stamp = "";
@@ -2063,6 +2125,8 @@ function hmacSolver(secret) {
     false,
     ["sign"]
   );
+  key.catch(() => {
+  });
   return async (quest) => {
     if (quest === null || typeof quest !== "object" || !Number.isSafeInteger(quest.timestamp) || typeof quest.nonce !== "string") {
       throw new WseError(

@@ -72,10 +72,15 @@ export class WseClient {
     if (typeof url !== 'string' && !(url instanceof URL)) throw new TypeError('options.url is required')
     this.#url = String(url)
     this.#protocol = protocol
-    this.#timeout = timeout
+    this.#timeout = checkedTimeout(timeout)
     this.#reconnect = reconnect === false
       ? null
       : { base: 1000, max: 30_000, ...(reconnect === true ? {} : reconnect) }
+    if (this.#reconnect !== null) {
+      const { base, max } = this.#reconnect
+      // A base of 0 would retry in a tight loop against a server that is down.
+      if (!(base >= 1) || !(max >= base)) throw new TypeError('reconnect needs 1 <= base <= max (ms)')
+    }
     this.#WebSocket = WebSocket ?? globalThis.WebSocket
     if (typeof this.#WebSocket !== 'function') {
       throw new TypeError('no WebSocket here: pass options.WebSocket (Node 20 needs --experimental-websocket)')
@@ -128,6 +133,13 @@ export class WseClient {
    * before the welcome; with `signal`, rejects with its reason when it aborts.
    */
   call (name, payload = null, { timeout = this.#timeout, signal } = {}) {
+    if (!isApplicationType(name)) return Promise.reject(new TypeError(`not a procedure name: ${JSON.stringify(name)}`))
+    let limit
+    try {
+      limit = checkedTimeout(timeout)
+    } catch (error) {
+      return Promise.reject(error)
+    }
     const link = this.#link
     if (link === null || this.#status !== Status.READY) {
       return Promise.reject(new WseError(Code.NOT_READY))
@@ -142,22 +154,27 @@ export class WseClient {
         signal?.removeEventListener('abort', abort)
         outcome()
       }
-      const timer = setTimeout(() => settle(() => reject(new WseError(Code.RP_TIMEOUT, { rpc: name }))), timeout)
+      const timer = limit === Infinity
+        ? undefined
+        : setTimeout(() => settle(() => reject(new WseError(Code.RP_TIMEOUT, { rpc: name }))), limit)
       const abort = () => settle(() => reject(signal.reason))
       signal?.addEventListener('abort', abort, { once: true })
       link.pending.set(stamp, {
         resolve: (result) => settle(() => resolve(result)),
         reject: (error) => settle(() => reject(error))
       })
-      this.#write(link, [name, payload ?? null, stamp])
+      try {
+        this.#write(link, [name, payload ?? null, stamp])
+      } catch (error) {
+        // A payload the codec cannot encode (a BigInt, a cycle) fails this call alone.
+        settle(() => reject(error))
+      }
     })
   }
 
   /** Sends a one-way message; throws `wse.client.not-ready` before the welcome. */
   send (type, payload = null) {
-    if (typeof type !== 'string' || type === '' || type.startsWith(RESERVED)) {
-      throw new TypeError(`not a message type: ${JSON.stringify(type)}`)
-    }
+    if (!isApplicationType(type)) throw new TypeError(`not a message type: ${JSON.stringify(type)}`)
     const link = this.#link
     if (link === null || this.#status !== Status.READY) throw new WseError(Code.NOT_READY)
     this.#write(link, [type, payload ?? null, null])
@@ -216,8 +233,12 @@ export class WseClient {
 
   /** Closes the connection for good (no reconnection), with `reason` (default `wse.by-client`). */
   close (reason = Reason.BY_CLIENT) {
-    this.#stop(1000, reason)
-    this.#setStatus(Status.OFFLINE)
+    // A close frame holds at most 123 bytes of reason; WebSocket.close() would throw and
+    // leave the socket open.
+    if (typeof reason !== 'string' || new TextEncoder().encode(reason).length > 123) {
+      throw new TypeError('a close reason is a string of at most 123 UTF-8 bytes')
+    }
+    this.#stop(1000, reason, Status.OFFLINE)
   }
 
   #listen (event, fn) {
@@ -242,20 +263,25 @@ export class WseClient {
     this.#emit('status', status)
   }
 
-  /** Ends the current socket and any pending retry, failing what waited on it. */
-  #stop (code, reason) {
+  /**
+   * Ends the current socket and any pending retry, failing what waited on it; then takes
+   * `status` (when given) before the close listeners run.
+   */
+  #stop (code, reason, status = undefined) {
     clearTimeout(this.#retryTimer)
     this.#retryTimer = null
     const link = this.#link
-    if (link === null) return
     this.#link = null
-    try {
-      link.ws.close(code, reason)
-    } catch {
-      // Already closing: nothing more to say to it.
+    if (link !== null) {
+      try {
+        link.ws.close(code, reason)
+      } catch {
+        // Already closing: nothing more to say to it.
+      }
+      this.#release(link, new WseError(reason === Reason.JUMP ? Code.RP_DISCONNECT : reason))
     }
-    this.#release(link, new WseError(reason === Reason.JUMP ? Code.RP_DISCONNECT : reason))
-    this.#emit('close', code, reason)
+    if (status !== undefined) this.#setStatus(status)
+    if (link !== null) this.#emit('close', code, reason)
   }
 
   /** Fails a socket's pending calls and its connect promise. */
@@ -310,29 +336,30 @@ export class WseClient {
 
   #closed (link, code, reason) {
     this.#link = null
-    const wasWelcomed = link.welcomed
     const connectError = reason === Reason.NOT_AUTHORIZED
       ? new WseError(Code.NOT_AUTHORIZED)
       : new WseError(reason || Code.WS_ERROR, { code })
-    this.#release(link, connectError)
-    this.#emit('close', code, reason)
     // Retry only what was once welcomed (the first connect reports its failure instead),
     // only on the codes that mean "come back", never after a refusal, a logout or a 1000.
     const retrying = this.#reconnect !== null && RECONNECT_CODES.has(code) &&
-      (wasWelcomed || this.#status === Status.RECONNECTING)
-    if (!retrying) {
-      this.#setStatus(Status.OFFLINE)
-      return
+      (link.welcomed || this.#status === Status.RECONNECTING)
+    // Everything is decided and in place before any listener runs, so that a listener that
+    // calls connect() or close() finds the client as it will be.
+    if (retrying) {
+      const { base, max } = this.#reconnect
+      const ceiling = Math.min(max, base * 2 ** Math.min(this.#attempt, 16))
+      const delay = code === JUMP_CODE ? 0 : Math.min(max, ceiling * (1 + Math.random()))
+      this.#attempt += 1
+      this.#retryTimer = setTimeout(() => {
+        this.#retryTimer = null
+        if (this.#link !== null) return
+        // Each failed attempt is told by its close (and error) events already.
+        this.#open(Status.RECONNECTING).catch(() => {})
+      }, delay)
     }
-    this.#setStatus(Status.RECONNECTING)
-    const { base, max } = this.#reconnect
-    const ceiling = Math.min(max, base * 2 ** Math.min(this.#attempt, 16))
-    const delay = code === JUMP_CODE ? 0 : Math.min(max, ceiling * (1 + Math.random()))
-    this.#attempt += 1
-    this.#retryTimer = setTimeout(() => {
-      this.#retryTimer = null
-      this.#open(Status.RECONNECTING).catch((error) => this.#emit('error', error))
-    }, delay)
+    this.#release(link, connectError)
+    this.#setStatus(retrying ? Status.RECONNECTING : Status.OFFLINE)
+    this.#emit('close', code, reason)
   }
 
   #write (link, frame) {
@@ -359,7 +386,10 @@ export class WseClient {
       // A response to no call of ours is dropped: answering it would let two peers bounce
       // errors forever.
       const call = link.pending.get(stamp)
-      if (call === undefined) return
+      if (call === undefined) {
+        this.#emit('ignored', type, payload)
+        return
+      }
       if (type === RESPONSE) call.resolve(payload)
       else call.reject(WseError.fromWire(payload))
     } else if (stamp !== null) {
@@ -397,8 +427,7 @@ export class WseClient {
 
   async #solve (link, quest) {
     if (this.#solver === null) {
-      this.#stop(1000, Code.INVALID_CRA_HANDLER)
-      this.#setStatus(Status.OFFLINE)
+      this.#stop(1000, Code.INVALID_CRA_HANDLER, Status.OFFLINE)
       return
     }
     let solution
@@ -407,12 +436,17 @@ export class WseClient {
     } catch (error) {
       this.#emit('error', error instanceof WseError ? error : new WseError(Code.INVALID_CRA_HANDLER))
       if (this.#link === link) {
-        this.#stop(1000, Code.INVALID_CRA_HANDLER)
-        this.#setStatus(Status.OFFLINE)
+        this.#stop(1000, Code.INVALID_CRA_HANDLER, Status.OFFLINE)
       }
       return
     }
-    if (this.#link === link) this.#write(link, [CHALLENGE, solution ?? null, null])
+    if (this.#link !== link) return
+    try {
+      this.#write(link, [CHALLENGE, solution ?? null, null])
+    } catch {
+      this.#emit('error', new WseError(Code.INVALID_CRA_HANDLER, undefined, 'the solution cannot be encoded'))
+      this.#stop(1000, Code.INVALID_CRA_HANDLER, Status.OFFLINE)
+    }
   }
 
   async #serve (link, name, payload, stamp) {
@@ -432,8 +466,29 @@ export class WseClient {
         answer = [RESPONSE_ERR, wire, stamp]
       }
     }
-    if (this.#link === link) this.#write(link, answer)
+    if (this.#link !== link) return
+    try {
+      this.#write(link, answer)
+    } catch {
+      // A result the codec cannot encode is the procedure's failure, not the client's.
+      this.#write(link, [RESPONSE_ERR, { code: Code.RP_FAILED }, stamp])
+    }
   }
+}
+
+/** A type or procedure name an application may use: non-empty, not the protocol's own. */
+function isApplicationType (name) {
+  return typeof name === 'string' && name !== '' && !name.startsWith(RESERVED)
+}
+
+/** Milliseconds a timer can wait (Infinity: no timer); else a TypeError. */
+function checkedTimeout (ms) {
+  if (ms === Infinity) return ms
+  // setTimeout fires at once past 2^31 - 1 ms.
+  if (typeof ms !== 'number' || !(ms >= 1) || ms > 2 ** 31 - 1) {
+    throw new TypeError('a timeout is a number of ms from 1 to 2^31 - 1, or Infinity')
+  }
+  return ms
 }
 
 function randomStamp () {

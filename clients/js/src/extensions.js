@@ -20,9 +20,12 @@ export class Rooms {
         this.#joined.clear()
         return
       }
-      for (const room of this.#joined) {
-        // A room the server no longer lets us into is one we are no longer in.
-        client.call('rooms.join', { room }).catch(() => this.#joined.delete(room))
+      for (const room of [...this.#joined]) {
+        client.call('rooms.join', { room }).catch((error) => {
+          // A room the server refuses now is one we are no longer in; a rejoin cut short
+          // on our side (another drop, a timeout) is tried again at the next welcome.
+          if (!isClientSide(error)) this.#joined.delete(room)
+        })
       }
     })
   }
@@ -56,17 +59,22 @@ export class Presence {
   #subscribed = false
   /** user → the newest entry seen, online or not (an offline one keeps its version). */
   #entries = new Map()
+  /** The entries of a subscription whose snapshot is on its way, else null. */
+  #building = null
   #listeners = new Set()
 
   constructor (client) {
     this.#client = client
     client.on(PRESENCE_MESSAGE, (entry) => {
-      if (this.#subscribed && this.#apply(entry)) this.#changed(entry)
+      // Changes may overtake the snapshot's answer: they go into the list being built.
+      if (this.#building !== null) apply(this.#building, entry)
+      else if (this.#subscribed && apply(this.#entries, entry)) this.#changed(entry)
     })
-    client.onReady((_welcome, { reconnected }) => {
-      // The subscription died with the old connection; a failure to renew it leaves the
-      // list as it was and unsubscribed, as a failed subscribe() would.
-      if (reconnected && this.#subscribed) this.subscribe().catch(() => {})
+    // A subscription dies with its connection: it is renewed at every welcome (after a
+    // reconnection, a jump or a new connect), from a new snapshot, since a restarted server
+    // starts its versions over.
+    client.onReady(() => {
+      if (this.#subscribed) this.subscribe().catch(() => {})
     })
   }
 
@@ -75,26 +83,32 @@ export class Presence {
    * added with `onChange` hear every change from then on.
    */
   async subscribe () {
-    // A new subscription starts from its own snapshot (versions start over when a server
-    // restarts). Changes may arrive before the snapshot's answer does: they are applied as
-    // they come, and the snapshot's entries only where they are newer.
-    this.#entries = new Map()
+    const building = new Map()
+    this.#building = building
     this.#subscribed = true
     let snapshot
     try {
       snapshot = await this.#client.call('presence.subscribe', {})
     } catch (error) {
-      this.#subscribed = false
+      if (this.#building === building) {
+        this.#building = null
+        // Refused: no subscription. Cut short on our side: renewed at the next welcome.
+        if (!isClientSide(error)) this.#end()
+      }
       throw error
     }
-    for (const entry of Array.isArray(snapshot) ? snapshot : []) this.#apply(entry)
+    if (this.#building !== building) return this.list() // a newer subscribe took over
+    for (const entry of Array.isArray(snapshot) ? snapshot : []) apply(building, entry)
+    this.#building = null
+    this.#entries = building
     this.#changed(null)
     return this.list()
   }
 
-  /** Ends the subscription; resolves whether there was one. */
-  async unsubscribe () {
-    this.#subscribed = false
+  /** Ends the subscription and empties the list; resolves whether there was one. */
+  unsubscribe () {
+    this.#building = null
+    this.#end()
     return this.#client.call('presence.unsubscribe', {})
   }
 
@@ -111,28 +125,40 @@ export class Presence {
   }
 
   /**
-   * `fn(list, change)` after each applied change (`change` null for a new snapshot).
-   * Returns a function that removes it.
+   * `fn(list, change)` after each applied change (`change` null for a new snapshot, or the
+   * list emptied when the subscription ends). Returns a function that removes it.
    */
   onChange (fn) {
     this.#listeners.add(fn)
     return () => this.#listeners.delete(fn)
   }
 
-  /** Applies one entry when it is newer than what is held; whether it was. */
-  #apply (entry) {
-    if (entry === null || typeof entry !== 'object' || typeof entry.user !== 'string') return false
-    const version = Number(entry.version)
-    const held = this.#entries.get(entry.user)
-    if (held !== undefined && !(version > Number(held.version))) return false
-    this.#entries.set(entry.user, entry)
-    return true
+  #end () {
+    this.#subscribed = false
+    this.#entries = new Map()
+    this.#changed(null)
   }
 
   #changed (change) {
     const list = this.list()
     for (const fn of [...this.#listeners]) fn(list, change)
   }
+}
+
+/** Puts `entry` into `entries` when it is newer than what they hold; whether it was. */
+function apply (entries, entry) {
+  if (entry === null || typeof entry !== 'object' || typeof entry.user !== 'string') return false
+  const version = Number(entry.version)
+  if (!Number.isFinite(version)) return false
+  const held = entries.get(entry.user)
+  if (held !== undefined && !(version > Number(held.version))) return false
+  entries.set(entry.user, entry)
+  return true
+}
+
+/** Whether a call failed on the client's side (a drop, a timeout), not by the server's answer. */
+function isClientSide (error) {
+  return typeof error?.code === 'string' && error.code.startsWith('wse.client.')
 }
 
 /** Private messages: `dm.send {to, payload}` and the `dm` messages that arrive. */

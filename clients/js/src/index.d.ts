@@ -60,7 +60,7 @@ export class WseError extends Error {
 }
 
 export interface ReconnectOptions {
-  /** The first retry waits base to 2×base ms (default 1000); each later one twice as long. */
+  /** The first retry waits base to 2×base ms (default 1000, at least 1); each later one twice as long. */
   base?: number
   /** No retry waits longer (default 30000 ms). */
   max?: number
@@ -71,7 +71,7 @@ export interface WseClientOptions {
   url: string | URL
   /** The codec (default `Json`). */
   protocol?: Protocol
-  /** Default call timeout in ms (default 20000). */
+  /** Default call timeout in ms, 1 to 2^31 - 1 or Infinity (default 20000). */
   timeout?: number
   /** Reconnect after the protocol's "come back" close codes (default true). */
   reconnect?: boolean | ReconnectOptions
@@ -80,7 +80,7 @@ export interface WseClientOptions {
 }
 
 export interface CallOptions {
-  /** This call's timeout in ms. */
+  /** This call's timeout in ms, 1 to 2^31 - 1 or Infinity. */
   timeout?: number
   /** Aborts the wait: the call rejects with the signal's reason. */
   signal?: AbortSignal
@@ -138,12 +138,16 @@ export class WseClient {
 }
 
 export class Rooms {
+  /** Made by the client: `client.rooms`. */
+  private constructor ()
   join (room: string): Promise<boolean>
   leave (room: string): Promise<boolean>
   mine (): Promise<string[]>
 }
 
 export class Presence {
+  /** Made by the client: `client.presence`. */
+  private constructor ()
   subscribe (): Promise<PresenceEntry[]>
   unsubscribe (): Promise<boolean>
   online (): Promise<PresenceEntry[]>
@@ -152,6 +156,8 @@ export class Presence {
 }
 
 export class DirectMessages {
+  /** Made by the client: `client.dm`. */
+  private constructor ()
   send (to: string, payload: Payload): Promise<boolean>
   onMessage<T = Payload> (fn: (message: DirectMessage<T>) => void): () => void
 }

@@ -14,18 +14,23 @@ export class RawServer {
   #waiting = []
   #buffer = Buffer.alloc(0)
   #closeSent = false
+  /** Every connection so far, ended by stop(). */
+  #sockets = new Set()
 
   /** Listens on 127.0.0.1 with a free port; selects `subprotocol` when the client offers it. */
   static async start (subprotocol = 'wse-default-json') {
     const server = new RawServer()
     server.offered = null
     server.#http = createServer()
+    server.connections = 0
     server.#http.on('upgrade', (request, socket) => {
+      server.connections += 1
       server.offered = request.headers['sec-websocket-protocol'] ?? null
       const accept = createHash('sha1').update(request.headers['sec-websocket-key'] + GUID).digest('base64')
       socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
         `Sec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: ${subprotocol}\r\n\r\n`)
       server.#socket = socket
+      server.#sockets.add(socket)
       socket.on('data', (chunk) => server.#read(chunk))
     })
     await new Promise((resolve) => server.#http.listen(0, '127.0.0.1', resolve))
@@ -50,7 +55,7 @@ export class RawServer {
   sendText (text) { this.#write(0x1, Buffer.from(text)) }
   /** Sends a binary message. */
   sendBinary (bytes) { this.#write(0x2, Buffer.from(bytes)) }
-  /** Sends a close frame. */
+  /** Sends a close frame (the client answers it, and then the server ends the connection). */
   sendClose (code, reason) {
     const body = Buffer.alloc(2 + Buffer.byteLength(reason))
     body.writeUInt16BE(code, 0)
@@ -60,7 +65,7 @@ export class RawServer {
   }
 
   async stop () {
-    this.#socket?.destroy()
+    for (const socket of this.#sockets) socket.destroy()
     await new Promise((resolve) => this.#http.close(resolve))
   }
 
