@@ -4,7 +4,7 @@
 import { afterEach, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { decode } from '@msgpack/msgpack'
-import { Code, MessagePack, WseClient } from '../src/index.js'
+import { Code, MessagePack, WseClient, hmacSolver } from '../src/index.js'
 import { RawServer } from './support/raw-server.js'
 
 let server
@@ -272,4 +272,23 @@ test('jump closes with 4000 jump and says hi to the next server', async () => {
   server.sendText('["~wse:welcome",{"cid":"ann"},null]')
   assert.deepEqual(await jumping, { cid: 'ann' })
   client.close()
+})
+
+test('a solver that fails (WebCrypto refusing an empty secret) ends the connect with invalid-cra-handler', async () => {
+  server = await RawServer.start()
+  const client = new WseClient({ url: server.url, reconnect: false })
+  client.challenge(hmacSolver(''))
+  const connecting = client.connect('token', {})
+  await server.next()
+  server.sendText('["~wse:challenge",{"timestamp":1732240000000,"nonce":"9f2c"},null]')
+  await assert.rejects(connecting, { code: Code.INVALID_CRA_HANDLER })
+  assert.deepEqual((await server.next()).close, { code: 1000, reason: Code.INVALID_CRA_HANDLER })
+})
+
+test('the HMAC solver answers the quest as PROTOCOL.md computes it', async () => {
+  const { createHmac } = await import('node:crypto')
+  const quest = { timestamp: 1732240000000, nonce: '9f2c0a1b2c3d4e5f60718293a4b5c6d7' }
+  const expected = createHmac('sha256', 's3cret').update(`${quest.timestamp}${quest.nonce}`).digest('hex')
+  assert.equal(await hmacSolver('s3cret')(quest), expected)
+  await assert.rejects(hmacSolver('s3cret')({ nonce: 'x' }), { code: Code.INVALID_CRA_HANDLER })
 })
