@@ -1,7 +1,7 @@
 // The demo page: one device of one user. Everything it does goes through the client module
 // the server ships at /wse.js (clients/js/dist/wse.js), as a page of your own would.
 
-import { Json, MessagePack, WseClient } from '/wse.js'
+import { Json, MessagePack, WseClient, hmacSolver } from '/wse.js'
 
 const $ = (id) => document.getElementById(id)
 const LOG_LINES = 200
@@ -90,6 +90,9 @@ async function signIn (name, password, msgpack) {
     return args?.a + args?.b
   })
   own.presence.onChange(showOnline)
+  // Used only where the server challenges (the demo's HMAC port); WebCrypto is there only
+  // in a secure context (https, or localhost).
+  if (globalThis.crypto?.subtle) own.challenge(hmacSolver($('secret').value))
 
   const button = $('sign-in').querySelector('button')
   button.disabled = true

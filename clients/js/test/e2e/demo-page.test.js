@@ -88,6 +88,20 @@ test('a refused sign-in shows the typed error and stays offline', async () => {
   assert.equal(await page.isHidden('#app'), true)
 })
 
+test('on the HMAC challenge port, the page answers the challenge with its secret', async () => {
+  const page = await open('challenged', `http://${new URL(demo.hmacUrl).host}/`)
+  await page.fill('#user', 'carol')
+  await page.click('#sign-in button[type=submit]')
+  await ready(page)
+  await page.click('#sign-out')
+  await page.waitForSelector('#sign-in:not([hidden])')
+  await page.fill('#secret', 'wrong')
+  await page.fill('#user', 'carol')
+  await page.click('#sign-in button[type=submit]')
+  await seen(page, '#sign-in-error', 'wse.not-authorized')
+  await page.context().close()
+})
+
 test('one user on two browser contexts: presence counts both, a message to the user reaches both', async () => {
   const laptop = await signIn('annLaptop', 'ann')
   await ready(laptop)
