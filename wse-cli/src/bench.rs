@@ -12,8 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 use wse_load::{
-    Audience, Call, Codec, Dial, ErrorKind, Fanout, Hello, LoadError, Login, Progress, Rpc, RpcRun,
-    Trigger,
+    Audience, Call, Codec, Dial, Fanout, Hello, LoadError, Login, Progress, Rpc, RpcRun, Trigger,
 };
 
 use crate::{Failure, Server, duration, fail, json, seconds};
@@ -78,7 +77,8 @@ pub(crate) struct Shape {
     #[arg(long, value_name = "NAME", default_value = "broadcast")]
     fanout_procedure: String,
     /// fanout: its arguments, as JSON; a string that is exactly "{round}" is replaced by the
-    /// round's number.
+    /// round's number (then each receiver checks that it gets every round once; without it,
+    /// it counts the messages).
     #[arg(
         long,
         value_name = "JSON",
@@ -234,13 +234,7 @@ impl Summary {
 
 /// The exit code of a load that failed, its message on stderr.
 fn load_failed(load: Load, error: &LoadError) -> ExitCode {
-    let failure = match error.kind() {
-        ErrorKind::Connect => Failure::Transport,
-        ErrorKind::Refused => Failure::Refused,
-        ErrorKind::Timeout => Failure::Timeout,
-        ErrorKind::Answer => Failure::CallError,
-        _ => Failure::Other,
-    };
+    let failure = Failure::from(error.kind());
     let name = load
         .to_possible_value()
         .map_or_else(String::new, |v| v.get_name().to_owned());

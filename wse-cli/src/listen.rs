@@ -10,12 +10,15 @@ use std::thread::JoinHandle;
 
 use clap::Args;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use wse_client::{Client, ClientEvent, Reconnect, RegisterError, RpcError, Status};
+use wse_core::now_millis;
+use wse_load::ErrorKind;
 
-use crate::rooms::Joins;
-use crate::{Failure, Server, fail, now_millis};
+use crate::payload::Payload;
+use crate::rooms::{JoinFailed, Joins};
+use crate::{Failure, Server, call_failed, closed, fail, interrupted, stopped};
 
 /// How to listen: the fixed answers to the server's calls, and whether to reconnect.
 #[derive(Debug, Clone, Args)]
@@ -128,18 +131,31 @@ impl Printer {
     }
 
     /// Queues the line of a message (or call) of type `kind` that arrived now.
-    fn message(&self, kind: &str, payload: Value, call: bool) {
+    fn message(&self, kind: &str, payload: Value, arrival: Arrival) {
         let line = Line {
             kind,
             payload,
             time: now_millis(),
-            call: call.then_some(true),
+            call: (arrival != Arrival::Message).then_some(true),
+            answered: (arrival == Arrival::UnansweredCall).then_some(false),
         };
         match serde_json::to_string(&line) {
             Ok(line) => self.line(line),
             Err(error) => eprintln!("# a message of type {kind} not printed: {error}"),
         }
     }
+}
+
+/// What a printed line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// A one-way message.
+    Message,
+    /// A call of the server's to a procedure given with `--answer`, answered so.
+    AnsweredCall,
+    /// A call of the server's to any other procedure, refused with
+    /// `wse.server.rp.not-registered`.
+    UnansweredCall,
 }
 
 /// One printed message, its fields in this order.
@@ -150,9 +166,12 @@ struct Line<'a> {
     payload: Value,
     /// When it arrived, in milliseconds since the Unix epoch.
     time: u64,
-    /// Set on the server's calls answered with `--answer`.
+    /// Set on the server's calls.
     #[serde(skip_serializing_if = "Option::is_none")]
     call: Option<bool>,
+    /// Set (to false) on the server's calls that no `--answer` answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answered: Option<bool>,
 }
 
 /// Listens as `listening` says until the connection closes (or, with reconnect, closes for
@@ -179,80 +198,115 @@ async fn listen(
     if let Err(code) = handle(&client, listening, printer) {
         return code;
     }
-    // Subscribed before connecting: no close may pass unseen.
+    // One Ctrl-C for the whole run, raced against the connect, the joins and the loop.
+    let mut interrupted = std::pin::pin!(interrupted());
+    // Subscribed before connecting: no close may pass unseen, and every welcome, the
+    // connect's too, is a change of status the loop sees.
     let mut events = client.events();
     let mut status = client.status_changes();
-    if let Err(code) = server.connect_client(&client).await {
-        return code;
+    tokio::select! {
+        connected = server.connect_client(&client) => {
+            if let Err(code) = connected {
+                return code;
+            }
+        }
+        () = &mut interrupted => return stopped(&client).await,
     }
-    // Every welcome, the connect's too, comes as an event.
-    let mut ready = None;
-    // With reconnect, the close the client gave up after: the reason to exit with.
-    let mut last_close: Option<(String, Value)> = None;
+    // Whether the connection the next close ends had its welcome: a close before the welcome
+    // (of a reconnect) may be a refusal, one after it never is.
+    let mut welcomed = true;
+    // With reconnect, the close the client gave up after: how to exit.
+    let mut last_close: Option<(Failure, u16, String)> = None;
+    // Set by each welcome: the rooms are joined (again) before the loop waits once more.
+    let mut join_now = false;
     loop {
-        if let Some(welcome) = ready.take() {
-            eprintln!("# ready: {welcome}");
-            if let Some(joins) = joins {
-                if let Err(code) = joins.join(&client).await {
+        if let (true, Some(joins)) = (std::mem::take(&mut join_now), joins) {
+            let joined = tokio::select! {
+                joined = joins.join(&client) => joined,
+                () = &mut interrupted => return stopped(&client).await,
+            };
+            match joined {
+                Ok(()) => {}
+                // The next welcome, which the status shows, joins them again.
+                Err(JoinFailed::Dropped(error)) if listening.reconnect => eprintln!(
+                    "# the connection dropped during the joins ({}): they are made again at \
+                     the next welcome",
+                    error.code()
+                ),
+                Err(JoinFailed::Dropped(error)) => {
+                    client.close("wse.by-client").await;
+                    return call_failed(&error);
+                }
+                Err(JoinFailed::Exit(code)) => {
                     client.close("wse.by-client").await;
                     return code;
                 }
             }
         }
         tokio::select! {
-            // Events first: the client tells a close before it gives up.
+            // Ctrl-C first; then the events, which the client emits before the status
+            // changes they go with: a close is judged before the status that gives up after
+            // it, and a connection's close before the next welcome.
             biased;
-            // Ctrl-C is how a listener is meant to end: not a failure.
-            _ = tokio::signal::ctrl_c() => {
-                client.close("wse.by-client").await;
-                return ExitCode::SUCCESS;
-            }
+            () = &mut interrupted => return stopped(&client).await,
             event = events.recv() => match event {
-                Ok(ClientEvent::Ready { welcome }) => ready = Some(welcome),
+                Ok(ClientEvent::Ready { welcome }) => {
+                    welcomed = true;
+                    eprintln!("# ready: {welcome}");
+                }
                 Ok(ClientEvent::Closed { code, reason }) => {
                     eprintln!("# closed: {code} {reason}");
-                    let details = json!({"close": code});
+                    let failure = if std::mem::take(&mut welcomed) {
+                        Failure::Transport
+                    } else {
+                        ErrorKind::of_close_before_welcome(code, &reason).into()
+                    };
                     if !listening.reconnect {
-                        return fail(Failure::Transport, &closed_reason(&reason), Some(&details));
+                        return closed(failure, code, &reason);
                     }
-                    last_close = Some((closed_reason(&reason), details));
+                    last_close = Some((failure, code, reason));
                 }
                 Ok(ClientEvent::ProtocolViolation(violation)) => {
                     eprintln!("# protocol violation (skipped): {violation}");
                 }
                 Ok(ClientEvent::Report(report)) => eprintln!("# {report:?}"),
                 Ok(_) => {}
+                // Nothing is driven by events: the joins follow the status, which loses no
+                // welcome.
                 Err(RecvError::Lagged(missed)) => eprintln!("# {missed} events missed"),
                 Err(RecvError::Closed) => return fail(Failure::Other, "the client is gone", None),
             },
-            // With reconnect, the client gives up after a close that does not retry.
             changed = status.changed() => {
-                if changed.is_err() || *status.borrow_and_update() == Status::Offline {
-                    return match &last_close {
-                        Some((reason, details)) => fail(Failure::Transport, reason, Some(details)),
-                        None => fail(Failure::Transport, "closed", None),
-                    };
+                if changed.is_err() {
+                    return fail(Failure::Other, "the client is gone", None);
+                }
+                let now = *status.borrow_and_update();
+                match now {
+                    Status::Ready => {
+                        welcomed = true;
+                        join_now = true;
+                    }
+                    // With reconnect, the client gives up after a close that does not retry.
+                    Status::Offline => {
+                        return match last_close.take() {
+                            Some((failure, code, reason)) => closed(failure, code, &reason),
+                            None => fail(Failure::Transport, "closed", None),
+                        };
+                    }
+                    _ => {}
                 }
             }
         }
     }
 }
 
-/// The reason of a close, or a word for an empty one.
-fn closed_reason(reason: &str) -> String {
-    if reason.is_empty() {
-        "closed".to_owned()
-    } else {
-        reason.to_owned()
-    }
-}
-
-/// Sets what prints each message, and the fixed answers to the server's calls.
+/// Sets what prints each message, the fixed answers to the server's calls, and what prints
+/// the calls no answer is given for.
 fn handle(client: &Client, listening: &Listening, printer: Printer) -> Result<(), ExitCode> {
     for (name, result) in &listening.answers {
         let (printer, result, procedure) = (printer.clone(), result.clone(), name.clone());
-        let registered = client.register(name.clone(), move |_: Client, args: Value| {
-            printer.message(&procedure, args, true);
+        let registered = client.register(name.clone(), move |_: Client, args: Payload| {
+            printer.message(&procedure, args.0, Arrival::AnsweredCall);
             let result = result.clone();
             async move { Ok::<_, RpcError>(result) }
         });
@@ -268,12 +322,20 @@ fn handle(client: &Client, listening: &Listening, printer: Printer) -> Result<()
             Err(error) => return Err(fail(Failure::Usage, &error.to_string(), None)),
         }
     }
-    client.on_any(move |_, kind: &str, payload: Value| printer.message(kind, payload, false));
+    let unanswered = printer.clone();
+    client.on_unregistered_call(move |_, procedure: &str, args: Payload| {
+        unanswered.message(procedure, args.0, Arrival::UnansweredCall);
+    });
+    client.on_any(move |_, kind: &str, payload: Payload| {
+        printer.message(kind, payload.0, Arrival::Message);
+    });
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -22,27 +22,32 @@
 //!   exit codes, `call`, `send` and `completions`.
 //! - `listen`: `wse listen`, and the listening loop `wse rooms join` shares: one JSON line per
 //!   message, fixed answers to the server's calls, reconnect.
+//! - `payload`: any payload as JSON, what JSON cannot hold (MessagePack's binary) included.
 //! - `rooms`: `wse rooms join` and `wse rooms send`.
 //! - `presence`: `wse presence`, a live list of who is online, by version.
 //! - `bench`: `wse bench`, the loads of the `wse-load` crate with a progress bar and a summary.
 
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::Value;
-use wse_client::{Builder, CallError, Client, ConnectError, MsgPack};
+use wse_client::{Builder, CallError, Client, CloseReason, ConnectError, MsgPack, SendError};
+use wse_load::ErrorKind;
 
 mod bench;
 mod listen;
+mod payload;
 mod presence;
 mod rooms;
 
 /// Talk to a WSE server from a terminal.
 ///
-/// Exit codes: 0 done (or stopped with Ctrl-C), 2 usage, 3 refused (or closed before the
-/// welcome), 4 timeout, 5 the call failed (or an answer was wrong), 6 the connection could
-/// not be made or closed, 1 anything else.
+/// Exit codes: 0 done (or stopped with Ctrl-C), 2 usage, 3 refused (wse.not-authorized, an
+/// application's own reason on a 1000 close before the welcome, or a challenge it cannot
+/// answer), 4 timeout, 5 the call failed (or an answer was wrong), 6 the connection could not
+/// be made, broke or closed (1011, 1012, 1013 or a protocol error before the welcome too), 1
+/// anything else.
 #[derive(Debug, Parser)]
 #[command(
     name = "wse",
@@ -82,6 +87,7 @@ enum Command {
         #[command(flatten)]
         server: Server,
         /// The message type.
+        #[arg(value_parser = message_type)]
         kind: String,
         /// Its payload, as JSON (default: null).
         #[arg(value_parser = json)]
@@ -94,11 +100,14 @@ enum Command {
                       arrived, in milliseconds since the Unix epoch. The server's calls to the \
                       procedures given with --answer are answered with their fixed result and \
                       printed too, with \"call\": true; calls to any other procedure are \
-                      refused (wse.server.rp.not-registered).\n\n\
+                      refused (wse.server.rp.not-registered) and printed with \"call\": true, \
+                      \"answered\": false. Under --msgpack, what JSON cannot hold is printed \
+                      as JSON: binary data as an array of its bytes.\n\n\
                       Without --reconnect it exits when the connection closes (6, the close \
                       code and reason on stderr); with it, it reconnects and goes on, and \
                       exits only when the server closes for good (a close that does not \
-                      retry, such as 1000). Ctrl-C closes and exits with 0. Notes on the \
+                      retry, such as 1000), with 6, or with 3 when a reconnect is refused. \
+                      Ctrl-C closes and exits with 0, while connecting too. Notes on the \
                       connection (# ready, # closed) go to stderr.",
         after_help = "Example:\n  wse listen ws://127.0.0.1:4200 --answer client_sum=42 --reconnect \
                       --identity secret --meta '{\"user_id\": \"bob\"}'"
@@ -146,7 +155,8 @@ enum Command {
                       must equal the first answers byte for byte), handshake (--cycles \
                       connect → hi → welcome → close, --concurrency at a time) and fanout \
                       (--receivers connections, --rounds calls of the fan-out procedure, \
-                      each of which must reach every receiver once). Every connection says hi \
+                      each of which must reach every receiver once: an error answer to one \
+                      fails the run at once, with the server's code). Every connection says hi \
                       with --identity and --meta, in whose strings {conn} is replaced by a \
                       number of the connection's own (so each can be another user) and \
                       {user} by the load's name for it (load3, cycler, idle7, control).\n\n\
@@ -198,8 +208,9 @@ struct Server {
     /// Speak MessagePack instead of JSON.
     #[arg(long)]
     msgpack: bool,
-    /// Seconds to wait for the welcome, and for a call's answer.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = seconds)]
+    /// Seconds to wait for the welcome, and for a call's answer: more than 0, at most 86400
+    /// (a day).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = timeout)]
     timeout: f64,
 }
 
@@ -219,16 +230,53 @@ fn seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The longest `--timeout`, in seconds: a day. Longer is surely a slip (or a wish for no
+/// timeout, which Ctrl-C gives), and past the clock's range it would not even be a time.
+const MAX_TIMEOUT: f64 = 86_400.0;
+
+/// A timeout in seconds: more than zero (a zero timeout fails every wait, the welcome's
+/// first) and at most [`MAX_TIMEOUT`].
+fn timeout(text: &str) -> Result<f64, String> {
+    let seconds = seconds(text)?;
+    if seconds <= 0.0 {
+        return Err(format!("{text:?}: a timeout must be more than 0 seconds"));
+    }
+    if seconds > MAX_TIMEOUT {
+        return Err(format!(
+            "{text:?}: a timeout is at most {MAX_TIMEOUT} seconds (a day)"
+        ));
+    }
+    Ok(seconds)
+}
+
+/// A message type the protocol lets an application send: not empty, and not one it reserves
+/// (`~wse:…`).
+fn message_type(text: &str) -> Result<String, String> {
+    if text.is_empty() || wse_core::frame::is_reserved(text) {
+        return Err(format!(
+            "{text:?}: a message type is not empty and does not start with {:?}",
+            wse_core::frame::RESERVED_PREFIX
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// A duration from a number of seconds that [`seconds`] checked.
 fn duration(seconds: f64) -> Duration {
     Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
 }
 
-/// Milliseconds since the Unix epoch, now: the `time` of a printed message.
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// Completes at the first Ctrl-C from the moment it is first polled (never, when the signal
+/// cannot be listened to: then Ctrl-C ends the process as it would anyway). A command that
+/// runs until Ctrl-C makes one, pinned, before it connects and races every wait against it:
+/// a SIGINT that comes while it connects, joins, or between two passes of its loop is then
+/// seen and ends it with 0, where a future made anew on each pass misses one that comes
+/// between two passes, and none made before the connect lets the default action end the
+/// process with 130.
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// How a command failed, as its exit code says it (2 is a usage error, from the parser).
@@ -238,14 +286,31 @@ enum Failure {
     Other = 1,
     /// A usage error found after parsing (an `--answer` given twice): 2, as the parser's.
     Usage = 2,
-    /// The server refused the identity or closed before the welcome: 3.
+    /// The server refused: `wse.not-authorized`, or an application's own reason on a 1000
+    /// close before the welcome (the rule is wse-load's, [`ErrorKind::of_close_before_welcome`]);
+    /// or it sent a challenge this side cannot answer (no `--hmac-secret`): 3.
     Refused = 3,
     /// No welcome or no answer in time: 4.
     Timeout = 4,
     /// The procedure answered with an error (or, under load, not as expected): 5.
     CallError = 5,
-    /// The connection could not be made, broke, or was closed: 6.
+    /// The connection could not be made, broke, or was closed (before the welcome too, when
+    /// that is no refusal: 1011, 1012, 1013, a protocol error): 6.
     Transport = 6,
+}
+
+/// The one translation of the kinds of failure that `wse-load` tells (its loads', and its
+/// judgement of a close before the welcome) into exit codes.
+impl From<ErrorKind> for Failure {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::Connect => Self::Transport,
+            ErrorKind::Refused => Self::Refused,
+            ErrorKind::Timeout => Self::Timeout,
+            ErrorKind::Answer => Self::CallError,
+            _ => Self::Other,
+        }
+    }
 }
 
 /// Prints `code` (and `details`) on stderr and returns the exit code of `failure`.
@@ -255,6 +320,30 @@ fn fail(failure: Failure, code: &str, details: Option<&Value>) -> ExitCode {
         None => eprintln!("error: {code}"),
     }
     ExitCode::from(failure as u8)
+}
+
+/// How long the close after a Ctrl-C may take before the command exits all the same: a
+/// connection still opening (the upgrade) is not cut short by the client's close, and
+/// Ctrl-C must not wait for its timeout.
+const STOP_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Closes `client` after a Ctrl-C, which is how the commands that run until it are meant to
+/// end: 0, not a failure.
+async fn stopped(client: &Client) -> ExitCode {
+    let _ = tokio::time::timeout(STOP_PATIENCE, client.close("wse.by-client")).await;
+    ExitCode::SUCCESS
+}
+
+/// Prints a close on stderr, its reason as the code (`closed` when it has none) and its close
+/// code as the details, and returns the exit code of `failure`.
+fn closed(failure: Failure, code: u16, reason: &str) -> ExitCode {
+    let details = serde_json::json!({"close": code});
+    fail(failure, closed_reason(reason), Some(&details))
+}
+
+/// The reason of a close, or a word for an empty one.
+fn closed_reason(reason: &str) -> &str {
+    if reason.is_empty() { "closed" } else { reason }
 }
 
 impl Server {
@@ -294,14 +383,29 @@ impl Server {
 
 fn connect_failed(error: &ConnectError) -> ExitCode {
     match error {
-        ConnectError::NotAuthorized => fail(Failure::Refused, "wse.not-authorized", None),
-        ConnectError::Closed { code, reason } => {
-            let details = serde_json::json!({"close": code});
-            fail(Failure::Refused, reason, Some(&details))
+        ConnectError::NotAuthorized => {
+            fail(Failure::Refused, CloseReason::NotAuthorized.as_str(), None)
         }
+        ConnectError::Closed { code, reason } => closed(
+            ErrorKind::of_close_before_welcome(*code, reason).into(),
+            *code,
+            reason,
+        ),
+        // The server wants an answer to its challenge that this side cannot give: it is kept
+        // out as by a refusal (and `wse bench` says so too).
+        ConnectError::Challenge(_) => fail(Failure::Refused, &error.to_string(), None),
         ConnectError::Timeout => fail(Failure::Timeout, "no welcome in time", None),
         other => fail(Failure::Transport, &other.to_string(), None),
     }
+}
+
+fn send_failed(error: &SendError) -> ExitCode {
+    let failure = match error {
+        SendError::InvalidKind(_) => Failure::Usage,
+        SendError::Closed | SendError::Full => Failure::Transport,
+        _ => Failure::Other,
+    };
+    fail(failure, &error.to_string(), None)
 }
 
 fn call_failed(error: &CallError) -> ExitCode {
@@ -353,7 +457,7 @@ async fn run(command: Command) -> ExitCode {
             client.close("wse.by-client").await;
             match sent {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(error) => fail(Failure::CallError, &error.to_string(), None),
+                Err(error) => send_failed(&error),
             }
         }
         Command::Listen { server, listening } => listen::run(&server, &listening, None).await,
@@ -380,4 +484,25 @@ fn main() -> ExitCode {
     // A load's thread may still be winding down after a failure: it must not hold the exit.
     runtime.shutdown_background();
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_is_more_than_zero_and_at_most_a_day() {
+        assert_eq!(timeout("0.5"), Ok(0.5));
+        assert_eq!(timeout("86400"), Ok(86_400.0));
+        for wrong in ["0", "-1", "1e19", "86400.5", "inf", "NaN", "soon"] {
+            assert!(timeout(wrong).is_err(), "{wrong}");
+        }
+    }
+
+    #[test]
+    fn a_message_type_is_one_an_application_may_send() {
+        assert_eq!(message_type("hey"), Ok("hey".to_owned()));
+        assert!(message_type("").is_err());
+        assert!(message_type("~wse:hi").is_err());
+    }
 }

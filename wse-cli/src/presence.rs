@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use clap::Args;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
-use wse_client::{Client, ClientEvent};
+use wse_client::{Client, ClientEvent, Status};
 
 use crate::listen::{Printer, Printing};
-use crate::{Failure, Server, call_failed, fail};
+use crate::{Failure, Server, call_failed, closed, fail, interrupted, stopped};
 
 /// How to watch presence.
 #[derive(Debug, Args)]
@@ -39,6 +39,15 @@ pub(crate) struct Watch {
 #[derive(Debug, Default)]
 struct Board {
     /// Each user's latest entry as the server sent it (fields it may add are kept for --json).
+    ///
+    /// Offline entries stay for as long as the watch runs, on purpose (pruning those older
+    /// than the list's newest version was considered, and is not sound): the entry held is
+    /// the only guard against an older change of that user still on the way, which, with no
+    /// entry held, would be applied and show the user online again. Versions order changes,
+    /// but say nothing of what is still in flight: the list and the messages may cross, and
+    /// the nodes of a cluster publish in their own order, so a change older than every
+    /// version seen can still come. The memory is one small entry per user seen during the
+    /// watch, which an interactive watch can afford.
     entries: BTreeMap<String, Value>,
     /// Whether the subscription's list was applied and printed: changes are printed from
     /// then on only.
@@ -170,14 +179,25 @@ async fn presence(server: &Server, watch: &Watch, printer: Printer) -> ExitCode 
     if let Err(error) = handled {
         return fail(Failure::Usage, &error.to_string(), None);
     }
+    // One Ctrl-C for the whole run, raced against the connect, the subscription and the
+    // loop.
+    let mut interrupted = std::pin::pin!(interrupted());
+    // Subscribed before connecting: no close may pass unseen.
     let mut events = client.events();
-    if let Err(code) = server.connect_client(&client).await {
-        return code;
+    let mut status = client.status_changes();
+    tokio::select! {
+        connected = server.connect_client(&client) => {
+            if let Err(code) = connected {
+                return code;
+            }
+        }
+        () = &mut interrupted => return stopped(&client).await,
     }
-    let list = match client
-        .call::<Value, _>(&watch.subscribe_procedure, &json!({}))
-        .await
-    {
+    let subscribed = tokio::select! {
+        subscribed = client.call::<Value, _>(&watch.subscribe_procedure, &json!({})) => subscribed,
+        () = &mut interrupted => return stopped(&client).await,
+    };
+    let list = match subscribed {
         Ok(list) => list,
         Err(error) => {
             client.close("wse.by-client").await;
@@ -206,19 +226,23 @@ async fn presence(server: &Server, watch: &Watch, printer: Printer) -> ExitCode 
     }
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
-                client.close("wse.by-client").await;
-                return ExitCode::SUCCESS;
-            }
+            // The events before the status: a close is told with its code and reason, and
+            // the status ends the watch only if that event was lost.
+            biased;
+            () = &mut interrupted => return stopped(&client).await,
             event = events.recv() => match event {
                 Ok(ClientEvent::Closed { code, reason }) => {
-                    let details = json!({"close": code});
-                    let reason = if reason.is_empty() { "closed".to_owned() } else { reason };
-                    return fail(Failure::Transport, &reason, Some(&details));
+                    return closed(Failure::Transport, code, &reason);
                 }
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return fail(Failure::Other, "the client is gone", None),
             },
+            changed = status.changed() => {
+                let now = changed.map(|()| *status.borrow_and_update());
+                if matches!(now, Err(_) | Ok(Status::Offline | Status::Idle)) {
+                    return fail(Failure::Transport, "closed", None);
+                }
+            }
         }
     }
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use serde_json::{Value, json};
-use wse_client::Client;
+use wse_client::{CallError, Client};
 
 use crate::listen::{self, Listening};
 use crate::{Failure, Server, call_failed, fail, json};
@@ -22,7 +22,8 @@ pub(crate) enum Rooms {
                       everyone are printed too. A join that fails (an error, or an answer of \
                       false) exits with 5. With --reconnect the rooms are joined again after \
                       every reconnect (a room holds connections, and a reconnect is a new \
-                      one). Ctrl-C closes and exits with 0; a close exits with 6.",
+                      one), and a drop while joining waits for the next welcome to join \
+                      again. Ctrl-C closes and exits with 0; a close exits with 6.",
         after_help = "Example:\n  wse rooms join ws://127.0.0.1:4200 public-lobby public-news \
                       --identity secret --meta '{\"user_id\": \"bob\"}'"
     )]
@@ -104,10 +105,25 @@ pub(crate) struct Joins {
     procedure: String,
 }
 
+/// Why the joins stopped.
+#[derive(Debug)]
+pub(crate) enum JoinFailed {
+    /// The connection was gone, or went, before a join was answered: with reconnect the
+    /// joins are made again at the next welcome. Nothing was told on stderr yet.
+    Dropped(CallError),
+    /// A join failed (an error answer, a timeout, a refusal): the exit code, told on stderr.
+    Exit(ExitCode),
+}
+
 impl Joins {
-    /// Joins every room in turn, telling each on stderr: the exit code of the first that
-    /// fails.
-    pub(crate) async fn join(&self, client: &Client) -> Result<(), ExitCode> {
+    /// Joins every room in turn, telling each on stderr, until the first that fails.
+    ///
+    /// # Errors
+    /// [`JoinFailed`]: the connection dropped, or a join failed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the join in flight (its answer is dropped), and the rest.
+    pub(crate) async fn join(&self, client: &Client) -> Result<(), JoinFailed> {
         for room in &self.rooms {
             match client
                 .call::<Value, _>(&self.procedure, &json!({"room": room}))
@@ -116,12 +132,16 @@ impl Joins {
                 // A join procedure may answer whether it joined: false is a refusal.
                 Ok(Value::Bool(false)) => {
                     let details = json!({"room": room, "answer": false});
-                    return Err(fail(Failure::CallError, "not joined", Some(&details)));
+                    let code = fail(Failure::CallError, "not joined", Some(&details));
+                    return Err(JoinFailed::Exit(code));
                 }
                 Ok(_) => eprintln!("# joined: {room}"),
+                Err(error @ (CallError::Disconnected | CallError::NotReady)) => {
+                    return Err(JoinFailed::Dropped(error));
+                }
                 Err(error) => {
                     eprintln!("# could not join {room}");
-                    return Err(call_failed(&error));
+                    return Err(JoinFailed::Exit(call_failed(&error)));
                 }
             }
         }
@@ -164,7 +184,10 @@ pub(crate) async fn run(rooms: Rooms) -> ExitCode {
                         rooms: vec![room.clone()],
                         procedure: join_procedure,
                     };
-                    joins.join(&client).await?;
+                    joins.join(&client).await.map_err(|failed| match failed {
+                        JoinFailed::Dropped(error) => call_failed(&error),
+                        JoinFailed::Exit(code) => code,
+                    })?;
                 }
                 let mut args = json!({
                     "room": room,

@@ -6,11 +6,12 @@
 use std::net::SocketAddr;
 
 use serde_json::{Value, json};
+use wse_core::Json;
 use wse_examples::{Auth, demo_server};
 
 mod support;
 
-use support::{PATIENCE, text, wse};
+use support::{PATIENCE, scripted, text, wse};
 
 async fn serve(auth: Auth) -> SocketAddr {
     let serving = demo_server(auth).bind("127.0.0.1:0").await.unwrap();
@@ -57,14 +58,15 @@ async fn each_failure_has_its_exit_code() {
     assert_eq!(output.status.code(), Some(3), "{output:?}");
     assert!(text(&output.stderr).contains("wse.not-authorized"));
 
-    // No answer in time: 4.
+    // No answer in time: 4. The timeout bounds the welcome too, which a loaded machine may
+    // take a while to give: far more than that, and still far less than the delay.
     let mut args = vec![
         "call",
         &url,
         "delay",
-        r#"{"ms": 5000, "value": 1}"#,
+        r#"{"ms": 30000, "value": 1}"#,
         "--timeout",
-        "0.3",
+        "3",
     ];
     args.extend(ANN);
     let output = wse(&args).await;
@@ -79,9 +81,60 @@ async fn each_failure_has_its_exit_code() {
     let output = wse(&["call", &format!("ws://{closed}"), "add"]).await;
     assert_eq!(output.status.code(), Some(6), "{output:?}");
 
-    // A usage error: 2.
+    // A usage error: 2. A timeout of 0, or one past a day, is one too; as is a message type
+    // that the protocol reserves.
     let output = wse(&["call", &url, "add", "{not json"]).await;
     assert_eq!(output.status.code(), Some(2), "{output:?}");
+    for timeout in ["0", "1e19"] {
+        let output = wse(&["call", &url, "add", "--timeout", timeout]).await;
+        assert_eq!(output.status.code(), Some(2), "{timeout}: {output:?}");
+        assert!(text(&output.stderr).contains("a timeout"), "{output:?}");
+    }
+    let mut args = vec!["send", &url, "~wse:hi"];
+    args.extend(ANN);
+    let output = wse(&args).await;
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
+
+#[tokio::test]
+async fn a_close_before_the_welcome_is_a_refusal_only_when_it_says_so() {
+    let cases = [
+        (1011, "", 6),
+        (1012, "wse.by-server", 6),
+        (1013, "", 6),
+        (1000, "", 6),
+        (1000, "wse.protocol-error", 6),
+        (1000, "app.banned", 3),
+        (1000, "wse.not-authorized", 3),
+    ];
+    for (code, reason, exit) in cases {
+        let addr = scripted(&Json, move |_, mut raw| async move {
+            let _ = raw.next().await;
+            raw.close(code, reason).await;
+        })
+        .await;
+        let url = format!("ws://{addr}");
+        // `call` (a client of wse-client) and the loads of `bench` judge it alike.
+        for command in [
+            &["call", &url, "add"][..],
+            &["bench", &url, "--loads", "handshake", "--cycles", "1"],
+        ] {
+            let output = wse(command).await;
+            let said = format!("{command:?} after {code} {reason:?}: {output:?}");
+            assert_eq!(output.status.code(), Some(exit), "{said}");
+            let stderr = text(&output.stderr);
+            assert!(!stderr.contains("error:  "), "{said}");
+            if command[0] == "call" {
+                let words = if reason.is_empty() { "closed" } else { reason };
+                assert!(stderr.starts_with(&format!("error: {words}")), "{said}");
+                if reason != "wse.not-authorized" {
+                    assert!(stderr.contains(&format!(r#"{{"close":{code}}}"#)), "{said}");
+                }
+            } else {
+                assert!(stderr.contains(&format!("{code}")), "{said}");
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -104,6 +157,34 @@ async fn the_challenge_is_answered_with_the_secret() {
     args.extend(ANN);
     let output = wse(&args).await;
     assert_eq!(output.status.code(), Some(3), "{output:?}");
+    // No secret at all: refused as well, by `call` and `bench` alike.
+    let mut args = vec!["call", &url, "add"];
+    args.extend(ANN);
+    let output = wse(&args).await;
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert!(text(&output.stderr).contains("challenge"), "{output:?}");
+    let mut args = vec!["bench", &url, "--loads", "handshake", "--cycles", "1"];
+    args.extend(ANN);
+    let output = wse(&args).await;
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert!(text(&output.stderr).contains("challenge"), "{output:?}");
+}
+
+#[tokio::test]
+async fn wss_is_spoken() {
+    // A certificate no root vouches for: the connect fails at the certificate, which only a
+    // client that speaks TLS gets to (without it, wss:// URLs are refused outright).
+    let (tls, _) = wse_examples::tls::self_signed("localhost").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _serving = wse_examples::tls::serve(demo_server(Auth::Plain), listener, tls);
+    let url = format!("wss://localhost:{port}");
+    let mut args = vec!["call", &url, "add", r#"{"a": 1, "b": 2}"#];
+    args.extend(ANN);
+    let output = wse(&args).await;
+    assert_eq!(output.status.code(), Some(6), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("certificate"), "{stderr}");
 }
 
 #[tokio::test]
@@ -129,7 +210,7 @@ async fn send_delivers_a_message() {
     let payload = tokio::time::timeout(PATIENCE, hearing.recv())
         .await
         .unwrap();
-    assert!(payload.is_some());
+    assert_eq!(payload, Some(json!("from the terminal")));
 }
 
 #[tokio::test]

@@ -9,16 +9,18 @@ use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use wse_client::Client;
+use wse_core::{Json, MsgPack};
 use wse_examples::{Auth, demo_server_with};
-use wse_server::{Server, Serving};
+use wse_server::{Connection, Decision, Handshake, RpcError, Server, Serving};
 
 mod support;
 
-use support::{PATIENCE, text, wse};
+use support::{PATIENCE, scripted, text, wse};
 
 /// The demo without the per-connection rate limit (the bench calls flat out).
 fn demo() -> Server {
@@ -34,6 +36,11 @@ async fn serve() -> String {
 
 /// Serves `server` on `addr` again, retrying while the port is still held (by a socket of
 /// the last server that is not yet fully released).
+///
+/// A restart on the same address is what a reconnect is for, so the port cannot be left to
+/// the system this time: between the shutdown and this bind, any other socket of the machine
+/// (another test's, running in parallel) may be given the same ephemeral port. That clash is
+/// rare, and says nothing of `wse`: the panic says so.
 async fn bind_again(server: &Server, addr: SocketAddr) -> Serving {
     let binding = async {
         loop {
@@ -48,7 +55,46 @@ async fn bind_again(server: &Server, addr: SocketAddr) -> Serving {
     };
     tokio::time::timeout(PATIENCE, binding)
         .await
-        .unwrap_or_else(|_| panic!("{addr} still held after {PATIENCE:?}"))
+        .unwrap_or_else(|_| {
+            panic!(
+                "{addr} still in use {PATIENCE:?} after the shutdown: not a failure of wse, but \
+             another socket (of a test running in parallel?) took the restarted server's \
+             ephemeral port meanwhile; run this test again, or alone"
+            )
+        })
+}
+
+/// A server that accepts every hi as the user of its meta's `user_id`, with one procedure,
+/// `twice {type, payload}`, which broadcasts its message twice: fan-out rounds that reach
+/// every receiver twice.
+fn doubling() -> Server {
+    let server = Server::builder(|handshake: Handshake| async move {
+        let user = handshake.meta.get("user_id").and_then(Value::as_str);
+        Decision::accept(user.unwrap_or("anyone").to_owned(), json!({}))
+    })
+    .rate_limit(None)
+    .build();
+    server
+        .register("twice", |conn: Connection, args: Value| async move {
+            let kind = args["type"].as_str().unwrap_or("tick");
+            for _ in 0..2 {
+                conn.server()
+                    .broadcast(kind, &args["payload"])
+                    .map_err(RpcError::unexpected)?;
+            }
+            Ok(true)
+        })
+        .unwrap();
+    server
+}
+
+/// Binary data, which MessagePack can carry and JSON cannot.
+struct Bytes(&'static [u8]);
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
 }
 
 /// The flags that say hi as `user` of the demo.
@@ -130,6 +176,16 @@ impl Running {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
     }
 
+    /// Sends it SIGINT, as Ctrl-C does.
+    fn interrupt(&self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    }
+
     /// Asserts that it has not exited.
     fn assert_running(&mut self) {
         let exited = self.child.try_wait().unwrap();
@@ -192,7 +248,83 @@ async fn listen_prints_what_the_user_is_sent_and_answers_the_server_s_calls() {
     assert_eq!(line["type"], "client_sum");
     assert_eq!(line["call"], true);
     assert_eq!(line["payload"], json!({"a": 1, "b": 2}));
+    assert_eq!(line.get("answered"), None, "{line}");
     drop(listener);
+
+    // A listener with no --answer: the call is refused, and printed as such.
+    let mut listen = args(&["listen", &url]);
+    listen.extend(as_user("dan"));
+    let mut listener = Running::start(&listen);
+    listener.stderr_until("# ready").await;
+    let refused = ann
+        .call::<Value, _>("ask_user", &json!({"user": "dan", "a": 3, "b": 4}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "wse.server.rp.not-registered");
+    let line = listener.line().await;
+    assert_eq!(
+        line,
+        json!({"type": "client_sum", "payload": {"a": 3, "b": 4}, "time": line["time"],
+               "call": true, "answered": false})
+    );
+    drop(listener);
+}
+
+#[tokio::test]
+async fn listen_prints_what_json_cannot_hold_rather_than_dropping_it() {
+    let addr = scripted(&MsgPack, |_, mut raw| async move {
+        raw.welcome().await;
+        raw.send("blob", &Bytes(&[0, 7, 255]), None).await;
+        raw.send("note", &json!({"after": "the blob"}), None).await;
+        while raw.next().await.is_some() {}
+    })
+    .await;
+    let mut listener = Running::start(&args(&["listen", &format!("ws://{addr}"), "--msgpack"]));
+    let line = listener.line().await;
+    assert_eq!(
+        (&line["type"], &line["payload"]),
+        (&json!("blob"), &json!([0, 7, 255]))
+    );
+    let line = listener.line().await;
+    assert_eq!(line["payload"], json!({"after": "the blob"}));
+    drop(listener);
+}
+
+#[tokio::test]
+async fn listen_exits_with_0_on_ctrl_c_while_it_connects() {
+    // A server that takes the connection and never upgrades it: the connect waits.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", silent.local_addr().unwrap());
+    let listener = Running::start(&args(&["listen", &url, "--timeout", "60"]));
+    // Once the socket is there, the listener is connecting, and listening for Ctrl-C.
+    let (_socket, _) = tokio::time::timeout(PATIENCE, silent.accept())
+        .await
+        .expect("a connection in time")
+        .unwrap();
+    listener.interrupt();
+    let (status, said) = listener.end().await;
+    assert_eq!(status.code(), Some(0), "{said}");
+}
+
+#[tokio::test]
+async fn listen_with_reconnect_exits_with_3_when_a_reconnect_is_refused() {
+    let addr = scripted(&Json, |n, mut raw| async move {
+        if n == 0 {
+            // Welcomed, then a restart, which the client retries.
+            raw.welcome().await;
+            raw.close(1012, "wse.by-server").await;
+        } else {
+            let _ = raw.next().await;
+            raw.close(1000, "wse.not-authorized").await;
+        }
+    })
+    .await;
+    let mut listener = Running::start(&args(&["listen", &format!("ws://{addr}"), "--reconnect"]));
+    listener.stderr_until("# closed: 1012").await;
+    let (status, said) = listener.end().await;
+    assert_eq!(status.code(), Some(3), "{said}");
+    assert!(said.contains("# closed: 1000 wse.not-authorized"), "{said}");
+    assert!(said.contains("error: wse.not-authorized"), "{said}");
 }
 
 #[tokio::test]
@@ -344,6 +476,48 @@ async fn rooms_join_hears_what_rooms_send_sends_to_the_room() {
     assert_eq!(output.status.code(), Some(5), "{output:?}");
     assert!(text(&output.stderr).contains("wse.server.rp.not-registered"));
     drop(member);
+}
+
+#[tokio::test]
+async fn rooms_join_with_reconnect_joins_again_after_a_drop_during_the_joins() {
+    let addr = scripted(&Json, |n, mut raw| async move {
+        raw.welcome().await;
+        let stamp = raw.call_of("rooms.join").await;
+        match n {
+            // Joined, then a restart.
+            0 => {
+                raw.send("~wse:response", &true, Some(&stamp)).await;
+                raw.close(1012, "wse.by-server").await;
+            }
+            // Another restart, while the join is still unanswered.
+            1 => raw.close(1012, "wse.by-server").await,
+            // Joined for good, and a message to the room.
+            _ => {
+                raw.send("~wse:response", &true, Some(&stamp)).await;
+                raw.send("chat", "back", None).await;
+                while raw.next().await.is_some() {}
+            }
+        }
+    })
+    .await;
+    let url = format!("ws://{addr}");
+    let mut member = Running::start(&args(&["rooms", "join", &url, "lobby", "--reconnect"]));
+    member.stderr_until("# joined: lobby").await;
+    member
+        .stderr_until("# the connection dropped during the joins")
+        .await;
+    member.assert_running();
+    member.stderr_until("# joined: lobby").await;
+    let line = member.line().await;
+    assert_eq!(
+        (&line["type"], &line["payload"]),
+        (&json!("chat"), &json!("back"))
+    );
+    member.assert_running();
+    // Ctrl-C ends it with 0.
+    member.interrupt();
+    let (status, said) = member.end().await;
+    assert_eq!(status.code(), Some(0), "{said}");
 }
 
 #[tokio::test]
@@ -506,7 +680,7 @@ async fn bench_honours_the_timeout() {
         "--rpc-procedure",
         "delay",
         "--rpc-args",
-        r#"{"ms": 5000, "value": 1}"#,
+        r#"{"ms": 30000, "value": 1}"#,
         "--identity",
         "secret",
         "--meta",
@@ -517,16 +691,15 @@ async fn bench_honours_the_timeout() {
         "0",
         "--duration",
         "0.2",
+        // It bounds the welcome too, which a loaded machine may take a while to give: far
+        // more than that, still far less than the delay.
         "--timeout",
-        "0.3",
+        "3",
     ]))
     .await;
     assert_eq!(output.status.code(), Some(4), "{output:?}");
     let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("no answer to delay within 300ms"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("no answer to delay within 3s"), "{stderr}");
 
     // A server that never upgrades: no welcome within --timeout, rather than within the
     // load's own 30 s.
@@ -550,6 +723,58 @@ async fn bench_honours_the_timeout() {
         "{stderr}"
     );
     drop(silent);
+}
+
+#[tokio::test]
+async fn bench_fanout_fails_at_once_on_an_error_answer_or_a_round_twice() {
+    let fanout = |url: &str, more: &[&str]| {
+        let mut bench = args(&[
+            "bench",
+            url,
+            "--loads",
+            "fanout",
+            "--receivers",
+            "3",
+            "--identity",
+            "secret",
+            "--meta",
+            r#"{"user_id": "bench-{conn}"}"#,
+        ]);
+        bench.extend(args(more));
+        bench
+    };
+    // A procedure the server does not have: its code at once, not the rounds' 60 s.
+    let url = serve().await;
+    let output = wse(&fanout(&url, &["--fanout-procedure", "nope"])).await;
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("wse.server.rp.not-registered"), "{stderr}");
+
+    // Every round twice: the rounds are numbered, so the second of round 0 fails.
+    let doubled = doubling().bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", doubled.local_addr());
+    let output = wse(&fanout(
+        &url,
+        &["--fanout-procedure", "twice", "--rounds", "3"],
+    ))
+    .await;
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("round 0 received twice"), "{stderr}");
+    // Not numbered: counted, one message too many.
+    let same = r#"{"type": "tick", "payload": "same"}"#;
+    let twice = [
+        "--fanout-procedure",
+        "twice",
+        "--rounds",
+        "1",
+        "--fanout-args",
+        same,
+    ];
+    let output = wse(&fanout(&url, &twice)).await;
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("messages"), "{stderr}");
 }
 
 #[tokio::test]

@@ -323,7 +323,8 @@ impl Client {
     }
 
     /// Closes the connection with 1000 and `reason` (e.g. [`CloseReason::ByClient`](crate::CloseReason::ByClient)), stops
-    /// reconnecting, and waits until the socket is closed.
+    /// reconnecting, and waits until the socket is closed. A socket still opening (before the
+    /// upgrade is answered) is dropped at once.
     ///
     /// # Cancel safety
     /// The close is requested at once; dropping the future only stops the waiting.
@@ -485,7 +486,8 @@ impl Client {
     /// The fallback runs as the other handlers do: on the read loop, in arrival order, and
     /// must not block. A payload that does not fit `T` is reported as
     /// [`ClientEvent::Report`] (`InvalidPayload`) and skipped: take [`Value`] to see them all.
-    /// Calls from the server are not messages: they go to [`Client::register`]ed procedures.
+    /// Calls from the server are not messages: they go to [`Client::register`]ed procedures
+    /// (and, to a procedure not registered, to [`Client::on_unregistered_call`]).
     ///
     /// ```
     /// use serde_json::Value;
@@ -508,6 +510,38 @@ impl Client {
     /// Removes the fallback handler ([`Client::on_any`]); returns whether there was one.
     pub fn off_any(&self) -> bool {
         self.0.registry.off_any()
+    }
+
+    /// Sets the observer of the server's calls to procedures this client has not registered
+    /// (replacing any): it gets each such call's procedure name and arguments, e.g. to show
+    /// or log them. The call is still answered `wse.server.rp.not-registered`, as without an
+    /// observer; to answer it, [`Client::register`] the procedure.
+    ///
+    /// The observer runs as the message handlers do: on the read loop, in arrival order, and
+    /// must not block. Arguments that do not fit `T` are reported as [`ClientEvent::Report`]
+    /// (`InvalidPayload`): take [`Value`] to see them all.
+    ///
+    /// ```
+    /// use serde_json::Value;
+    /// use wse_client::Client;
+    ///
+    /// let client = Client::builder("ws://127.0.0.1:4200").build();
+    /// client.on_unregistered_call(|_, procedure: &str, args: Value| {
+    ///     eprintln!("the server called {procedure}({args}), which this client does not serve");
+    /// });
+    /// ```
+    pub fn on_unregistered_call<T, F>(&self, observer: F)
+    where
+        F: Fn(Client, &str, T) + Send + Sync + 'static,
+        T: DeserializeOwned + 'static,
+    {
+        self.0.registry.on_unregistered_call(observer);
+    }
+
+    /// Removes the observer of calls to procedures that are not registered
+    /// ([`Client::on_unregistered_call`]); returns whether there was one.
+    pub fn off_unregistered_call(&self) -> bool {
+        self.0.registry.off_unregistered_call()
     }
 
     pub(crate) fn settle_waiters(&self, result: &Result<Value, ConnectError>) {

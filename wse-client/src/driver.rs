@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::time::Instant;
 use wse_core::frame::Hi;
 use wse_core::outbox::Close;
-use wse_core::transport::{Dispatch, Ended};
+use wse_core::transport::{self, Dispatch, Ended};
 use wse_core::{CloseReason, MessageKind, Session, close_code};
 
 use crate::client::{Client, ClientEvent, ConnectError, Intent, Status};
@@ -94,8 +93,17 @@ pub(crate) async fn drive(client: Client) {
 async fn connect_once(client: &Client, url: &str, identity: Value, meta: Value) -> Attempt {
     let inner = &client.0;
     let config = &inner.config;
-    let deadline = Instant::now() + config.handshake_timeout;
-    let mut link = match tokio::time::timeout_at(deadline, open(client, url)).await {
+    // Saturating: a handshake timeout of `Duration::MAX` (no timeout) must not overflow the
+    // clock, which would panic this task and leave `connect` waiting forever.
+    let deadline = transport::deadline(config.handshake_timeout);
+    let opening = tokio::time::timeout_at(deadline, open(client, url));
+    let opened = tokio::select! {
+        opened = opening => opened,
+        // There is no socket to close yet: a close asked for meanwhile drops the opening
+        // rather than waiting for the upgrade (up to the handshake timeout).
+        () = closed_while_opening(client) => return Attempt::failed(ConnectError::ClientClosed),
+    };
+    let mut link = match opened {
         Ok(Ok(link)) => link,
         Ok(Err(failure)) => return Attempt::failed(failure),
         Err(_) => return Attempt::failed(ConnectError::Timeout),
@@ -155,6 +163,18 @@ async fn connect_once(client: &Client, url: &str, identity: Value, meta: Value) 
     Attempt { close, failure }
 }
 
+/// Completes once the client is closed ([`Client::close`] wakes the driver after it says so).
+/// A wake for a jump is taken here too, and changes nothing: the jump is acted on once the
+/// socket is open, and the retry after it waits for nothing.
+async fn closed_while_opening(client: &Client) {
+    loop {
+        if client.state().intent == Intent::Close {
+            return;
+        }
+        client.0.wake.notified().await;
+    }
+}
+
 impl Attempt {
     /// An attempt that failed before there was a socket to close.
     fn failed(failure: ConnectError) -> Self {
@@ -178,5 +198,58 @@ impl Dispatch for Routing<'_> {
             self.client.emit(ClientEvent::ProtocolViolation(violation));
         }
         ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use crate::{Client, ConnectError};
+
+    #[tokio::test]
+    async fn a_handshake_timeout_too_large_for_the_clock_is_no_timeout_not_a_panic() {
+        // Nobody listens there: the connect fails at once, after the deadline is made.
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port");
+        let client = Client::builder(format!("ws://{free}"))
+            .handshake_timeout(Duration::MAX)
+            .build();
+        let connected = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.connect(Value::Null, Value::Null),
+        )
+        .await
+        .expect("the connect ends (its driver did not panic)");
+        assert!(
+            matches!(connected, Err(ConnectError::Transport(_))),
+            "{connected:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_close_while_the_socket_opens_ends_the_connect_at_once() {
+        // A server that takes the socket and never upgrades it.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let url = format!("ws://{}", silent.local_addr().expect("an address"));
+        let client = Client::builder(url)
+            .handshake_timeout(Duration::from_secs(60))
+            .build();
+        let connecting = tokio::spawn({
+            let client = client.clone();
+            async move { client.connect(Value::Null, Value::Null).await }
+        });
+        let _socket = silent.accept().await.expect("the client connects");
+        tokio::time::timeout(Duration::from_secs(5), client.close("wse.by-client"))
+            .await
+            .expect("the close does not wait for the upgrade");
+        let connected = connecting.await.expect("the connect ends");
+        assert_eq!(connected, Err(ConnectError::ClientClosed));
+        assert_eq!(client.status(), crate::Status::Idle);
     }
 }

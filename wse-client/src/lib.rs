@@ -23,9 +23,10 @@
 //!
 //! # Layout
 //!
-//! - [`Client`]: connect, call, send, register procedures the server calls, handle messages
-//!   by type (and the rest with one fallback, [`Client::on_any`]), status, close, jump; built
-//!   by a [`Builder`] with every setting and its default.
+//! - [`Client`]: connect, call, send, register procedures the server calls (and observe its
+//!   calls of others, [`Client::on_unregistered_call`]), handle messages by type (and the
+//!   rest with one fallback, [`Client::on_any`]), status, close, jump; built by a [`Builder`]
+//!   with every setting and its default.
 //! - What it tells the application: [`Status`], [`ClientEvent`], [`ConnectError`].
 //! - [`Reconnect`]: the backoff policy and which close codes retry.
 //!

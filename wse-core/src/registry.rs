@@ -52,7 +52,9 @@ pub(crate) trait Handler<C>: Send + Sync {
     fn handle(&self, ctx: C, protocol: &dyn Protocol, payload: &[u8]) -> Result<(), PayloadError>;
 }
 
-/// The fallback message handler ([`Registry::on_any`]) with its payload type erased.
+/// The fallback message handler ([`Registry::on_any`]), or the observer of calls to
+/// procedures that are not registered ([`Registry::on_unregistered_call`]), with its payload
+/// type erased.
 pub(crate) trait Fallback<C>: Send + Sync {
     fn handle(
         &self,
@@ -231,6 +233,9 @@ pub(crate) struct Entries<C> {
     handlers: FxHashMap<String, Arc<dyn Handler<C>>>,
     /// The handler of messages whose type has no handler of its own.
     fallback: Option<Arc<dyn Fallback<C>>>,
+    /// The observer of calls to procedures that are not registered (they are still answered
+    /// `wse.server.rp.not-registered`): the fallback's shape, name and payload.
+    unregistered: Option<Arc<dyn Fallback<C>>>,
 }
 
 impl<C> Clone for Entries<C> {
@@ -239,6 +244,7 @@ impl<C> Clone for Entries<C> {
             procedures: self.procedures.clone(),
             handlers: self.handlers.clone(),
             fallback: self.fallback.clone(),
+            unregistered: self.unregistered.clone(),
         }
     }
 }
@@ -255,6 +261,10 @@ impl<C> Entries<C> {
     pub(crate) fn fallback(&self) -> Option<&dyn Fallback<C>> {
         self.fallback.as_deref()
     }
+
+    pub(crate) fn unregistered(&self) -> Option<&dyn Fallback<C>> {
+        self.unregistered.as_deref()
+    }
 }
 
 impl<C> Default for Registry<C> {
@@ -264,6 +274,7 @@ impl<C> Default for Registry<C> {
                 procedures: FxHashMap::default(),
                 handlers: FxHashMap::default(),
                 fallback: None,
+                unregistered: None,
             }),
             changing: Mutex::new(()),
         }
@@ -281,6 +292,7 @@ impl<C> fmt::Debug for Registry<C> {
             .field("procedures", &procedures)
             .field("handlers", &handlers)
             .field("fallback", &entries.fallback.is_some())
+            .field("unregistered", &entries.unregistered.is_some())
             .finish()
     }
 }
@@ -394,6 +406,34 @@ impl<C: Send + 'static> Registry<C> {
     /// handler of their own are reported as ignored again.
     pub fn off_any(&self) -> bool {
         self.change(|entries| Ok::<_, ()>(entries.fallback.take().is_some()))
+            .unwrap_or(false)
+    }
+
+    /// Sets the observer of the other side's calls to procedures that are not registered,
+    /// replacing any previous one: it gets each such call's procedure name and arguments.
+    /// The call is still answered `wse.server.rp.not-registered`, as without an observer (to
+    /// answer it, register the procedure); the observer only sees it, e.g. to log it.
+    ///
+    /// It runs as [`Registry::on`]'s handlers do: synchronously, in the connection's read
+    /// loop, in arrival order, after the answer is queued. Arguments that do not fit `T` are
+    /// reported as [`Report::InvalidPayload`](crate::Report::InvalidPayload) (the call is
+    /// answered not-registered all the same): take `serde_json::Value` to see them all.
+    pub fn on_unregistered_call<T, F>(&self, observer: F)
+    where
+        F: Fn(C, &str, T) + Send + Sync + 'static,
+        T: DeserializeOwned + 'static,
+    {
+        let set = self.change(|entries| {
+            entries.unregistered = Some(Arc::new(TypedFallback(observer, PhantomData)));
+            Ok::<_, ()>(())
+        });
+        debug_assert!(set.is_ok(), "setting the observer cannot fail");
+    }
+
+    /// Removes the observer of calls to procedures that are not registered; returns whether
+    /// there was one.
+    pub fn off_unregistered_call(&self) -> bool {
+        self.change(|entries| Ok::<_, ()>(entries.unregistered.take().is_some()))
             .unwrap_or(false)
     }
 

@@ -174,14 +174,16 @@ pub enum Report<'a> {
         error: String,
     },
     /// A payload did not fit the type its handler expects. A call is answered with
-    /// `wse.server.rp.invalid-payload`; a message is skipped.
+    /// `wse.server.rp.invalid-payload` (a call to a procedure that is not registered, whose
+    /// observer could not take it, with `wse.server.rp.not-registered`); a message is skipped.
     InvalidPayload {
         /// The message type or procedure.
         kind: Cow<'a, str>,
         /// Why it did not fit.
         error: PayloadError,
     },
-    /// A message handler panicked; the connection goes on.
+    /// A message handler (or the observer of calls to procedures that are not registered)
+    /// panicked; the connection goes on.
     HandlerPanicked {
         /// The message type.
         kind: Cow<'a, str>,
@@ -237,6 +239,23 @@ impl Report<'_> {
                 procedure: own(procedure),
             },
         }
+    }
+}
+
+/// Reports how a handler (or an observer) of `kind` took its payload: not at all (it did not
+/// fit), or with a panic.
+fn report_handled<C: Context>(
+    ctx: &C,
+    kind: &str,
+    handled: std::thread::Result<Result<(), PayloadError>>,
+) {
+    match handled {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => ctx.report(Report::InvalidPayload {
+            kind: kind.into(),
+            error,
+        }),
+        Err(_) => ctx.report(Report::HandlerPanicked { kind: kind.into() }),
     }
 }
 
@@ -566,7 +585,8 @@ impl<C: Context> Session<C> {
         // Every log line of the procedure carries these (and its connection's, on a server).
         let span = tracing::info_span!("wse_call", %procedure, %stamp);
         let clock = CallClock::start(ctx);
-        let started = match self.0.registry.entries().procedure(procedure) {
+        let entries = self.0.registry.entries();
+        let started = match entries.procedure(procedure) {
             Some(handler) => {
                 let _in_call = span.enter();
                 handler.start(ctx.clone(), &self.0.protocol, payload, stamp)
@@ -574,9 +594,16 @@ impl<C: Context> Session<C> {
             None => {
                 clock.end(ctx, procedure, CallOutcome::NotRegistered);
                 self.reply_now(ctx, stamp, &ErrorObject::from(ErrorCode::RpNotRegistered));
+                if let Some(observer) = entries.unregistered() {
+                    let observed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        observer.handle(ctx.clone(), procedure, &*self.0.protocol, payload)
+                    }));
+                    report_handled(ctx, procedure, observed);
+                }
                 return;
             }
         };
+        drop(entries);
         let started = match started {
             Ok(started) => started,
             Err(error) => {
@@ -719,14 +746,7 @@ impl<C: Context> Session<C> {
                 return;
             }
         };
-        match handled {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => ctx.report(Report::InvalidPayload {
-                kind: kind.into(),
-                error,
-            }),
-            Err(_) => ctx.report(Report::HandlerPanicked { kind: kind.into() }),
-        }
+        report_handled(ctx, kind, handled);
     }
 
     /// Queues a one-way message without waiting.

@@ -1,15 +1,21 @@
-//! [`LoadError`]: why a load stopped.
+//! [`LoadError`]: why a load stopped, and [`ErrorKind::of_close_before_welcome`], the one
+//! rule by which both the loads and the `wse` command judge a close before the welcome.
 
 use std::fmt;
+
+use wse_core::{CloseReason, close_code};
 
 /// What kind of failure stopped a load: a harness picks its exit code or its retry by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// A connection could not be opened or made ready: no server there, a failed upgrade, a
-    /// codec the server does not speak, a broken handshake.
+    /// codec the server does not speak, a broken handshake, a close before the welcome that
+    /// is no refusal (see [`ErrorKind::of_close_before_welcome`]).
     Connect,
-    /// The server refused the identity (`wse.not-authorized`) or closed before its welcome.
+    /// The server refused: `wse.not-authorized`, or an application's own reason on a 1000
+    /// close before the welcome (see [`ErrorKind::of_close_before_welcome`]); or it sent a
+    /// challenge this side cannot answer (no secret, or no HMAC quest).
     Refused,
     /// Something the load waits for did not come in time: messages or replies were lost, or
     /// the server stalled.
@@ -19,6 +25,29 @@ pub enum ErrorKind {
     Answer,
     /// This machine, not the server: `/proc` unreadable, no runtime for the load.
     Local,
+}
+
+impl ErrorKind {
+    /// What kind of failure a close that came before the welcome is, from its close code and
+    /// reason. The one home of this rule: the loads judge their handshakes by it, and the `wse`
+    /// command its connects (and its reconnects) and so its exit codes.
+    ///
+    /// - [`ErrorKind::Refused`] for `wse.not-authorized` (with any code), and for code 1000
+    ///   with an application's own reason: an application that turns a connection away says
+    ///   why, and closes with 1000 so that clients do not retry (`PROTOCOL.md`, Closing).
+    /// - [`ErrorKind::Connect`] for everything else: an empty reason, the protocol's other
+    ///   reasons (`wse.protocol-error` and `wse.by-server` say the handshake broke or the
+    ///   server let go, not that it refused the identity), and any other code (1011 a server
+    ///   error, 1012 a restart, 1013 busy, 1006 a socket that just ended), after which a
+    ///   client may well be welcome on its next try.
+    pub fn of_close_before_welcome(code: u16, reason: &str) -> Self {
+        match CloseReason::parse(reason) {
+            Some(CloseReason::NotAuthorized) => Self::Refused,
+            Some(_) => Self::Connect,
+            None if code == close_code::NORMAL && !reason.is_empty() => Self::Refused,
+            None => Self::Connect,
+        }
+    }
 }
 
 /// Why a load stopped: its [`ErrorKind`] and what happened, in words. Every load is fatal at
@@ -88,5 +117,44 @@ impl From<&str> for LoadError {
 impl From<LoadError> for String {
     fn from(error: LoadError) -> Self {
         error.message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_before_the_welcome_is_refused() {
+        let refused = [
+            (1000, "wse.not-authorized"),
+            (1008, "wse.not-authorized"),
+            (1000, "app.banned"),
+        ];
+        for (code, reason) in refused {
+            assert_eq!(
+                ErrorKind::of_close_before_welcome(code, reason),
+                ErrorKind::Refused,
+                "{code} {reason:?}"
+            );
+        }
+        let broken = [
+            (1000, ""),
+            (1005, ""),
+            (1006, ""),
+            (1011, ""),
+            (1011, "app.crashed"),
+            (1012, "wse.by-server"),
+            (1013, "wse.try-again"),
+            (1000, "wse.protocol-error"),
+            (1000, "wse.by-server"),
+        ];
+        for (code, reason) in broken {
+            assert_eq!(
+                ErrorKind::of_close_before_welcome(code, reason),
+                ErrorKind::Connect,
+                "{code} {reason:?}"
+            );
+        }
     }
 }

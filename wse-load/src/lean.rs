@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::MaybeTlsStream;
 
+use crate::error::LoadError;
 use crate::load::{Failure, Ws};
 
 /// The FIN bit of a frame's first byte: the last (here, only) frame of a message.
@@ -50,8 +51,16 @@ const PONG: u8 = 0xA;
 /// The close frame sent when a load is done: code 1000 (normal closure), no reason.
 const NORMAL_CLOSURE: [u8; 2] = 1000u16.to_be_bytes();
 
-/// How long a closing handshake may take before the close is reported as failed.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing handshake may take before the close is reported as failed: the lean
+/// client's and tokio-tungstenite's ([`load::close`](crate::load::close)) alike.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The failure of a close that the server did not answer within [`CLOSE_TIMEOUT`].
+pub(crate) fn close_timed_out() -> LoadError {
+    LoadError::timeout(format!(
+        "the server did not answer the close frame within {CLOSE_TIMEOUT:?}"
+    ))
+}
 
 /// Appends to `out` one client frame carrying `payload` as a whole message of `opcode`, masked
 /// with the key 0 0 0 0 (so the payload goes out as it is).
@@ -249,14 +258,27 @@ impl Conn {
     ///
     /// # Errors
     /// When the server does not close within 10 s, or the socket fails.
-    pub(crate) async fn close(mut self) -> Result<(), Failure> {
+    pub(crate) async fn close(self) -> Result<(), Failure> {
+        self.close_counting().await.map(drop)
+    }
+
+    /// Closes as [`Conn::close`] does, and returns how many messages (text or binary) came
+    /// before the server's close frame: a fan-out receiver that has had all its rounds
+    /// expects none, so any is a delivery too many.
+    ///
+    /// # Errors
+    /// As [`Conn::close`].
+    pub(crate) async fn close_counting(mut self) -> Result<usize, Failure> {
         self.write_all(&masked_frame(CLOSE, &NORMAL_CLOSURE))
             .await?;
+        let mut messages = 0;
         let closed = async {
             loop {
                 while let Some((opcode, _)) = self.next_frame()? {
-                    if opcode == CLOSE {
-                        return Ok(());
+                    match opcode {
+                        CLOSE => return Ok(()),
+                        TEXT | BINARY => messages += 1,
+                        _ => {}
                     }
                 }
                 if self.fill().await.is_err() {
@@ -267,7 +289,8 @@ impl Conn {
         };
         tokio::time::timeout(CLOSE_TIMEOUT, closed)
             .await
-            .map_err(|_| "the server did not answer the close frame within 10 s".to_owned())?
+            .map_err(|_| close_timed_out())??;
+        Ok(messages)
     }
 }
 

@@ -8,10 +8,10 @@
 //! loads, which measure the connections themselves, stay on tokio-tungstenite.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,14 +19,13 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
-use tokio::task::LocalSet;
+use tokio::task::{JoinSet, LocalSet};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use wse_core::{CloseReason, HmacQuest, Json, MessageKind, MsgPack, Protocol, frame};
+use wse_core::{ErrorObject, HmacQuest, Json, MessageKind, MsgPack, Protocol, frame};
 
 use crate::cpu;
 use crate::error::{ErrorKind, LoadError};
@@ -186,24 +185,23 @@ impl Login {
     /// The payload of the `~wse:hi` of a connection meant to be `user`.
     fn hi(&self, user: &str) -> Value {
         let n = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed).to_string();
-        let fill = |text: &str| text.replace("{user}", user).replace("{conn}", &n);
+        let fill = |text: &str| Value::String(text.replace("{user}", user).replace("{conn}", &n));
         serde_json::json!({
-            "identity": replace_strings(&self.identity, &fill),
-            "meta": replace_strings(&self.meta, &fill),
+            "identity": fill_strings(&self.identity, &fill),
+            "meta": fill_strings(&self.meta, &fill),
         })
     }
 }
 
-/// `value` with `fill` applied to every string in it (object keys stay as they are).
-fn replace_strings(value: &Value, fill: &impl Fn(&str) -> String) -> Value {
+/// `value` with every string in it replaced by what `fill` makes of it (object keys stay as
+/// they are): the one walker behind the placeholders of a [`Login`] and of a [`Trigger`].
+fn fill_strings(value: &Value, fill: &impl Fn(&str) -> Value) -> Value {
     match value {
-        Value::String(text) => Value::String(fill(text)),
-        Value::Array(items) => {
-            Value::Array(items.iter().map(|v| replace_strings(v, fill)).collect())
-        }
+        Value::String(text) => fill(text),
+        Value::Array(items) => Value::Array(items.iter().map(|v| fill_strings(v, fill)).collect()),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(key, v)| (key.clone(), replace_strings(v, fill)))
+                .map(|(key, v)| (key.clone(), fill_strings(v, fill)))
                 .collect(),
         ),
         other => other.clone(),
@@ -237,8 +235,9 @@ impl Progress {
 ///
 /// # Errors
 /// [`ErrorKind::Connect`] when it cannot be opened or the handshake breaks,
-/// [`ErrorKind::Refused`] when the server refuses the identity or closes before its welcome,
-/// [`ErrorKind::Timeout`] past the handshake timeout.
+/// [`ErrorKind::Refused`] when the server refuses it or sends a challenge that cannot be
+/// answered, a close before the welcome being judged by
+/// [`ErrorKind::of_close_before_welcome`], [`ErrorKind::Timeout`] past the handshake timeout.
 ///
 /// # Cancel safety
 /// Dropping the future drops the connection.
@@ -289,15 +288,13 @@ async fn open_now(dial: &Dial, user: &str) -> Result<Ws, Failure> {
                 let (code, reason) = close
                     .map(|close| (u16::from(close.code), close.reason.to_string()))
                     .unwrap_or((1005, String::new()));
-                let reason = if reason.is_empty() {
-                    CloseReason::NotAuthorized.as_str().to_owned()
+                let kind = ErrorKind::of_close_before_welcome(code, &reason);
+                let message = if reason.is_empty() {
+                    format!("closed before the welcome: {code}")
                 } else {
-                    reason
+                    format!("closed before the welcome: {code} {reason}")
                 };
-                return Err(LoadError::new(
-                    ErrorKind::Refused,
-                    format!("closed before the welcome: {code} {reason}"),
-                ));
+                return Err(LoadError::new(kind, message));
             }
             _ => continue,
         };
@@ -314,10 +311,11 @@ async fn open_now(dial: &Dial, user: &str) -> Result<Ws, Failure> {
                         "the server sent a challenge and no secret is set",
                     )
                 })?;
-                let quest: HmacQuest = codec
-                    .protocol()
-                    .decode(frame.payload)
-                    .map_err(|e| LoadError::connect(e.to_string()))?;
+                // A challenge this side cannot answer keeps it out as a refusal does (and as
+                // the `wse` command's client says it: `wse.client.invalid-cra-handler`).
+                let quest: HmacQuest = codec.protocol().decode(frame.payload).map_err(|e| {
+                    LoadError::new(ErrorKind::Refused, format!("not an HMAC quest: {e}"))
+                })?;
                 send_frame(&mut ws, codec, frame::CHALLENGE, &quest.solve(secret), None).await?;
             }
             other => {
@@ -360,10 +358,39 @@ async fn next_data(ws: &mut Ws, during: &str) -> Result<bytes::Bytes, Failure> {
     }
 }
 
-/// Closes with a close frame and waits for the answer.
-pub async fn close(mut ws: Ws) {
-    let _ = ws.close(None).await;
-    while let Some(Ok(_)) = ws.next().await {}
+/// Closes with a close frame and waits for the server's answer, at most 10 s.
+///
+/// # Errors
+/// [`ErrorKind::Timeout`] when the server does not answer the close within 10 s.
+///
+/// # Cancel safety
+/// Dropping the future drops the connection, its close unanswered.
+pub async fn close(mut ws: Ws) -> Result<(), LoadError> {
+    let closing = async {
+        let _ = ws.close(None).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    };
+    tokio::time::timeout(lean::CLOSE_TIMEOUT, closing)
+        .await
+        .map_err(|_| lean::close_timed_out())
+}
+
+/// The failure of a call of `procedure` that was answered with the error object `payload`:
+/// the server's code, and its details when it sent any.
+fn answered_with_error(protocol: &dyn Protocol, procedure: &str, payload: &[u8]) -> LoadError {
+    let said = match protocol.decode::<ErrorObject>(payload) {
+        Ok(ErrorObject {
+            code,
+            details: Some(details),
+            ..
+        }) => format!("{code} {details}"),
+        Ok(ErrorObject { code, .. }) => code,
+        Err(error) => format!("an error object that does not decode ({error})"),
+    };
+    LoadError::new(
+        ErrorKind::Answer,
+        format!("{procedure} answered with an error: {said}"),
+    )
 }
 
 /// The outcome of an RPC run.
@@ -679,11 +706,11 @@ impl Slots {
                         return Err(format!("a second reply for slot {slot}").into());
                     }
                     frame::RESPONSE_ERR => {
-                        let error: Value = protocol.decode(reply.payload).unwrap_or(Value::Null);
-                        return Err(LoadError::from(format!(
-                            "{} answered with an error: {error}",
-                            call.procedure
-                        )));
+                        return Err(answered_with_error(
+                            protocol,
+                            &call.procedure,
+                            reply.payload,
+                        ));
                     }
                     _ => {}
                 }
@@ -1308,11 +1335,12 @@ async fn one_message(conn: &mut Conn, expected: &Expected) -> Result<(), Failure
 /// time taken. Each cycle done is counted into `progress` when given.
 ///
 /// # Errors
-/// At the first cycle that fails (see [`open`]).
+/// At the first cycle that fails (see [`open`]; the baseline's echo and each close are
+/// bounded too, 10 s each): the other cycles stop there.
 ///
 /// # Cancel safety
-/// The cycles run in tasks of their own: dropping the future stops waiting for them, and
-/// each stops after its cycle.
+/// The cycles run in tasks of their own, which dropping the future aborts (their connections
+/// are dropped).
 pub async fn handshakes(
     dial: &Dial,
     cycles: usize,
@@ -1320,38 +1348,56 @@ pub async fn handshakes(
     progress: Option<&Progress>,
 ) -> Result<Duration, LoadError> {
     let next = Arc::new(AtomicUsize::new(0));
+    // Set at the first failure, so that no worker starts another cycle; the workers are
+    // aborted as well (the set is dropped), but one between two cycles sees this first.
+    let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let (dial, next, progress) = (dial.clone(), Arc::clone(&next), progress.cloned());
-            tokio::spawn(async move {
-                while next.fetch_add(1, Ordering::Relaxed) < cycles {
-                    let mut ws = open(&dial, "cycler").await?;
-                    if !dial.hello.is_wse() {
-                        // The baseline's "handshake": one frame each way.
-                        ws.send(dial.codec.message(b"[\"hi\",null,null]".to_vec()))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        ws.next()
-                            .await
-                            .ok_or("closed")?
-                            .map_err(|e| e.to_string())?;
-                    }
-                    close(ws).await;
-                    if let Some(progress) = &progress {
-                        progress.add(1);
-                    }
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (dial, next, stop) = (dial.clone(), Arc::clone(&next), Arc::clone(&stop));
+        let progress = progress.cloned();
+        workers.spawn(async move {
+            while !stop.load(Ordering::Relaxed) && next.fetch_add(1, Ordering::Relaxed) < cycles {
+                if let Err(error) = cycle(&dial).await {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(error);
                 }
-                Ok::<_, Failure>(())
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker
-            .await
-            .map_err(|e| LoadError::local(e.to_string()))??;
+                if let Some(progress) = &progress {
+                    progress.add(1);
+                }
+            }
+            Ok::<_, Failure>(())
+        });
+    }
+    while let Some(worker) = workers.join_next().await {
+        let done = worker
+            .map_err(|e| LoadError::local(e.to_string()))
+            .and_then(|done| done);
+        if let Err(error) = done {
+            stop.store(true, Ordering::Relaxed);
+            return Err(error);
+        }
     }
     Ok(started.elapsed())
+}
+
+/// One cycle of the handshake load: connect, get ready, close.
+async fn cycle(dial: &Dial) -> Result<(), Failure> {
+    let mut ws = open(dial, "cycler").await?;
+    if !dial.hello.is_wse() {
+        // The baseline's "handshake": one frame each way.
+        ws.send(dial.codec.message(b"[\"hi\",null,null]".to_vec()))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(ANSWER_TIMEOUT, ws.next())
+            .await
+            .map_err(|_| {
+                LoadError::timeout(format!("no echo of the hi within {ANSWER_TIMEOUT:?}"))
+            })?
+            .ok_or("closed")?
+            .map_err(|e| e.to_string())?;
+    }
+    close(ws).await
 }
 
 /// Opens `count` ready connections, `concurrency` at a time, and holds them.
@@ -1425,19 +1471,20 @@ impl Trigger {
 
     /// The arguments of round `round`.
     fn args(&self, round: usize) -> Value {
-        fn fill(value: &Value, round: usize) -> Value {
-            match value {
-                Value::String(text) if text == ROUND => Value::from(round),
-                Value::Array(items) => Value::Array(items.iter().map(|v| fill(v, round)).collect()),
-                Value::Object(map) => Value::Object(
-                    map.iter()
-                        .map(|(key, v)| (key.clone(), fill(v, round)))
-                        .collect(),
-                ),
-                other => other.clone(),
+        fill_strings(&self.args, &|text| {
+            if text == ROUND {
+                Value::from(round)
+            } else {
+                Value::String(text.to_owned())
             }
-        }
-        fill(&self.args, round)
+        })
+    }
+
+    /// Whether the arguments carry the round's number (a string that is exactly `{round}`),
+    /// which the messages then carry too: only a placeholder makes them differ from round to
+    /// round.
+    fn numbers_rounds(&self) -> bool {
+        self.args(0) != self.args
     }
 }
 
@@ -1465,16 +1512,25 @@ const DEVICES_OF: &str = "devices-of-one-user";
 /// The room whose members receive in [`Audience::Room`].
 const ROOM: &str = "bench-room";
 
-/// Joins [`ROOM`] with the built-in `rooms.join`, over the connection before it turns lean.
+/// Joins [`ROOM`] with the built-in `rooms.join`, over the connection before it turns lean;
+/// its answer must come within 10 s.
 async fn join_room(ws: &mut Ws, codec: Codec) -> Result<(), Failure> {
+    const JOIN: &str = "rooms.join";
     let args = serde_json::json!({"room": ROOM});
-    send_frame(ws, codec, "rooms.join", &args, Some("join")).await?;
-    let data = next_data(ws, "the room join").await?;
-    let frame = codec.protocol().unpack(&data).map_err(|e| e.to_string())?;
-    match frame.kind.as_ref() {
-        frame::RESPONSE => Ok(()),
-        other => Err(format!("rooms.join answered {other}").into()),
-    }
+    send_frame(ws, codec, JOIN, &args, Some("join")).await?;
+    let protocol = codec.protocol();
+    let joined = async {
+        let data = next_data(ws, "the room join").await?;
+        let frame = protocol.unpack(&data).map_err(|e| e.to_string())?;
+        match frame.kind.as_ref() {
+            frame::RESPONSE => Ok(()),
+            frame::RESPONSE_ERR => Err(answered_with_error(protocol, JOIN, frame.payload)),
+            other => Err(format!("{JOIN} answered {other}").into()),
+        }
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, joined)
+        .await
+        .map_err(|_| LoadError::timeout(format!("no answer to {JOIN} within {ANSWER_TIMEOUT:?}")))?
 }
 
 /// How long the rounds of a fan-out may take to reach every receiver.
@@ -1488,16 +1544,22 @@ const RECEIVER_READ_BUFFER: usize = 4 << 10;
 /// to back on a control connection each make the server send one message to all of them.
 /// Returns the time from the first trigger until every receiver has every round, and the CPU
 /// time the generator and `server` (a process id) used meanwhile. Each message received is
-/// counted into `progress` when given. Bounded: the rounds must reach everyone within 60 s.
+/// counted into `progress` when given. Bounded: the triggers must be written and the rounds
+/// reach everyone within 60 s.
 ///
-/// The receivers are lean clients that count whole messages in place (any message counts:
-/// the server must send the receivers nothing else meanwhile); the control connection stays
-/// on tokio-tungstenite (it sends `rounds` frames, and never reads).
+/// The receivers are lean clients. When the trigger's arguments carry the round's number
+/// (`{round}`, as the default triggers' do) and so do the messages, each receiver checks that
+/// it gets every round exactly once; otherwise it counts whole messages (any message counts:
+/// the server must send the receivers nothing else meanwhile), and one past the rounds is a
+/// failure. The control connection stays on tokio-tungstenite: it sends the `rounds`
+/// triggers and reads their answers meanwhile.
 ///
 /// # Errors
-/// At the first failure: a connection that cannot be made ready, a receiver that gets more
-/// messages than rounds or is closed under load ([`ErrorKind::Answer`]), rounds that do not
-/// reach everyone within 60 s ([`ErrorKind::Timeout`]).
+/// At the first failure: a connection that cannot be made ready; a trigger answered with an
+/// error (the server's code: not registered, rate-limited, …), a receiver that gets a round
+/// twice, a round that does not exist or more messages than rounds, or that is closed under
+/// load ([`ErrorKind::Answer`]); triggers not written or rounds that do not reach everyone
+/// within 60 s ([`ErrorKind::Timeout`]).
 ///
 /// # Cancel safety
 /// The load runs on a thread of its own: dropping the future stops waiting for it, not it.
@@ -1548,21 +1610,6 @@ async fn fanout_on_this_thread(
         open(dial, &format!("bystander{i}")).await
     })
     .await?;
-    let delivery = Rc::new(Delivery {
-        expected: receivers * rounds,
-        delivered: Cell::new(0),
-        everyone: Notify::new(),
-    });
-    let mut tasks = Vec::with_capacity(receivers);
-    for conn in held {
-        let delivery = Rc::clone(&delivery);
-        let progress = progress.cloned();
-        tasks.push(tokio::task::spawn_local(async move {
-            receive(conn, rounds, &delivery, progress.as_ref()).await
-        }));
-    }
-    let mut control = open(dial, "control").await?;
-    let protocol = dial.codec.protocol();
     let trigger = trigger.clone().unwrap_or_else(|| match audience {
         Audience::Everyone => Trigger::broadcast(),
         Audience::OneUser => Trigger {
@@ -1574,6 +1621,18 @@ async fn fanout_on_this_thread(
             args: serde_json::json!({"room": ROOM, "type": TICK, "payload": ROUND}),
         },
     });
+    // The raw fan-out server sends what it is sent: its messages carry their round.
+    let numbered = (!dial.hello.is_wse() || trigger.numbers_rounds()).then_some(dial.codec);
+    let delivered = Rc::new(Cell::new(0usize));
+    let mut receiving = JoinSet::new();
+    for conn in held {
+        let (delivered, progress) = (Rc::clone(&delivered), progress.cloned());
+        let tally = Tally::new(rounds, numbered);
+        receiving
+            .spawn_local(async move { receive(conn, tally, &delivered, progress.as_ref()).await });
+    }
+    let control = open(dial, "control").await?;
+    let protocol = dial.codec.protocol();
     let triggers = (0..rounds)
         .map(|round| {
             if dial.hello.is_wse() {
@@ -1590,80 +1649,245 @@ async fn fanout_on_this_thread(
             .map_err(|e| e.to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let reached = delivery.everyone.notified();
+    let answers = dial.hello.is_wse().then(|| Answers {
+        procedure: &trigger.procedure,
+        protocol,
+        answered: vec![false; rounds],
+    });
     let cpu_before = cpu::Sample::now(server)?;
     let started = Instant::now();
-    for trigger in triggers {
-        control.feed(trigger).await.map_err(|e| e.to_string())?;
-    }
-    control.flush().await.map_err(|e| e.to_string())?;
-    tokio::time::timeout(FANOUT_TIMEOUT, reached)
+    let everyone = async {
+        let mut received = Vec::with_capacity(receivers);
+        while let Some(done) = receiving.join_next().await {
+            received.push(done.map_err(|e| LoadError::local(e.to_string()))??);
+        }
+        Ok::<_, Failure>(received)
+    };
+    // The first failure ends the wait, whichever side it comes from: an error answer on the
+    // control connection or a receiver that failed, rather than the timeout they would cause.
+    let reached = async {
+        tokio::select! {
+            failed = steer(control, triggers, answers) => Err(failed),
+            received = everyone => received,
+        }
+    };
+    let received = tokio::time::timeout_at(started + FANOUT_TIMEOUT, reached)
         .await
         .map_err(|_| {
             LoadError::timeout(format!(
                 "{} of {} messages delivered within {FANOUT_TIMEOUT:?}: the rounds never \
                  reached everyone",
-                delivery.delivered.get(),
-                delivery.expected
+                delivered.get(),
+                receivers * rounds
             ))
-        })?;
+        })??;
     let elapsed = started.elapsed();
     let cpu = cpu::Sample::now(server)?.since(cpu_before);
-    let mut received = Vec::with_capacity(receivers);
-    for task in tasks {
-        received.push(task.await.map_err(|e| e.to_string())??);
+    let (closed, bystanders_closed) = tokio::join!(
+        futures_util::future::join_all(received.into_iter().map(Conn::close_counting)),
+        futures_util::future::join_all(bystanders.into_iter().map(close)),
+    );
+    for extra in closed {
+        let extra = extra?;
+        if extra > 0 {
+            return Err(
+                format!("a receiver got {extra} messages more than the {rounds} rounds").into(),
+            );
+        }
     }
-    let closed = futures_util::future::join_all(received.into_iter().map(Conn::close)).await;
-    futures_util::future::join_all(bystanders.into_iter().map(close)).await;
-    drop(control);
-    closed.into_iter().collect::<Result<(), _>>()?;
+    bystanders_closed.into_iter().collect::<Result<(), _>>()?;
     Ok((elapsed, cpu))
 }
 
-/// What the receivers of a fan-out share, on their one thread.
-#[derive(Debug)]
-struct Delivery {
-    /// Messages in all: every round to every receiver.
-    expected: usize,
-    /// Messages received so far, by all receivers.
-    delivered: Cell<usize>,
-    /// Woken when the last expected message is received.
-    everyone: Notify,
+/// What the control connection of a fan-out expects back: one answer per round's trigger,
+/// stamped with the round, and none of them an error.
+struct Answers<'a> {
+    /// The trigger's procedure, to name in a failure.
+    procedure: &'a str,
+    protocol: &'a dyn Protocol,
+    /// Whether each round's trigger was answered.
+    answered: Vec<bool>,
 }
 
-/// One fan-out receiver: counts the messages of `rounds` rounds, adds them to the delivery,
-/// and wakes whoever waits for everyone with the last one. The connection is handed back
-/// open: closing handshakes of the first receivers would compete with the delivery to the
-/// last, so they close after the measurement.
+impl Answers<'_> {
+    /// Checks one message that came on the control connection: an answer to a trigger, or
+    /// a message that is not (the broadcast reaches the control connection too), skipped.
+    fn check(&mut self, data: &[u8]) -> Result<(), Failure> {
+        let frame = self.protocol.unpack(data).map_err(|e| e.to_string())?;
+        let Some(stamp) = frame.stamp() else {
+            return Ok(());
+        };
+        let round = stamp.parse::<usize>().ok();
+        match (frame.kind.as_ref(), round) {
+            (frame::RESPONSE, Some(round)) if round < self.answered.len() => {
+                if std::mem::replace(&mut self.answered[round], true) {
+                    return Err(format!("a second answer to the trigger of round {round}").into());
+                }
+                Ok(())
+            }
+            (frame::RESPONSE_ERR, _) => Err(answered_with_error(
+                self.protocol,
+                &format!("{} (round {stamp})", self.procedure),
+                frame.payload,
+            )),
+            (frame::RESPONSE, _) => Err(format!("an answer to no trigger: {stamp:?}").into()),
+            // A call of the server's: not this load's business (it goes unanswered).
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes the triggers on the control connection while reading what comes back, checking
+/// each answer when `answers` is given (not for the raw server, which answers nothing). Once
+/// every trigger is written and answered it goes on reading (and dropping) what the
+/// connection gets, so the server never finds it slow; it returns only when something fails:
+/// an error answer, an answer missing when the connection ends, a broken socket.
+async fn steer(control: Ws, triggers: Vec<Message>, mut answers: Option<Answers<'_>>) -> Failure {
+    let (mut sink, mut stream) = control.split();
+    let writing = async {
+        for trigger in triggers {
+            sink.feed(trigger).await?;
+        }
+        sink.flush().await
+    };
+    let reading = async {
+        while let Some(message) = stream.next().await {
+            let data = match message {
+                Ok(message @ (Message::Text(_) | Message::Binary(_))) => message.into_data(),
+                Ok(Message::Close(close)) => {
+                    return LoadError::from(format!(
+                        "the server closed the control connection under load: {close:?}"
+                    ));
+                }
+                Ok(_) => continue,
+                Err(error) => return LoadError::from(format!("control connection: {error}")),
+            };
+            if let Some(answers) = &mut answers {
+                if let Err(failed) = answers.check(&data) {
+                    return failed;
+                }
+            }
+        }
+        LoadError::from("the control connection ended under load")
+    };
+    let mut reading = std::pin::pin!(reading);
+    tokio::select! {
+        written = writing => {
+            if let Err(error) = written {
+                return LoadError::from(format!("control connection: write: {error}"));
+            }
+        }
+        failed = &mut reading => return failed,
+    }
+    reading.await
+}
+
+/// The rounds one fan-out receiver has had.
+///
+/// When the messages say their round (`numbered`: the trigger's arguments carry it, and the
+/// server passes it on as the payload), each round must come once: a round again, or one that
+/// does not exist, is a failure. A message whose payload is no round number, and every
+/// message when the rounds are not numbered, is only counted. Either way more messages than
+/// rounds is a failure. Memory stays small however many rounds: one connection's messages
+/// come in order, so the rounds below `low` have all come and `later` holds only those that
+/// came after a gap.
+#[derive(Debug)]
+struct Tally {
+    /// Rounds in all.
+    rounds: usize,
+    /// The codec the round is read with, when the messages carry it.
+    numbered: Option<Codec>,
+    /// Every round below it has come.
+    low: usize,
+    /// Rounds above `low` that have come.
+    later: BTreeSet<usize>,
+    /// Messages that carried no round number.
+    unnumbered: usize,
+}
+
+impl Tally {
+    fn new(rounds: usize, numbered: Option<Codec>) -> Self {
+        Self {
+            rounds,
+            numbered,
+            low: 0,
+            later: BTreeSet::new(),
+            unnumbered: 0,
+        }
+    }
+
+    /// Messages received so far.
+    fn received(&self) -> usize {
+        self.low + self.later.len() + self.unnumbered
+    }
+
+    /// Whether every round has come.
+    fn done(&self) -> bool {
+        self.received() >= self.rounds
+    }
+
+    /// The round `message` says, when the rounds are numbered and it says one: its payload,
+    /// as a number.
+    fn round_of(&self, message: &[u8]) -> Option<usize> {
+        let protocol = self.numbered?.protocol();
+        let frame = protocol.unpack(message).ok()?;
+        protocol.decode::<usize>(frame.payload).ok()
+    }
+
+    /// Counts one message.
+    fn add(&mut self, message: &[u8]) -> Result<(), Failure> {
+        match self.round_of(message) {
+            Some(round) if round >= self.rounds => {
+                return Err(
+                    format!("a message of round {round}, of {} rounds", self.rounds).into(),
+                );
+            }
+            Some(round) if round == self.low => {
+                self.low += 1;
+                while self.later.remove(&self.low) {
+                    self.low += 1;
+                }
+            }
+            Some(round) => {
+                if round < self.low || !self.later.insert(round) {
+                    return Err(format!("round {round} received twice").into());
+                }
+            }
+            None => self.unnumbered += 1,
+        }
+        if self.received() > self.rounds {
+            return Err(format!("{} messages for {} rounds", self.received(), self.rounds).into());
+        }
+        Ok(())
+    }
+}
+
+/// One fan-out receiver: takes the messages of its rounds into `tally`, adds them to
+/// `delivered` (and `progress`), and ends once it has every round. The connection is handed
+/// back open: closing handshakes of the first receivers would compete with the delivery to
+/// the last, so they close after the measurement.
 async fn receive(
     mut conn: Conn,
-    rounds: usize,
-    delivery: &Delivery,
+    mut tally: Tally,
+    delivered: &Cell<usize>,
     progress: Option<&Progress>,
 ) -> Result<Conn, Failure> {
     let mut pongs = Vec::new();
-    let mut received = 0;
-    while received < rounds {
+    while !tally.done() {
         conn.fill().await?;
-        let before = received;
-        while conn.next_message(&mut pongs)?.is_some() {
-            received += 1;
+        let before = tally.received();
+        while let Some((_, message)) = conn.next_message(&mut pongs)? {
+            tally.add(message)?;
         }
         if !pongs.is_empty() {
             conn.write_all(&pongs).await?;
             pongs.clear();
         }
-        let delivered = delivery.delivered.get() + (received - before);
-        delivery.delivered.set(delivered);
+        let new = tally.received() - before;
+        delivered.set(delivered.get() + new);
         if let Some(progress) = progress {
-            progress.add(received - before);
+            progress.add(new);
         }
-        if received > before && delivered == delivery.expected {
-            delivery.everyone.notify_one();
-        }
-    }
-    if received > rounds {
-        return Err(format!("{received} messages for {rounds} rounds").into());
     }
     Ok(conn)
 }
@@ -1721,6 +1945,61 @@ mod tests {
             custom.args(2),
             json!({"room": "r", "payload": [2, "x{round}"]})
         );
+        assert!(broadcast.numbers_rounds() && custom.numbers_rounds());
+        let fixed = Trigger {
+            procedure: "broadcast".into(),
+            args: json!({"type": "tick", "payload": "x{round}"}),
+        };
+        assert!(!fixed.numbers_rounds());
+    }
+
+    fn tick(codec: Codec, payload: &Value) -> Result<Vec<u8>, Failure> {
+        Ok(codec
+            .protocol()
+            .encode(TICK, payload, None)
+            .map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn a_receiver_takes_each_numbered_round_once() -> Result<(), Failure> {
+        for codec in [Codec::Json, Codec::Msgpack] {
+            let round = |n: usize| tick(codec, &json!(n));
+            // Out of order, then in order: done at the third.
+            let mut tally = Tally::new(3, Some(codec));
+            tally.add(&round(1)?)?;
+            assert_eq!((tally.low, tally.received(), tally.done()), (0, 1, false));
+            tally.add(&round(0)?)?;
+            assert_eq!((tally.low, tally.later.len()), (2, 0));
+            tally.add(&round(2)?)?;
+            assert!(tally.done());
+            // A round again, below the low mark or above it, and a round beyond the last.
+            let mut tally = Tally::new(4, Some(codec));
+            tally.add(&round(0)?)?;
+            assert!(tally.add(&round(0)?).is_err());
+            let mut tally = Tally::new(4, Some(codec));
+            tally.add(&round(2)?)?;
+            assert!(tally.add(&round(2)?).is_err());
+            assert!(Tally::new(4, Some(codec)).add(&round(4)?).is_err());
+            // A payload that is no round number is counted, and a message too many fails.
+            let mut tally = Tally::new(2, Some(codec));
+            tally.add(&tick(codec, &json!("other"))?)?;
+            tally.add(&round(1)?)?;
+            assert!(tally.done());
+            assert!(tally.add(&round(0)?).is_err());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_receiver_of_unnumbered_rounds_counts_them() -> Result<(), Failure> {
+        let mut tally = Tally::new(2, None);
+        let same = tick(Codec::Json, &json!(7))?;
+        tally.add(&same)?;
+        tally.add(&same)?;
+        assert!(tally.done());
+        let error = tally.add(&same).err().ok_or("a third message accepted")?;
+        assert_eq!(error.message(), "3 messages for 2 rounds");
+        Ok(())
     }
 
     #[test]

@@ -116,7 +116,7 @@ where
     {
         return refused(reason);
     }
-    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let deadline = wse_core::transport::deadline(shared.config.handshake_timeout);
     let (head, rest) = match tokio::time::timeout_at(deadline, read_head(&mut io)).await {
         Ok(Ok(read)) => read,
         Ok(Err(HeadError::Gone(why))) => return refused(Rejection::Upgrade(why)),

@@ -10,7 +10,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
 use hyper_util::rt::TokioIo;
-use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
@@ -110,7 +109,7 @@ impl Server {
             uri: request.uri().clone(),
             headers: std::mem::take(request.headers_mut()),
         };
-        let deadline = Instant::now() + shared.config.handshake_timeout;
+        let deadline = wse_core::transport::deadline(shared.config.handshake_timeout);
         let switch = match answer(self, head, peer_addr, ticket, deadline).await {
             Ok(switch) => switch,
             Err(code) => return status(code),

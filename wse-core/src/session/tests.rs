@@ -32,10 +32,15 @@ struct Pair {
 
 /// Session `a` calls, session `b` serves `registry`; frames travel through a pump task each way.
 fn pair(registry: Registry<Peer>, config: SessionConfig) -> Pair {
+    pair_with(Arc::new(registry), config)
+}
+
+/// [`pair`], with a registry the test keeps a handle of.
+fn pair_with(registry: Arc<Registry<Peer>>, config: SessionConfig) -> Pair {
     let (a_tx, a_rx) = outbox(64);
     let (b_tx, b_rx) = outbox(64);
     let a = Session::new(Arc::new(Json), a_tx, Arc::new(Registry::new()), config);
-    let b = Session::new(Arc::new(Json), b_tx, Arc::new(registry), config);
+    let b = Session::new(Arc::new(Json), b_tx, registry, config);
     let (a_peer, b_peer) = (Peer::default(), Peer::default());
     pump(a_rx, b.clone(), b_peer.clone());
     pump(b_rx, a.clone(), a_peer.clone());
@@ -263,6 +268,40 @@ async fn the_fallback_gets_what_no_handler_takes_and_can_be_removed() {
             kind: "other".into()
         }]
     );
+}
+
+#[tokio::test]
+async fn an_observer_sees_calls_to_unregistered_procedures_that_are_still_refused() {
+    let registry = registry();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    registry.on_unregistered_call(move |_: Peer, procedure: &str, args: Value| {
+        sink.lock().unwrap().push(format!("{procedure} {args}"))
+    });
+    // The fallback of messages is not the observer of calls.
+    registry.on_any(|_: Peer, kind: &str, _: Value| panic!("{kind} is a call"));
+    let registry = Arc::new(registry);
+    let p = pair_with(Arc::clone(&registry), SessionConfig::default());
+    let err =
+        p.a.call::<(), _>("missing", &json!({"a": 1}))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), "wse.server.rp.not-registered");
+    // A registered procedure is not observed.
+    assert_eq!(p.a.call::<i64, _>("add", &(1, 2)).await, Ok(3));
+    assert_eq!(*seen.lock().unwrap(), [r#"missing {"a":1}"#]);
+    assert!(p.b_peer.reports().is_empty(), "{:?}", p.b_peer.reports());
+
+    // Arguments that do not fit are reported; the call is refused as before.
+    registry.on_unregistered_call(|_: Peer, _: &str, _: u8| {});
+    let err = p.a.call::<(), _>("missing", &"text").await.unwrap_err();
+    assert_eq!(err.code(), "wse.server.rp.not-registered");
+    assert!(matches!(
+        &p.b_peer.reports()[..],
+        [Report::InvalidPayload { kind, .. }] if kind == "missing"
+    ));
+    assert!(registry.off_unregistered_call());
+    assert!(!registry.off_unregistered_call());
 }
 
 #[test]

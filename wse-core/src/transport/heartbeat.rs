@@ -74,7 +74,7 @@ impl Liveness {
     /// Starts watching a peer heard from just now.
     pub fn new(heartbeat: Heartbeat) -> Self {
         let mut ticker =
-            tokio::time::interval_at(Instant::now() + heartbeat.interval, heartbeat.interval);
+            tokio::time::interval_at(super::deadline(heartbeat.interval), heartbeat.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
             heartbeat,

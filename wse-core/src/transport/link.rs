@@ -167,7 +167,7 @@ impl<'a> Waiting<'a> {
     fn over(&mut self, progressed: bool, cx: &mut std::task::Context<'_>) -> bool {
         if progressed {
             // A large batch to a peer that reads steadily is slow, not stuck.
-            let deadline = tokio::time::Instant::now() + self.timeout;
+            let deadline = super::deadline(self.timeout);
             self.timer.as_mut().reset(deadline);
         }
         let closing = self
@@ -598,7 +598,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// # Cancel safety
     /// Not cancel-safe: dropping it drops the socket without the rest of the handshake.
     pub async fn finish(&mut self, patience: Duration) -> CloseFrames {
-        let deadline = Instant::now() + patience;
+        let deadline = super::deadline(patience);
         let sent = self.drain.close_requested();
         if let Some(close) = &sent {
             let goodbye = async {

@@ -4,7 +4,10 @@
 //! No sockets are opened here: the server hands [`Link`] the stream it accepted, the client the
 //! one it connected.
 
+use std::time::Duration;
+
 use bytes::Bytes;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -44,6 +47,16 @@ pub fn close_for_read_error(error: &WsError) -> Option<Close> {
     Some(Close::new(code, reason))
 }
 
+/// The instant `timeout` from now, or a far one (about thirty years ahead) when adding it
+/// would overflow: a timeout set to `Duration::MAX` means "no timeout", never a panic. The
+/// deadlines of the handshake, the close and the writes are made here, on both ends.
+pub fn deadline(timeout: Duration) -> Instant {
+    /// Far enough to be never, near enough to add to any clock.
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| now + FAR)
+}
+
 /// The data of a text or binary message; `None` for control messages.
 pub fn message_data(message: &Message) -> Option<(MessageKind, &[u8])> {
     match message {
@@ -76,4 +89,19 @@ pub fn close_of(frame: Option<CloseFrame>) -> Close {
         || Close::new(1005, ""),
         |frame| Close::new(frame.code.into(), frame.reason.as_str()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_saturates_rather_than_overflowing_the_clock() {
+        let now = Instant::now();
+        let soon = deadline(Duration::from_secs(5));
+        assert!(soon >= now + Duration::from_secs(5));
+        assert!(soon <= Instant::now() + Duration::from_secs(5));
+        let never = deadline(Duration::MAX);
+        assert!(never > now + Duration::from_secs(20 * 365 * 24 * 60 * 60));
+    }
 }
