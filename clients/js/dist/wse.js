@@ -1928,7 +1928,6 @@ var WseClient = class {
     link.resolve = link.reject = null;
   }
   #open(status) {
-    this.#setStatus(status);
     return new Promise((resolve, reject) => {
       let ws;
       try {
@@ -1941,6 +1940,7 @@ var WseClient = class {
       if (this.#protocol.binary) ws.binaryType = "arraybuffer";
       const link = { ws, pending: /* @__PURE__ */ new Map(), welcomed: false, resolve, reject };
       this.#link = link;
+      this.#setStatus(status);
       ws.onopen = () => {
         if (this.#link !== link) return;
         this.#write(link, [HI, { identity: this.#identity, meta: this.#meta }, null]);

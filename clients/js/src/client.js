@@ -293,7 +293,6 @@ export class WseClient {
   }
 
   #open (status) {
-    this.#setStatus(status)
     return new Promise((resolve, reject) => {
       let ws
       try {
@@ -306,6 +305,8 @@ export class WseClient {
       if (this.#protocol.binary) ws.binaryType = 'arraybuffer'
       const link = { ws, pending: new Map(), welcomed: false, resolve, reject }
       this.#link = link
+      // Told once the socket is ours: a status listener that calls connect() finds it.
+      this.#setStatus(status)
       ws.onopen = () => {
         if (this.#link !== link) return
         this.#write(link, [HI, { identity: this.#identity, meta: this.#meta }, null])
