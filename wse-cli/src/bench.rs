@@ -77,8 +77,8 @@ pub(crate) struct Shape {
     #[arg(long, value_name = "NAME", default_value = "broadcast")]
     fanout_procedure: String,
     /// fanout: its arguments, as JSON; a string that is exactly "{round}" is replaced by the
-    /// round's number (then each receiver checks that it gets every round once; without it,
-    /// it counts the messages).
+    /// round's number. When the "payload" argument is exactly "{round}", each receiver checks
+    /// that it gets every round once; otherwise it counts the messages.
     #[arg(
         long,
         value_name = "JSON",

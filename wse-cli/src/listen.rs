@@ -273,7 +273,11 @@ async fn listen(
                 Ok(_) => {}
                 // Nothing is driven by events: the joins follow the status, which loses no
                 // welcome.
-                Err(RecvError::Lagged(missed)) => eprintln!("# {missed} events missed"),
+                Err(RecvError::Lagged(missed)) => {
+                    eprintln!("# {missed} events missed");
+                    // A welcome may be among them: a close after it is never a refusal.
+                    welcomed = true;
+                }
                 Err(RecvError::Closed) => return fail(Failure::Other, "the client is gone", None),
             },
             changed = status.changed() => {
@@ -282,10 +286,9 @@ async fn listen(
                 }
                 let now = *status.borrow_and_update();
                 match now {
-                    Status::Ready => {
-                        welcomed = true;
-                        join_now = true;
-                    }
+                    // `welcomed` follows the events alone: they come in order, while the
+                    // status read here may still be a closed connection's Ready.
+                    Status::Ready => join_now = true,
                     // With reconnect, the client gives up after a close that does not retry.
                     Status::Offline => {
                         return match last_close.take() {

@@ -305,3 +305,29 @@ async fn help_says_what_each_new_subcommand_does() {
         assert!(help.contains(command), "{command} in {help}");
     }
 }
+
+/// The binary a user builds speaks TLS: `wss_is_spoken` cannot show it, since a test build
+/// takes the dev-dependencies' features too, which turn rustls on by themselves.
+#[test]
+fn a_plain_build_has_tls() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let tree = std::process::Command::new(cargo)
+        .args([
+            "tree",
+            "--offline",
+            "--manifest-path",
+            manifest,
+            "-p",
+            "wse-cli",
+        ])
+        .args(["-e", "normal", "-e", "features", "-i", "wse-client"])
+        .output()
+        .expect("cargo tree runs");
+    assert!(tree.status.success(), "{}", text(&tree.stderr));
+    assert!(
+        text(&tree.stdout).contains(r#"wse-client feature "rustls""#),
+        "wse-cli must depend on wse-client with its rustls feature:\n{}",
+        text(&tree.stdout)
+    );
+}

@@ -101,7 +101,13 @@ async fn connect_once(client: &Client, url: &str, identity: Value, meta: Value) 
         opened = opening => opened,
         // There is no socket to close yet: a close asked for meanwhile drops the opening
         // rather than waiting for the upgrade (up to the handshake timeout).
-        () = closed_while_opening(client) => return Attempt::failed(ConnectError::ClientClosed),
+        // Told as the close it stands for (1000 wse.by-client), not as an abnormal one.
+        () = closed_while_opening(client) => {
+            return Attempt {
+                close: Close::new(close_code::NORMAL, CloseReason::ByClient.as_str()),
+                failure: Some(ConnectError::ClientClosed),
+            };
+        }
     };
     let mut link = match opened {
         Ok(Ok(link)) => link,

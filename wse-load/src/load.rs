@@ -1480,11 +1480,13 @@ impl Trigger {
         })
     }
 
-    /// Whether the arguments carry the round's number (a string that is exactly `{round}`),
-    /// which the messages then carry too: only a placeholder makes them differ from round to
-    /// round.
+    /// Whether the messages carry the round's number as their whole payload: the trigger's
+    /// `payload` argument is exactly `{round}`, as in the demo's `broadcast`, `send_to_user`
+    /// and `room_send`. Only then is each receiver's every round checked; a `{round}`
+    /// elsewhere in the arguments says nothing of what the messages carry, so their rounds
+    /// are only counted.
     fn numbers_rounds(&self) -> bool {
-        self.args(0) != self.args
+        self.args.get("payload").and_then(Value::as_str) == Some(ROUND)
     }
 }
 
@@ -1547,9 +1549,9 @@ const RECEIVER_READ_BUFFER: usize = 4 << 10;
 /// counted into `progress` when given. Bounded: the triggers must be written and the rounds
 /// reach everyone within 60 s.
 ///
-/// The receivers are lean clients. When the trigger's arguments carry the round's number
-/// (`{round}`, as the default triggers' do) and so do the messages, each receiver checks that
-/// it gets every round exactly once; otherwise it counts whole messages (any message counts:
+/// The receivers are lean clients. When the trigger's `payload` argument is exactly
+/// `{round}` (as the default triggers' is), so that each message's payload is its round's
+/// number, each receiver checks that it gets every round exactly once; otherwise it counts whole messages (any message counts:
 /// the server must send the receivers nothing else meanwhile), and one past the rounds is a
 /// failure. The control connection stays on tokio-tungstenite: it sends the `rounds`
 /// triggers and reads their answers meanwhile.
@@ -1945,7 +1947,14 @@ mod tests {
             custom.args(2),
             json!({"room": "r", "payload": [2, "x{round}"]})
         );
-        assert!(broadcast.numbers_rounds() && custom.numbers_rounds());
+        assert!(broadcast.numbers_rounds());
+        // A round elsewhere than as the whole payload: the messages are only counted.
+        assert!(!custom.numbers_rounds());
+        let numbered = Trigger {
+            procedure: "room_send".into(),
+            args: json!({"room": "r", "seq": 1, "payload": "{round}"}),
+        };
+        assert!(numbered.numbers_rounds());
         let fixed = Trigger {
             procedure: "broadcast".into(),
             args: json!({"type": "tick", "payload": "x{round}"}),
