@@ -81,6 +81,29 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// Whether the server refused the connection (rather than the connect failing on the
+    /// way): [`ConnectError::NotAuthorized`], or a close before the welcome that refuses by
+    /// the protocol's rule ([`CloseReason::refuses`](wse_core::CloseReason::refuses): code
+    /// 1000 with an application's own reason). The client retries after neither.
+    ///
+    /// ```
+    /// use wse_client::ConnectError;
+    ///
+    /// assert!(ConnectError::NotAuthorized.is_refusal());
+    /// let banned = ConnectError::Closed { code: 1000, reason: "app.banned".into() };
+    /// assert!(banned.is_refusal());
+    /// let restart = ConnectError::Closed { code: 1012, reason: String::new() };
+    /// assert!(!restart.is_refusal());
+    /// assert!(!ConnectError::Timeout.is_refusal());
+    /// ```
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Self::NotAuthorized => true,
+            Self::Closed { code, reason } => wse_core::CloseReason::refuses(*code, reason),
+            _ => false,
+        }
+    }
+
     /// The wire code this error stands for, where the protocol has one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {

@@ -44,7 +44,7 @@ pub(crate) async fn drive(client: Client) {
         }
 
         let intent = std::mem::replace(&mut client.state().intent, Intent::Stay);
-        let refused = ended.failure == Some(ConnectError::NotAuthorized);
+        let refused = ended.failure.as_ref().is_some_and(ConnectError::is_refusal);
         let retry = match intent {
             Intent::Close => None,
             Intent::Jump => Some(Duration::ZERO),

@@ -411,6 +411,29 @@ impl CloseReason {
         .into_iter()
         .find(|r| r.as_str() == reason)
     }
+
+    /// Whether a close that came before the welcome, with `code` and `reason`, refuses the
+    /// connection (rather than breaking it): `wse.not-authorized` with any code, or code 1000
+    /// with an application's own reason. An application that turns a connection away says
+    /// why and closes with 1000 so that clients do not retry (`PROTOCOL.md`, Closing). Every
+    /// other close (an empty reason, the protocol's other reasons, 1011, 1012, 1013, 1006)
+    /// says the handshake broke or the server let go, after which a client may well be
+    /// welcome on its next try.
+    ///
+    /// ```
+    /// use wse_core::CloseReason;
+    ///
+    /// assert!(CloseReason::refuses(1000, "wse.not-authorized"));
+    /// assert!(CloseReason::refuses(1000, "app.banned"));
+    /// assert!(!CloseReason::refuses(1012, "restart"));
+    /// assert!(!CloseReason::refuses(1000, "wse.protocol-error"));
+    /// ```
+    pub fn refuses(code: u16, reason: &str) -> bool {
+        match Self::parse(reason) {
+            Some(known) => known == Self::NotAuthorized,
+            None => code == close_code::NORMAL && !reason.is_empty(),
+        }
+    }
 }
 
 impl fmt::Display for CloseReason {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use wse_core::{CloseReason, close_code};
+use wse_core::CloseReason;
 
 /// What kind of failure stopped a load: a harness picks its exit code or its retry by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,23 +29,14 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// What kind of failure a close that came before the welcome is, from its close code and
-    /// reason. The one home of this rule: the loads judge their handshakes by it, and the `wse`
-    /// command its connects (and its reconnects) and so its exit codes.
-    ///
-    /// - [`ErrorKind::Refused`] for `wse.not-authorized` (with any code), and for code 1000
-    ///   with an application's own reason: an application that turns a connection away says
-    ///   why, and closes with 1000 so that clients do not retry (`PROTOCOL.md`, Closing).
-    /// - [`ErrorKind::Connect`] for everything else: an empty reason, the protocol's other
-    ///   reasons (`wse.protocol-error` and `wse.by-server` say the handshake broke or the
-    ///   server let go, not that it refused the identity), and any other code (1011 a server
-    ///   error, 1012 a restart, 1013 busy, 1006 a socket that just ended), after which a
-    ///   client may well be welcome on its next try.
+    /// reason, by the protocol's rule ([`CloseReason::refuses`]): [`ErrorKind::Refused`] when
+    /// it refuses the connection, else [`ErrorKind::Connect`]. The loads judge their
+    /// handshakes by it, and the `wse` command its connects and so its exit codes.
     pub fn of_close_before_welcome(code: u16, reason: &str) -> Self {
-        match CloseReason::parse(reason) {
-            Some(CloseReason::NotAuthorized) => Self::Refused,
-            Some(_) => Self::Connect,
-            None if code == close_code::NORMAL && !reason.is_empty() => Self::Refused,
-            None => Self::Connect,
+        if CloseReason::refuses(code, reason) {
+            Self::Refused
+        } else {
+            Self::Connect
         }
     }
 }
