@@ -204,13 +204,11 @@ async fn listen(
     // connect's too, is a change of status the loop sees.
     let mut events = client.events();
     let mut status = client.status_changes();
-    tokio::select! {
-        connected = server.connect_client(&client) => {
-            if let Err(code) = connected {
-                return code;
-            }
-        }
-        () = &mut interrupted => return stopped(&client).await,
+    if let Err(code) = server
+        .connect_unless_interrupted(&client, interrupted.as_mut())
+        .await
+    {
+        return code;
     }
     // Whether the connection the next close ends had its welcome: a close before the welcome
     // (of a reconnect) may be a refusal, one after it never is.

@@ -27,6 +27,8 @@
 //! - `presence`: `wse presence`, a live list of who is online, by version.
 //! - `bench`: `wse bench`, the loads of the `wse-load` crate with a progress bar and a summary.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -371,6 +373,19 @@ impl Server {
             .connect(self.identity.clone(), self.meta.clone())
             .await
             .map_err(|error| connect_failed(&error))
+    }
+
+    /// Connects `client` as [`Server::connect_client`] does, unless `interrupted` (Ctrl-C)
+    /// comes first: then closes it, and the exit code says it was stopped.
+    async fn connect_unless_interrupted(
+        &self,
+        client: &Client,
+        interrupted: Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), ExitCode> {
+        tokio::select! {
+            connected = self.connect_client(client) => connected.map(drop),
+            () = interrupted => Err(stopped(client).await),
+        }
     }
 
     /// A client of the server, connected: or the exit code of why not.

@@ -185,13 +185,11 @@ async fn presence(server: &Server, watch: &Watch, printer: Printer) -> ExitCode 
     // Subscribed before connecting: no close may pass unseen.
     let mut events = client.events();
     let mut status = client.status_changes();
-    tokio::select! {
-        connected = server.connect_client(&client) => {
-            if let Err(code) = connected {
-                return code;
-            }
-        }
-        () = &mut interrupted => return stopped(&client).await,
+    if let Err(code) = server
+        .connect_unless_interrupted(&client, interrupted.as_mut())
+        .await
+    {
+        return code;
     }
     let subscribed = tokio::select! {
         subscribed = client.call::<Value, _>(&watch.subscribe_procedure, &json!({})) => subscribed,
